@@ -1,0 +1,18 @@
+"""refbook: pass-by-reference RPC for Python, built into the Jupyter kernel.
+
+``import refbook as ray`` works for the common subset of Ray's core API.
+"""
+
+from . import exceptions
+from .runtime.api import (available_resources, cancel, cluster_resources, get, init,
+                          is_initialized, nodes, objects, put, shutdown, wait)
+from .runtime.object_ref import ObjectRef
+from .runtime.remote_function import remote
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "init", "shutdown", "is_initialized", "remote", "put", "get", "wait", "cancel",
+    "ObjectRef", "nodes", "objects", "cluster_resources", "available_resources",
+    "exceptions", "__version__",
+]

@@ -1,0 +1,292 @@
+"""The public runtime API (API.md section 1): init, shutdown, put, get, wait, cancel,
+and the introspection calls.  Mirrors Ray's for the common subset."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+from .. import exceptions as exc
+from . import core as core_mod
+from . import protocol as P
+from .arena import Arena
+from .core import CoreWorker
+from .object_ref import ObjectRef
+
+_lock = threading.RLock()
+_session: "Session | None" = None
+
+
+class RuntimeContext:
+    """What ``init()`` returns: where the cluster is and what this node has."""
+
+    def __init__(self, session: "Session"):
+        self.session_dir = session.dir
+        self.node_id = session.node_id
+        self.address = session.node_address
+        self.driver_address = session.core.me
+        self.num_cpus = session.num_cpus
+        self.object_store_memory = session.capacity
+
+    def __repr__(self) -> str:
+        return (f"RuntimeContext(node_id={self.node_id!r}, num_cpus={self.num_cpus}, "
+                f"object_store_memory={self.object_store_memory})")
+
+
+class Session:
+    """One embedded cluster started by ``init()``: a node process and this driver."""
+
+    def __init__(self, num_cpus: int, capacity: int, resources: dict):
+        self.num_cpus = num_cpus
+        self.capacity = capacity
+        self.dir = tempfile.mkdtemp(prefix="refbook-")
+        sock_dir = os.path.join(self.dir, "s")
+        os.mkdir(sock_dir, 0o700)
+        os.mkdir(os.path.join(self.dir, "logs"), 0o700)
+        self.node_id = os.urandom(4).hex()
+        self.node_address = f"ipc://{sock_dir}/nm"
+        secret = os.urandom(32)
+        self.arena = Arena.create(capacity)
+        ready_r, ready_w = os.pipe()
+        cfg = {
+            "session_dir": self.dir, "sock_dir": sock_dir, "node_id": self.node_id,
+            "node_address": self.node_address, "num_cpus": num_cpus,
+            "resources": resources, "capacity": capacity, "arena_fd": self.arena.fd,
+            "driver_pid": os.getpid(), "ready_fd": ready_w, "owns_session": True,
+        }
+        env = dict(os.environ, REFBOOK_SECRET=secret.hex())
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+        self.log_path = os.path.join(self.dir, "logs", "node.log")
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
+                pass_fds=(self.arena.fd, ready_w), env=env, stdin=subprocess.DEVNULL,
+                stdout=logf, stderr=logf, start_new_session=True)
+        os.close(ready_w)
+        try:
+            self.core = CoreWorker(kind="driver", address=f"ipc://{sock_dir}/d-{os.urandom(6).hex()}",
+                                   node_address=self.node_address, node_id=self.node_id,
+                                   secret=secret, arena=self.arena)
+            self._wait_ready(ready_r)
+            self.core.start()
+            self.core.register()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(ready_r)
+
+    def _wait_ready(self, fd: int, timeout: float = 30.0) -> None:
+        r, _, _ = select.select([fd], [], [], timeout)
+        line = os.read(fd, 64) if r else b""
+        if not line.startswith(b"ready"):
+            try:
+                with open(self.log_path, errors="replace") as f:
+                    tail = f.read()[-2000:]
+            except OSError:
+                tail = ""
+            raise exc.RefbookError(f"the refbook node process did not start:\n{tail}")
+
+    def close(self) -> None:
+        core = getattr(self, "core", None)
+        if core is not None:
+            try:
+                core.transport.send(self.node_address, (P.SHUTDOWN,))
+            except Exception:  # noqa: BLE001
+                pass
+            core.stop()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _default_store_memory() -> int:
+    return int(psutil.virtual_memory().total * 0.3)
+
+
+def init(num_cpus: int | None = None, object_store_memory: int | None = None,
+         spill_dir: str | None = None, address: str | None = None,
+         resources: dict | None = None, **kwargs) -> RuntimeContext:
+    """Start an embedded cluster (a node manager with one worker per CPU) and connect
+    this process as its driver.  Calling it again while initialized returns the same
+    context and changes nothing."""
+    global _session
+    with _lock:
+        if _session is not None:
+            return RuntimeContext(_session)
+        unknown = set(kwargs) - {"ignore_reinit_error", "include_dashboard",
+                                 "logging_level", "log_to_driver", "namespace"}
+        if unknown:
+            raise TypeError(f"init() got unexpected argument(s): {', '.join(sorted(unknown))}")
+        address = address or os.environ.get("REFBOOK_ADDRESS")
+        if address:
+            raise exc.RefbookError(
+                f"joining an existing cluster at {address!r} is not supported by this "
+                f"build yet; call refbook.init() without address= to start a local one")
+        if num_cpus is None:
+            num_cpus = os.cpu_count() or 1
+        if not isinstance(num_cpus, int) or num_cpus < 1:
+            raise ValueError(f"num_cpus must be a positive integer, not {num_cpus!r}")
+        if object_store_memory is None:
+            object_store_memory = _default_store_memory()
+        if not isinstance(object_store_memory, int) or object_store_memory < (1 << 20):
+            raise ValueError("object_store_memory must be an integer number of bytes, at "
+                             f"least 1 MiB; got {object_store_memory!r}")
+        resources = dict(resources or {})
+        for k, v in resources.items():
+            if not isinstance(k, str) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"resources must map names to non-negative numbers; "
+                                 f"got {k!r}: {v!r}")
+        _session = Session(num_cpus, object_store_memory, resources)
+        core_mod.set_current(_session.core)
+        return RuntimeContext(_session)
+
+
+def shutdown() -> None:
+    """Stop every process ``init()`` started and remove its files.  Idempotent."""
+    global _session
+    with _lock:
+        s, _session = _session, None
+        if s is None:
+            return
+        core_mod.set_current(None)
+        s.close()
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    return _session is not None
+
+
+def _core() -> CoreWorker:
+    core = core_mod.current()
+    if core is None:
+        with _lock:
+            if core_mod.current() is None:
+                init()
+            core = core_mod.current()
+    return core
+
+
+def _check_refs(refs, what: str) -> list:
+    if isinstance(refs, ObjectRef):
+        return [refs]
+    if not isinstance(refs, (list, tuple)):
+        raise TypeError(f"{what}() takes an ObjectRef or a list of them, not {type(refs).__name__}")
+    for r in refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"{what}() takes ObjectRefs; got {type(r).__name__} in the list")
+    return list(refs)
+
+
+def put(value) -> ObjectRef:
+    """Store ``value`` (immutable from now on) and return a ref owned by this process."""
+    return _core().put(value)
+
+
+def get(refs, timeout: float | None = None):
+    """The value of a ref, or a list of values.  Raises the task's error (a
+    ``TaskError`` that is also the original exception's class), or
+    ``GetTimeoutError`` after ``timeout`` seconds."""
+    lst = _check_refs(refs, "get")
+    values = _core().get(lst, timeout)
+    return values[0] if isinstance(refs, ObjectRef) else values
+
+
+def wait(refs, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True) -> tuple[list, list]:
+    """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``
+    in the order of ``refs``."""
+    lst = _check_refs(refs, "wait")
+    if isinstance(refs, ObjectRef):
+        raise TypeError("wait() takes a list of ObjectRefs")
+    if len(set(lst)) != len(lst):
+        raise ValueError("wait() got the same ObjectRef more than once")
+    if not 0 <= num_returns <= len(lst):
+        raise ValueError(f"num_returns={num_returns} but {len(lst)} ref(s) were given")
+    ready_ids = _core().wait_ready(lst, num_returns, timeout)
+    ready, not_ready = [], []
+    for r in lst:
+        (ready if r._id in ready_ids and len(ready) < num_returns else not_ready).append(r)
+    return ready, not_ready
+
+
+def cancel(ref: ObjectRef, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``ref``: a queued task never runs; a running one is
+    interrupted (``KeyboardInterrupt`` inside it), or its worker is killed with
+    ``force=True``.  ``get`` then raises ``TaskCancelledError``."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
+    _core().cancel(ref, force)
+
+
+def _query(addr: str, what: str, timeout: float = 5.0):
+    core = _core()
+    return core.call(addr, lambda req: (P.STATE_QUERY, core.me, req, what), timeout)
+
+
+def nodes() -> list[dict]:
+    """One dict per node: id, address, liveness, resources and store usage."""
+    return _query(_core().node_address, "nodes")
+
+
+def objects() -> list[dict]:
+    """One dict per live object, as its owner sees it (see API.md)."""
+    core = _core()
+    procs = _query(core.node_address, "processes")
+    out = []
+    with core.lock:
+        out += core.describe("objects")
+    for p in procs:
+        if p == core.me:
+            continue
+        try:
+            out += _query(p, "objects", timeout=2.0) or []
+        except exc.RefbookError:
+            pass     # the process died or is stuck; its objects are not listed
+    return out
+
+
+def cluster_resources() -> dict:
+    total: dict = {}
+    for n in nodes():
+        if n["alive"]:
+            for k, v in n["resources"].items():
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+def available_resources() -> dict:
+    total: dict = {}
+    for n in nodes():
+        if n["alive"]:
+            for k, v in n["available"].items():
+                total[k] = total.get(k, 0) + max(v, 0)
+    return total
+
+
+def _wait_until(pred, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``pred`` until true; used by tests and benchmarks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return pred()

@@ -1,0 +1,843 @@
+"""The core of every driver and worker process: owner, borrower and task submitter.
+
+One :class:`CoreWorker` per process wraps the I/O-free protocol classes
+(:class:`ReferenceTable`, :class:`TaskManager`) with the real things: a ZeroMQ
+transport, the node's shared-memory arena and an I/O thread.
+
+Threads.  User code (the driver's caller, or a worker's task) calls ``put``, ``submit``,
+``get`` directly: those take ``self.lock``, change the protocol state and send at once,
+so no hand-off sits on the per-task path.  The I/O thread reads the inbox and handles
+what arrives (task replies, registrations, lease grants) under the same lock.
+``ObjectRef.__del__`` and zero-copy view finalizers may run in any thread at any time,
+so they never take the lock: they append to ``self._releases`` and wake the I/O thread.
+
+Values.  ``self.values`` maps an object id to an *entry*:
+``(INLINE, meta, buffers)`` for small values held in this process's memory,
+``(STORED, node_id, offset, size)`` for values in a node's arena, or
+``(ERROR, exception)``.  Owners keep entries of what they own; borrowers cache
+entries of what they hold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+
+import zmq
+
+from .. import exceptions as exc
+from . import protocol as P
+from .arena import Arena, layout_size
+from .ids import IdGenerator, new_tag, object_id
+from .object_ref import ObjectRef
+from .refcount import Effects, ReferenceTable
+from .serialization import Serialized, deserialize, serialize
+from .tasks import Task, TaskManager
+from .transport import Transport
+
+log = logging.getLogger("refbook.core")
+
+INLINE_MAX = 100 * 1024
+INLINE, STORED, ERROR = 0, 1, 2
+
+_current: "CoreWorker | None" = None
+_tls = threading.local()       # .covered: set of oids covered by the running task
+
+
+def current() -> "CoreWorker | None":
+    return _current
+
+
+def set_current(core: "CoreWorker | None") -> None:
+    global _current
+    _current = core
+
+
+class _TopArg:
+    """Placeholder for a top-level ref argument, resolved to its value before the
+    task runs (API.md: top-level refs arrive as values, nested refs as refs)."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int):
+        self.i = i
+
+    def __reduce__(self):
+        return (_TopArg, (self.i,))
+
+
+class CoreWorker:
+    def __init__(self, *, kind: str, address: str, node_address: str, node_id: str,
+                 secret: bytes, arena: Arena):
+        self.kind = kind
+        self.me = address
+        self.node_address = node_address
+        self.node_id = node_id
+        self.arena = arena
+        self.tag = new_tag()
+        self.ids = IdGenerator(self.tag)
+        self.transport = Transport(address, secret, self.tag)
+        self.lock = threading.RLock()
+        self.rt = ReferenceTable(address)
+        self.tm = TaskManager()
+        self.values: dict[bytes, tuple] = {}
+        self.waiters: dict[bytes, list] = {}
+        self._releases: deque = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_armed = False
+        self._req_ids = itertools.count(1)
+        self._replies: dict[int, list] = {}      # req_id -> [Event, result]
+        self._fetching: set[bytes] = set()       # GET_OBJECT outstanding
+        self._acks: dict[int, list] = {}         # ack_id -> pinned refs
+        self._fn_sent: set = set()
+        self._extra_fds: dict[int, object] = {}  # fd -> callback (I/O thread)
+        self.on_block = None                     # worker hook: hand back queued tasks
+        self.on_push = None                      # worker hook: tasks arrived
+        self.on_cancel = None                    # worker hook: cancel a running task
+        self.output_sink = None                  # driver hook: task output
+        self.alive = True
+        self._stop = False
+        self._io = threading.Thread(target=self._io_loop, name="refbook-io", daemon=True)
+        self._handlers = {
+            P.TASKS_DONE: self._on_tasks_done,
+            P.LEASE_GRANTED: self._on_lease_granted,
+            P.LEASE_RECLAIM: self._on_reclaim,
+            P.PROCESS_DIED: self._on_process_died,
+            P.ALLOC_REPLY: self._on_reply,
+            P.STATE_REPLY: self._on_reply,
+            P.REGISTERED: self._on_reply,
+            P.GET_OBJECT: self._on_get_object,
+            P.OBJECT_REPLY: self._on_object_reply,
+            P.INC_REF: self._on_inc,
+            P.INC_ACK: self._on_ack,
+            P.DEC_REF: self._on_dec,
+            P.TASKS_RETURNED: self._on_tasks_returned,
+            P.OUTPUT: self._on_output,
+            P.STATE_QUERY: self._on_state_query,
+            P.PUSH_TASKS: self._on_push,
+            P.CANCEL_TASK: self._on_cancel,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._io.start()
+
+    def register(self, timeout: float = 10.0) -> dict:
+        return self.call(self.node_address,
+                         lambda req: (P.REGISTER, self.me, self.kind, os.getpid(), req),
+                         timeout)
+
+    def stop(self) -> None:
+        self.alive = False
+        self._stop = True
+        self._wake()
+        if self._io.is_alive() and threading.current_thread() is not self._io:
+            self._io.join(timeout=2)
+        try:
+            self.transport.close()
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        with self.lock:
+            for waiters in self.waiters.values():
+                for cb in waiters:
+                    cb()
+            for slot in self._replies.values():
+                slot[0].set()
+
+    def add_fd(self, fd: int, callback) -> None:
+        """Watch ``fd`` in the I/O thread (e.g. a pidfd of the process we depend on)."""
+        self._extra_fds[fd] = callback
+
+    # --------------------------------------------------------------- sending
+    def send(self, addr: str, msg: tuple) -> None:
+        if addr == self.me:
+            with self.lock:
+                self._dispatch(msg)
+            return
+        self.transport.send(addr, msg)
+
+    def call(self, addr: str, make_msg, timeout: float | None = 10.0):
+        """Send a request that carries a fresh ``req_id`` and wait for its reply."""
+        req = next(self._req_ids)
+        slot = [threading.Event(), None]
+        self._replies[req] = slot
+        self.send(addr, make_msg(req))
+        if not slot[0].wait(timeout):
+            self._replies.pop(req, None)
+            raise exc.RefbookError(f"no reply from {addr} within {timeout} s")
+        self._replies.pop(req, None)
+        if not self.alive:
+            raise exc.RefbookError("refbook was shut down while waiting for a reply")
+        return slot[1]
+
+    def _on_reply(self, msg):
+        slot = self._replies.get(msg[1])
+        if slot is not None:
+            slot[1] = msg[2] if len(msg) == 3 else msg[2:]
+            slot[0].set()
+
+    # --------------------------------------------------------------- releases
+    def release_soon(self, oid: bytes) -> None:
+        """Called from ``ObjectRef.__del__`` and view finalizers, in any thread."""
+        if not self.alive:
+            return
+        self._releases.append(oid)
+        if not self._wake_armed:
+            self._wake_armed = True
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _drain_releases(self, fx: Effects) -> None:
+        rel = self._releases
+        rt = self.rt
+        while rel:
+            rt.remove_local(rel.popleft(), fx)
+
+    # ------------------------------------------------------------------ effects
+    def _apply(self, fx: Effects) -> None:
+        """Carry out what the reference table decided.  Caller holds the lock."""
+        if fx.free:
+            frees = []
+            for oid in fx.free:
+                entry = self.values.pop(oid, None)
+                if entry is not None and entry[0] == STORED:
+                    frees.append(oid)
+                self.waiters.pop(oid, None)
+            if frees:
+                self.transport.send(self.node_address, (P.FREE, frees))
+        for oid in fx.dropped:
+            self.values.pop(oid, None)
+        for addr, msg in fx.send:
+            self.send(addr, msg)
+        fx.free.clear()
+        fx.dropped.clear()
+        fx.send.clear()
+
+    def _set_value(self, oid: bytes, entry: tuple) -> list:
+        """A value became known; wake waiters and return follow-up task actions."""
+        self.values[oid] = entry
+        for cb in self.waiters.pop(oid, ()):
+            cb()
+        if entry[0] == ERROR:
+            return self.tm.dependency_failed(oid, entry[1])
+        return self.tm.resolved(oid)
+
+    # ----------------------------------------------------------------------- put
+    def new_ref(self, oid: bytes) -> ObjectRef:
+        """An owned ref handed to user code.  Caller holds the lock."""
+        self.rt.add_local(oid, self.me)
+        return ObjectRef(oid, self.me, self)
+
+    def put(self, value) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself "
+                            "or put() a container that holds it")
+        s = serialize(value)
+        oid = self.ids.put_id()
+        if s.size <= INLINE_MAX:
+            entry = (INLINE, s.meta, [bytes(b) for b in s.buffers])
+        else:
+            entry = self.store(oid, s, self.me)
+        with self.lock:
+            fx = Effects()
+            self._drain_releases(fx)
+            self.rt.own(oid, s.refs)
+            ref = self.new_ref(oid)
+            self.values[oid] = entry
+            self._apply(fx)
+        return ref
+
+    def store(self, oid: bytes, s: Serialized, owner: str) -> tuple:
+        """Write a serialized value into this node's arena; one copy.  Not callable
+        from the I/O thread (it waits for the node manager's reply)."""
+        size = layout_size(s)
+        status, detail = self.call(
+            self.node_address, lambda req: (P.ALLOC, self.me, req, oid, size, owner), 60)
+        if status == "full":
+            raise exc.ObjectStoreFullError(detail)
+        if status == "ok":
+            self.arena.write(detail, s)
+            self.transport.send(self.node_address, (P.SEAL, oid, detail, size, owner))
+        return (STORED, self.node_id, detail, size)
+
+    # -------------------------------------------------------------------- submit
+    def submit(self, fn_id: bytes, fn_blob: bytes, name: str, args, kwargs,
+               num_returns: int, resources: dict, max_retries: int,
+               retry_exceptions, signature=None) -> list[ObjectRef]:
+        top: list[ObjectRef] = []
+
+        def mark(a):
+            if isinstance(a, ObjectRef):
+                top.append(a)
+                return _TopArg(len(top) - 1)
+            return a
+
+        args2 = [mark(a) for a in args]
+        kwargs2 = {k: mark(v) for k, v in kwargs.items()}
+        try:
+            s = serialize((args2, kwargs2))
+        except Exception as e:  # noqa: BLE001 - re-raised with the argument named
+            raise _argument_error(name, args, kwargs, signature, e) from None
+        task_id = self.ids.task_id()
+        return_ids = [object_id(task_id, i) for i in range(num_returns)]
+        blob_oid = None
+        if s.size > INLINE_MAX:
+            blob_oid = self.ids.put_id()
+            args_entry = self.store(blob_oid, s, self.me)
+        else:
+            args_entry = (INLINE, s.meta, [bytes(b) for b in s.buffers])
+        top_refs = [(r._id, r._owner) for r in top]
+        arg_refs = top_refs + s.refs
+        with self.lock:
+            fx = Effects()
+            self._drain_releases(fx)
+            if blob_oid is not None:
+                self.rt.own(blob_oid)
+                self.values[blob_oid] = args_entry
+                arg_refs.append((blob_oid, self.me))
+                args_entry = ("ref", blob_oid)
+            self.rt.add_submitted(arg_refs)
+            refs = []
+            for oid in return_ids:
+                self.rt.own(oid)
+                refs.append(self.new_ref(oid))
+            self.tm.now = time.monotonic()
+            task = Task(task_id, name, resources, return_ids, arg_refs,
+                        (fn_id, fn_blob, args_entry, top_refs), max_retries,
+                        retry_exceptions)
+            unresolved = set()
+            for oid, owner in top_refs:
+                if oid not in self.values:
+                    unresolved.add(oid)
+                    if owner != self.me:
+                        self._fetch(oid, owner)
+            actions = self.tm.submit(task, unresolved)
+            self._do(actions)
+            self._apply(fx)
+        return refs
+
+    def _do(self, actions: list) -> None:
+        """Carry out task-manager actions.  Caller holds the lock."""
+        for a in actions:
+            kind = a[0]
+            if kind == "push":
+                lease, batch = a[1], a[2]
+                specs = [self._wire_spec(t, lease.worker) for t in batch]
+                self.transport.send(lease.worker, (P.PUSH_TASKS, self.me, lease.lease_id, specs))
+            elif kind == "request":
+                self.transport.send(self.node_address, (P.LEASE_REQUEST, self.me, a[1], a[2]))
+            elif kind == "return":
+                self.transport.send(self.node_address, (P.LEASE_RETURN, a[1]))
+            elif kind == "fail":
+                self._fail_task(a[1], a[2])
+            elif kind == "cancel":
+                task, worker, force = a[1], a[2], a[3]
+                if force:
+                    self.transport.send(self.node_address,
+                                        (P.KILL_WORKER, worker, "cancelled with force=True"))
+                else:
+                    self.transport.send(worker, (P.CANCEL_TASK, task.task_id))
+
+    def _fail_task(self, task: Task, error: BaseException) -> None:
+        entry = (ERROR, error)
+        follow = []
+        for oid in task.return_ids:
+            follow += self._set_value(oid, entry)
+        fx = Effects()
+        self.rt.remove_submitted(task.arg_refs, fx)
+        for oid in task.return_ids:
+            self.rt.release_if_unreferenced(oid, fx)
+        self._apply(fx)
+        self._do(follow)
+
+    def _wire_spec(self, task: Task, worker: str) -> tuple:
+        fn_id, fn_blob, args_entry, top_refs = task.payload
+        key = (worker, fn_id)
+        if key in self._fn_sent:
+            blob = None
+        else:
+            self._fn_sent.add(key)
+            blob = fn_blob
+        if args_entry[0] == "ref":
+            args_entry = (self.values[args_entry[1]], args_entry[1])
+        else:
+            args_entry = (args_entry, None)
+        resolved = [(oid, owner, self.values[oid]) for oid, owner in top_refs]
+        return (task.task_id, fn_id, blob, args_entry, resolved, task.return_ids, task.name)
+
+    # --------------------------------------------------------------------- fetch
+    def _fetch(self, oid: bytes, owner: str) -> None:
+        if oid in self._fetching:
+            return
+        if self.rt.get(oid) is not None and self.rt.get(oid).owner_dead:
+            self._set_value(oid, (ERROR, _owner_died(oid, owner)))
+            return
+        self._fetching.add(oid)
+        self.transport.send(owner, (P.GET_OBJECT, self.me, 0, oid))
+
+    def _on_get_object(self, msg):
+        _, requester, req, oid = msg
+        entry = self.values.get(oid)
+        if entry is not None:
+            self.transport.send(requester, (P.OBJECT_REPLY, req, oid, entry))
+            return
+        if self.rt.owns(oid):
+            def reply(oid=oid, requester=requester, req=req):
+                e = self.values.get(oid)
+                if e is not None:
+                    self.transport.send(requester, (P.OBJECT_REPLY, req, oid, e))
+            self.waiters.setdefault(oid, []).append(reply)
+            return
+        err = exc.ObjectLostError(
+            f"object {oid.hex()} is no longer held by its owner {self.me}; it was "
+            f"freed, or this process restarted")
+        self.transport.send(requester, (P.OBJECT_REPLY, req, oid, (ERROR, err)))
+
+    def _on_object_reply(self, msg):
+        _, _req, oid, entry = msg
+        self._fetching.discard(oid)
+        if oid in self.rt:
+            self._do(self._set_value(oid, entry))
+
+    # ----------------------------------------------------------------------- get
+    def on_ready(self, ref: ObjectRef, callback) -> None:
+        """Run ``callback()`` (in some thread) once ``ref``'s value is known here."""
+        with self.lock:
+            if ref._id in self.values:
+                ready = True
+            else:
+                ready = False
+                self.waiters.setdefault(ref._id, []).append(callback)
+                if ref._owner != self.me:
+                    self._fetch(ref._id, ref._owner)
+        if ready:
+            callback()
+
+    def wait_ready(self, refs: list, num: int, timeout: float | None) -> set:
+        """Block until at least ``num`` of ``refs`` have values here (or timeout).
+        Returns the set of ready object ids."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ev = threading.Event()
+        with self.lock:
+            fx = Effects()
+            self._drain_releases(fx)
+            self._apply(fx)
+            ready = set()
+            for r in refs:
+                if r._id in self.values:
+                    ready.add(r._id)
+            missing = [r for r in refs if r._id not in ready]
+            if len(ready) >= num or not missing:
+                return ready
+            for r in missing:
+                self.waiters.setdefault(r._id, []).append(ev.set)
+                if r._owner != self.me:
+                    self._fetch(r._id, r._owner)
+        blocked = False
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                if not blocked and self.kind == "worker":
+                    blocked = True
+                    self._block()
+                ev.wait(remaining if remaining is None else min(remaining, 1.0))
+                if not self.alive:
+                    raise exc.RefbookError("refbook was shut down while waiting")
+                with self.lock:
+                    ev.clear()
+                    for r in missing:
+                        if r._id in self.values:
+                            ready.add(r._id)
+                    if len(ready) >= num:
+                        break
+                    for r in missing:   # re-arm: a callback fires once
+                        if r._id not in ready:
+                            ws = self.waiters.setdefault(r._id, [])
+                            if ev.set not in ws:
+                                ws.append(ev.set)
+        finally:
+            if blocked:
+                self.transport.send(self.node_address, (P.UNBLOCKED, self.me))
+        return ready
+
+    def _block(self) -> None:
+        self.transport.send(self.node_address, (P.BLOCKED, self.me))
+        if self.on_block is not None:
+            self.on_block()
+
+    def get(self, refs: list, timeout: float | None):
+        ids = [r._id for r in refs]
+        if not all(oid in self.values for oid in ids):
+            ready = self.wait_ready(refs, len(refs), timeout)
+            if len(ready) < len(set(ids)):
+                pending = [r.hex() for r in refs if r._id not in ready]
+                raise exc.GetTimeoutError(
+                    f"get() timed out after {timeout} s; {len(pending)} of {len(refs)} "
+                    f"ref(s) not ready: {', '.join(pending[:5])}"
+                    f"{' ...' if len(pending) > 5 else ''}")
+        out = []
+        for r in refs:
+            out.append(self.decode(r._id, r._owner, self.values[r._id], cover=True))
+        return out
+
+    def decode(self, oid: bytes, owner: str, entry: tuple, cover: bool):
+        """Rebuild a value from its entry.  Stored values become read-only views of
+        the arena; while any view lives this process holds ``oid``."""
+        kind = entry[0]
+        if kind == ERROR:
+            raise entry[1]
+        prev = getattr(_tls, "cover", None)
+        _tls.cover = (oid, owner) if cover else None
+        try:
+            if kind == INLINE:
+                return deserialize(entry[1], entry[2])
+            node_id, offset, size = entry[1], entry[2], entry[3]
+            if node_id != self.node_id:
+                raise exc.ObjectLostError(
+                    f"object {oid.hex()} lives on node {node_id}; transfer between nodes "
+                    f"is not available in this build")
+            with self.lock:
+                self.rt.add_local(oid, owner)
+                covered = getattr(_tls, "covered", None)
+                if covered is not None:
+                    covered.add(oid)
+            return self.arena.read(offset, size, lambda: self.release_soon(oid))
+        finally:
+            _tls.cover = prev
+
+    def deserialized_ref(self, oid: bytes, owner: str) -> ObjectRef:
+        """A ref came out of a value we unpickled: hold it, and make sure its owner
+        counts us (see refcount.py for why each branch is safe)."""
+        with self.lock:
+            r = self.rt.add_local(oid, owner)
+            if owner != self.me and r.registered == 0:
+                covered = getattr(_tls, "covered", None)
+                if covered is not None:
+                    covered.add(oid)     # the caller's submitted count covers it
+                else:
+                    cover = getattr(_tls, "cover", None)
+                    ack = 0
+                    if cover is not None:
+                        ack = next(self._req_ids)
+                        self.rt.pin([cover])
+                        self._acks[ack] = [cover]
+                    self.rt.mark_registered(oid, owner)
+                    self.transport.send(owner, (P.INC_REF, self.me, oid, self.me, ack))
+        return ObjectRef(oid, owner, self)
+
+    # --------------------------------------------------------- registration protocol
+    def _on_inc(self, msg):
+        _, sender, oid, for_addr, ack = msg
+        if not self.rt.on_inc(oid, for_addr):
+            log.warning("INC_REF for unknown object %s from %s", oid.hex(), sender)
+        if ack:
+            self.transport.send(sender, (P.INC_ACK, ack))
+
+    def _on_ack(self, msg):
+        pinned = self._acks.pop(msg[1], None)
+        if pinned:
+            fx = Effects()
+            self.rt.unpin(pinned, fx)
+            self._apply(fx)
+
+    def _on_dec(self, msg):
+        _, sender, oid, n = msg
+        fx = Effects()
+        self.rt.on_dec(oid, sender, n, fx)
+        self._apply(fx)
+
+    def register_for(self, oid: bytes, owner: str, target: str) -> bool:
+        """Make ``target`` a registered holder of ``oid`` if this process can do so
+        safely right now (it owns ``oid`` or is registered for it).  Returns whether it
+        did; if not, ``target`` must register itself under its own cover."""
+        if target == owner:
+            return False
+        if owner == self.me:
+            self.rt.on_inc(oid, target)
+            return True
+        r = self.rt.get(oid)
+        if r is not None and r.registered > 0:
+            self.transport.send(owner, (P.INC_REF, self.me, oid, target, 0))
+            return True
+        return False
+
+    def _register_covered(self, oid: bytes, owner: str, target: str, cover: list) -> None:
+        """Register ``target`` for ``oid`` while ``cover`` (refs we hold that keep
+        ``oid`` alive) stays pinned until the owner acknowledges."""
+        if owner == self.me:
+            if target != self.me:
+                self.rt.on_inc(oid, target)
+            return
+        if target == owner:
+            return
+        ack = next(self._req_ids)
+        self.rt.pin(cover)
+        self._acks[ack] = list(cover)
+        self.transport.send(owner, (P.INC_REF, self.me, oid, target, ack))
+
+    # ------------------------------------------------------------- task replies
+    def _on_tasks_done(self, msg):
+        _, worker, results = msg
+        self.tm.now = time.monotonic()
+        follow = []
+        fx = Effects()
+        for task_id, ok, payload, borrowed in results:
+            task, actions = self.tm.done(task_id)
+            follow += actions
+            if task is None:
+                if ok:
+                    self._discard_returns(task_id, payload, fx)
+                continue
+            if not ok:
+                error = payload
+                if self.tm.should_retry_exception(task, getattr(error, "cause_cls", None)):
+                    follow += self.tm.retry(task)
+                    continue
+                for oid in task.return_ids:
+                    follow += self._set_value(oid, (ERROR, error))
+            else:
+                cover = task.arg_refs
+                for oid, (kind, data, nested) in zip(task.return_ids, payload):
+                    self.rt.own(oid, [(x, o) for x, o, _ in nested])
+                    for x, o, reg in nested:
+                        if o == self.me:
+                            continue
+                        if reg:
+                            self.rt.mark_registered(x, o)
+                        elif self.rt.get(x).registered == 0:
+                            self.rt.mark_registered(x, o)
+                            self._register_covered(x, o, self.me, cover)
+                    entry = (INLINE, data[0], data[1]) if kind == INLINE else (STORED, *data)
+                    follow += self._set_value(oid, entry)
+            for x, o in borrowed:
+                self._register_covered(x, o, worker, task.arg_refs)
+            self.rt.remove_submitted(task.arg_refs, fx)
+            for oid in task.return_ids:
+                self.rt.release_if_unreferenced(oid, fx)
+        self._apply(fx)
+        self._do(follow)
+
+    def _discard_returns(self, task_id: bytes, payload, fx: Effects) -> None:
+        """Results of a task we no longer track (cancelled, or a duplicate after a
+        retry): free what the worker stored for us and repay registrations."""
+        for i, (kind, data, nested) in enumerate(payload):
+            oid = object_id(task_id, i)
+            if oid in self.rt:
+                continue
+            self.rt.own(oid, [(x, o) for x, o, _ in nested])
+            for x, o, reg in nested:
+                if reg and o != self.me:
+                    self.rt.mark_registered(x, o)
+            if kind == STORED:
+                self.values[oid] = (STORED, *data)
+            self.rt.release_if_unreferenced(oid, fx)
+
+    def _on_lease_granted(self, msg):
+        _, req_id, lease_id, worker = msg
+        self.tm.now = time.monotonic()
+        if lease_id is None:
+            self._do(self.tm.lease_rejected(req_id, worker))
+        else:
+            self._do(self.tm.lease_granted(req_id, lease_id, worker))
+
+    def _on_reclaim(self, msg):
+        self._do(self.tm.reclaim())
+
+    def _on_tasks_returned(self, msg):
+        _, worker, task_ids = msg
+        self._do(self.tm.returned(worker, task_ids))
+
+    def _on_process_died(self, msg):
+        _, addr, reason = msg
+        fx = Effects()
+        orphaned = self.rt.on_process_died(addr, fx)
+        follow = []
+        for oid in orphaned:
+            self._fetching.discard(oid)
+            follow += self._set_value(oid, (ERROR, _owner_died(oid, addr)))
+        self.tm.now = time.monotonic()
+        follow += self.tm.worker_died(addr, reason)
+        self._apply(fx)
+        self._do(follow)
+        self.transport.disconnect(addr)
+
+    def _on_output(self, msg):
+        _, worker, task_id, stream, text = msg
+        sink = self.output_sink
+        if sink is not None:
+            sink(task_id, stream, text)
+        else:
+            (sys.stderr if stream == "err" else sys.stdout).write(text)
+
+    def _on_push(self, msg):
+        if self.on_push is not None:
+            _, owner, lease_id, specs = msg
+            self.on_push(owner, specs)
+
+    def _on_cancel(self, msg):
+        if self.on_cancel is not None:
+            self.on_cancel(msg[1])
+
+    def end_task(self, covered: set) -> list:
+        """A task finished here: the covered refs we still hold, for the reply."""
+        with self.lock:
+            fx = Effects()
+            self._drain_releases(fx)
+            borrowed = self.rt.report_borrowed(covered)
+            self._apply(fx)
+        return borrowed
+
+    # -------------------------------------------------------------------- cancel
+    def cancel(self, ref: ObjectRef, force: bool) -> None:
+        from .ids import task_of
+        with self.lock:
+            if ref._owner != self.me:
+                raise ValueError(f"only the owner of {ref!r} can cancel the task that makes it")
+            self._do(self.tm.cancel(task_of(ref._id), force))
+
+    # ------------------------------------------------------------- introspection
+    def _on_state_query(self, msg):
+        _, requester, req, what = msg
+        self.transport.send(requester, (P.STATE_REPLY, req, self.describe(what)))
+
+    def describe(self, what: str):
+        if what != "objects":
+            return None
+        out = []
+        for oid, r in self.rt.refs.items():
+            if r.owner != self.me:
+                continue
+            entry = self.values.get(oid)
+            if entry is None:
+                state, size, nodes = "pending", None, []
+            elif entry[0] == ERROR:
+                state, size, nodes = "failed", None, []
+            elif entry[0] == STORED:
+                state, size, nodes = "ready", entry[3], [entry[1]]
+            else:
+                state = "ready"
+                size = len(entry[1]) + sum(len(b) for b in entry[2])
+                nodes = [self.node_id]
+            out.append({
+                "object_id": oid.hex(), "owner": self.me, "size": size, "state": state,
+                "nodes": nodes, "spilled": False,
+                "task": None if oid.endswith(b"\xff\xff\xff\xff") else oid[:16].hex(),
+                "local_refs": r.local, "submitted_refs": r.submitted,
+                "borrowers": sorted(a for a, n in (r.borrowers or {}).items() if n),
+                "inline": entry is not None and entry[0] == INLINE,
+            })
+        return out
+
+    # ------------------------------------------------------------------ I/O loop
+    def _dispatch(self, msg) -> None:
+        handler = self._handlers.get(msg[0])
+        if handler is None:
+            log.warning("unexpected message type %r", msg[0])
+            return
+        try:
+            handler(msg)
+        except Exception:  # noqa: BLE001 - a bad message must not kill the process
+            log.exception("error handling message type %r", msg[0])
+
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        inbox = self.transport.inbox
+        poller.register(inbox, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        for fd in self._extra_fds:
+            poller.register(fd, zmq.POLLIN)
+        last_tick = time.monotonic()
+        while not self._stop:
+            try:
+                events = dict(poller.poll(50))
+            except zmq.ZMQError:
+                if self._stop:
+                    return
+                raise
+            if self._stop:
+                return
+            msgs = []
+            if inbox in events:
+                while True:
+                    try:
+                        m = self.transport.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    except zmq.ZMQError:
+                        if self._stop:
+                            return
+                        raise
+                    if m is not None:
+                        msgs.append(m)
+            if self._wake_r in events:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
+                self._wake_armed = False
+            for fd, cb in self._extra_fds.items():
+                if fd in events:
+                    cb()
+            now = time.monotonic()
+            with self.lock:
+                fx = Effects()
+                self._drain_releases(fx)
+                self._apply(fx)
+                for m in msgs:
+                    self._dispatch(m)
+                if now - last_tick > 0.05:
+                    last_tick = now
+                    self.tm.now = now
+                    self._do(self.tm.tick())
+
+
+def _owner_died(oid: bytes, owner: str) -> exc.OwnerDiedError:
+    return exc.OwnerDiedError(
+        f"object {oid.hex()} was owned by {owner}, which died; its objects died with it "
+        f"(fate sharing). Re-create the value in a process that outlives its users, "
+        f"e.g. the driver.")
+
+
+def _argument_error(name: str, args, kwargs, signature, err: BaseException) -> TypeError:
+    """Find which argument cannot be pickled, and say so."""
+    import cloudpickle
+    names = []
+    if signature is not None:
+        try:
+            bound = signature.bind_partial(*args, **kwargs)
+            names = list(bound.arguments.items())
+        except TypeError:
+            names = []
+    if not names:
+        names = [(f"argument {i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+    for arg_name, value in names:
+        if isinstance(value, ObjectRef):
+            continue
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as e:  # noqa: BLE001
+            return TypeError(
+                f"cannot pass argument {arg_name!r} of {name}(): it cannot be pickled "
+                f"({type(e).__name__}: {e}). Values sent to a task must be picklable; "
+                f"create the object inside the task instead, or pass what is needed to "
+                f"rebuild it.")
+    return TypeError(f"cannot pickle the arguments of {name}(): {type(err).__name__}: {err}")

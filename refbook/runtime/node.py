@@ -1,0 +1,324 @@
+"""The node manager process: worker pool, leases, the object store's accounting.
+
+It also plays the head for the one-node cluster that ``init()`` starts (membership and
+the cluster view); a separate head process is the multi-host issue's business.
+
+Process tree and lifetimes.  The driver starts this process.  Before it creates any
+thread or socket, it forks a *zygote*: a copy with every module imported, which forks
+workers on request in about a millisecond.  Each process watches the one it depends on
+through a pidfd (the node manager watches the driver, workers watch the node manager)
+and exits when it dies, so a SIGKILL anywhere leaves no process behind.  The arena is a
+memfd, so no shared-memory name can leak either; the session directory (sockets, logs)
+is removed by whoever exits last: the node manager on its way out, or the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+
+import zmq
+
+from . import protocol as P
+from .arena import Arena
+from .scheduler import LeaseScheduler
+from .store import ObjectTable
+from .transport import Transport
+
+log = logging.getLogger("refbook.node")
+
+
+class Zygote:
+    """A pre-imported, single-threaded fork of the node manager that forks workers."""
+
+    def __init__(self, cfg: dict, secret: bytes, arena: Arena):
+        cmd_r, self._cmd_w = os.pipe()
+        self._rep_r, rep_w = os.pipe()
+        nm_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the zygote
+            os.close(self._cmd_w)
+            os.close(self._rep_r)
+            self._serve(cmd_r, rep_w, cfg, secret, arena, nm_pid)
+            os._exit(0)
+        self.pid = pid
+        os.close(cmd_r)
+        os.close(rep_w)
+        self._rep = os.fdopen(self._rep_r, "r", buffering=1)
+
+    @staticmethod
+    def _serve(cmd_r, rep_w, cfg, secret, arena, nm_pid):
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # the kernel reaps workers
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            os.close(cfg["ready_fd"])    # only the node manager reports readiness
+        except OSError:
+            pass
+        cmds = os.fdopen(cmd_r, "r", buffering=1)
+        for line in cmds:          # ends when the node manager closes the pipe (dies)
+            address = line.strip()
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                cmds.close()
+                os.close(rep_w)
+                from .worker import worker_main
+                worker_main(cfg, secret, address, arena, nm_pid)
+                os._exit(0)
+            os.write(rep_w, f"{address} {pid}\n".encode())
+
+    def spawn(self, address: str) -> None:
+        os.write(self._cmd_w, (address + "\n").encode())
+
+    @property
+    def report_fd(self) -> int:
+        return self._rep_r
+
+    def read_report(self) -> tuple[str, int]:
+        addr, pid = self._rep.readline().split()
+        return addr, int(pid)
+
+    def close(self) -> None:
+        try:
+            os.close(self._cmd_w)
+        except OSError:
+            pass
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class NodeManager:
+    def __init__(self, cfg: dict, secret: bytes, arena: Arena, zygote: Zygote):
+        self.cfg = cfg
+        self.node_id = cfg["node_id"]
+        self.address = cfg["node_address"]
+        self.sock_dir = cfg["sock_dir"]
+        self.arena = arena
+        self.zygote = zygote
+        self.transport = Transport(self.address, secret, os.urandom(8))
+        num_cpus = cfg["num_cpus"]
+        resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
+        self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8))
+        self.table = ObjectTable(arena.capacity)
+        self.procs: dict[str, dict] = {}          # registered processes
+        self.worker_pids: dict[str, int] = {}
+        self.pidfds: dict[int, str] = {}
+        self.poller = zmq.Poller()
+        self._n = 0
+        self.running = True
+        self.target_pool = num_cpus
+        self._handlers = {
+            P.REGISTER: self._on_register,
+            P.LEASE_REQUEST: self._on_lease_request,
+            P.LEASE_RETURN: lambda m: self._do(self.sched.release(m[1])),
+            P.ALLOC: self._on_alloc,
+            P.SEAL: lambda m: self.table.seal(m[1]),
+            P.FREE: self._on_free,
+            P.BLOCKED: lambda m: self._do(self.sched.worker_blocked(m[1])),
+            P.UNBLOCKED: lambda m: self._do(self.sched.worker_unblocked(m[1])),
+            P.KILL_WORKER: self._on_kill_worker,
+            P.STATE_QUERY: self._on_state_query,
+            P.SHUTDOWN: self._on_shutdown,
+        }
+
+    # -- workers -------------------------------------------------------------------------
+    def start_worker(self) -> None:
+        self._n += 1
+        addr = f"ipc://{self.sock_dir}/w-{os.urandom(6).hex()}"
+        self.zygote.spawn(addr)
+
+    def _on_spawned(self) -> None:
+        addr, pid = self.zygote.read_report()
+        self.worker_pids[addr] = pid
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._process_died(addr, "it exited during start-up")
+            return
+        self.pidfds[fd] = addr
+        self.poller.register(fd, zmq.POLLIN)
+
+    def _on_pidfd(self, fd: int) -> None:
+        addr = self.pidfds.pop(fd)
+        self.poller.unregister(fd)
+        os.close(fd)
+        pid = self.worker_pids.pop(addr, None)
+        self._process_died(addr, f"worker process {pid} exited")
+
+    def _process_died(self, addr: str, reason: str) -> None:
+        was_worker = addr in self.sched.workers or addr.rsplit("/", 1)[-1].startswith("w-")
+        self.procs.pop(addr, None)
+        actions = self.sched.worker_died(addr) if was_worker else []
+        actions += self.sched.owner_died(addr)
+        self.table.process_died(addr)
+        for lease in list(self.sched.leases.values()):
+            if lease.owner == addr:   # its workers ran tasks for a dead owner
+                self._kill(lease.worker)
+        self._do(actions)
+        for p in self.procs:
+            self.transport.send(p, (P.PROCESS_DIED, addr, reason))
+        self.transport.disconnect(addr)
+        if self.running and was_worker and \
+                len(self.sched.workers) + self.sched.starting < self.target_pool:
+            self.sched.worker_starting()
+            self.start_worker()
+
+    def _kill(self, addr: str) -> None:
+        pid = self.worker_pids.get(addr)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # -- messages --------------------------------------------------------------------------
+    def _on_register(self, m):
+        _, addr, kind, pid, req = m
+        self.procs[addr] = {"kind": kind, "pid": pid}
+        self.transport.send(addr, (P.REGISTERED, req, self.info()))
+        if kind == "worker":
+            self._do(self.sched.worker_registered(addr))
+
+    def _on_lease_request(self, m):
+        _, owner, req_id, resources = m
+        self._do(self.sched.request(owner, req_id, resources))
+
+    def _on_alloc(self, m):
+        _, addr, req, oid, size, owner = m
+        status, detail = self.table.create(oid, size, owner, addr)
+        self.transport.send(addr, (P.ALLOC_REPLY, req, status, detail))
+
+    def _on_free(self, m):
+        for oid in m[1]:
+            self.table.delete(oid)
+
+    def _on_kill_worker(self, m):
+        self._kill(m[1])
+
+    def _on_state_query(self, m):
+        _, requester, req, what = m
+        if what == "nodes":
+            data = [self.node_view()]
+        elif what == "processes":
+            data = list(self.procs)
+        else:
+            data = None
+        self.transport.send(requester, (P.STATE_REPLY, req, data))
+
+    def _on_shutdown(self, m):
+        self.running = False
+
+    def _do(self, actions):
+        for a in actions:
+            kind = a[0]
+            if kind == "grant":
+                _, owner, req_id, lease_id, worker = a
+                self.transport.send(owner, (P.LEASE_GRANTED, req_id, lease_id, worker))
+            elif kind == "reject":
+                _, owner, req_id, message = a
+                self.transport.send(owner, (P.LEASE_GRANTED, req_id, None, message))
+            elif kind == "start_worker":
+                self.start_worker()
+            elif kind == "reclaim":
+                self.transport.send(a[1], (P.LEASE_RECLAIM,))
+
+    # -- views -----------------------------------------------------------------------------
+    def info(self) -> dict:
+        return {"node_id": self.node_id, "address": self.address,
+                "capacity": self.arena.capacity}
+
+    def node_view(self) -> dict:
+        s = self.sched.snapshot()
+        return {"node_id": self.node_id, "address": self.address, "alive": True,
+                "resources": s["total"], "available": s["available"],
+                "store": self.table.stats(), "workers": s["workers"],
+                "pid": os.getpid()}
+
+    # -- loop ------------------------------------------------------------------------------
+    def run(self, parent_fd: int, ready_fd: int) -> None:
+        inbox = self.transport.inbox
+        self.poller.register(inbox, zmq.POLLIN)
+        self.poller.register(parent_fd, zmq.POLLIN)
+        self.poller.register(self.zygote.report_fd, zmq.POLLIN)
+        for _ in range(self.target_pool):
+            self.sched.worker_starting()
+            self.start_worker()
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+        while self.running:
+            events = dict(self.poller.poll(1000))
+            if parent_fd in events:
+                log.info("driver exited; shutting down")
+                break
+            if self.zygote.report_fd in events:
+                self._on_spawned()
+            for fd in [fd for fd in events if fd in self.pidfds]:
+                self._on_pidfd(fd)
+            if inbox in events:
+                while True:
+                    try:
+                        m = self.transport.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if m is None:
+                        continue
+                    h = self._handlers.get(m[0])
+                    if h is None:
+                        log.warning("unexpected message type %r", m[0])
+                        continue
+                    try:
+                        h(m)
+                    except Exception:  # noqa: BLE001 - never die on one bad message
+                        log.exception("error handling message type %r", m[0])
+
+    def close(self) -> None:
+        self.running = False
+        for addr in list(self.worker_pids):
+            self._kill(addr)
+        self.zygote.close()
+        deadline = time.monotonic() + 2
+        for pid in list(self.worker_pids.values()):
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.005)
+        try:
+            self.transport.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    secret = bytes.fromhex(os.environ.pop("REFBOOK_SECRET"))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s node %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent_fd = os.pidfd_open(cfg["driver_pid"])
+    if os.getppid() != cfg["driver_pid"]:
+        sys.exit("refbook node: the driver exited before the node started")
+    arena = Arena(cfg["arena_fd"], cfg["capacity"])
+    # import everything a worker needs before forking the zygote, so workers start warm
+    from . import worker  # noqa: F401
+    zygote = Zygote(cfg, secret, arena)
+    nm = NodeManager(cfg, secret, arena, zygote)
+    signal.signal(signal.SIGTERM, lambda *a: setattr(nm, "running", False))
+    try:
+        nm.run(parent_fd, cfg["ready_fd"])
+    finally:
+        nm.close()
+        if cfg.get("owns_session"):
+            shutil.rmtree(cfg["session_dir"], ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

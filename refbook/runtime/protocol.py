@@ -1,0 +1,123 @@
+"""Wire format and message types, without any I/O.
+
+Every message is two frames: ``mac`` and ``envelope``.  ``envelope`` is::
+
+    receiver tag (8) | sender tag (8) | sequence number (8, big endian) | body
+
+and ``mac`` is HMAC-SHA256 over the envelope with the cluster secret.  A receiver
+checks, in this order and before anything is unpickled: the frame count, the MAC, that
+the message is addressed to it, and that the sequence number is larger than the last
+one it accepted from that sender (replays are dropped).  Only then is ``body``
+unpickled: it is a tuple ``(MSG_TYPE, *fields)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import struct
+
+_HDR = struct.Struct(">8s8sQ")
+HDR_LEN = _HDR.size
+MAC_LEN = 32
+
+
+def tag_for(address: str) -> bytes:
+    """The 8-byte tag a receiver is addressed by: a digest of its endpoint."""
+    return hashlib.blake2b(address.encode(), digest_size=8).digest()
+
+
+class Signer:
+    """Signs outgoing messages for one sending process."""
+
+    __slots__ = ("_key", "_tag", "_seq")
+
+    def __init__(self, key: bytes, sender_tag: bytes):
+        self._key = key
+        self._tag = sender_tag
+        self._seq = 0
+
+    def sign(self, receiver_tag: bytes, body: bytes) -> list[bytes]:
+        """Caller holds the send lock, so sequence numbers are strictly increasing
+        on every connection this process has."""
+        self._seq += 1
+        env = _HDR.pack(receiver_tag, self._tag, self._seq) + body
+        return [hmac.digest(self._key, env, "sha256"), env]
+
+
+class RejectedMessage(Exception):
+    """A frame that failed a check; its reason is logged, the frame dropped."""
+
+
+class Verifier:
+    """Checks incoming messages for one receiving process."""
+
+    __slots__ = ("_key", "_tag", "_last")
+
+    def __init__(self, key: bytes, receiver_tag: bytes):
+        self._key = key
+        self._tag = receiver_tag
+        self._last: dict[bytes, int] = {}
+
+    def verify(self, frames: list[bytes]) -> tuple:
+        if len(frames) != 2:
+            raise RejectedMessage(f"expected 2 frames, got {len(frames)}")
+        mac, env = frames
+        if len(mac) != MAC_LEN or len(env) < HDR_LEN + 1:
+            raise RejectedMessage("truncated frame")
+        if not hmac.compare_digest(mac, hmac.digest(self._key, env, "sha256")):
+            raise RejectedMessage("bad signature")
+        receiver, sender, seq = _HDR.unpack_from(env)
+        if receiver != self._tag:
+            raise RejectedMessage("addressed to another process")
+        if seq <= self._last.get(sender, 0):
+            raise RejectedMessage(f"replayed or reordered sequence number {seq}")
+        self._last[sender] = seq
+        try:
+            msg = pickle.loads(memoryview(env)[HDR_LEN:])
+        except Exception as e:  # signed but malformed: a bug, never an attack
+            raise RejectedMessage(f"undecodable body: {e!r}") from None
+        if not isinstance(msg, tuple) or not msg:
+            raise RejectedMessage("body is not a message tuple")
+        return msg
+
+    def forget(self, sender_tag: bytes) -> None:
+        self._last.pop(sender_tag, None)
+
+
+def encode(msg: tuple) -> bytes:
+    return pickle.dumps(msg, protocol=5)
+
+
+# Message types.  Direction in the comment: who sends it, who receives it.
+# -- process <-> node manager
+REGISTER = 1           # proc -> nm: (addr, kind, pid, tag)
+REGISTERED = 2         # nm -> proc: (info dict)
+LEASE_REQUEST = 3      # owner -> nm: (owner, req_id, resources)
+LEASE_GRANTED = 4      # nm -> owner: (req_id, lease_id, worker_addr, node_id)
+LEASE_RETURN = 5       # owner -> nm: (lease_id,)
+LEASE_RECLAIM = 6      # nm -> owner: ()  return any idle lease
+PROCESS_DIED = 7       # nm -> procs: (addr, reason)
+ALLOC = 8              # proc -> nm: (addr, req_id, oid, size, owner)
+ALLOC_REPLY = 9        # nm -> proc: (req_id, offset or None, error)
+SEAL = 10              # proc -> nm: (oid, offset, size, owner)
+FREE = 11              # owner -> nm: (oids,)
+BLOCKED = 12           # worker -> nm: (addr,)
+UNBLOCKED = 13         # worker -> nm: (addr,)
+KILL_WORKER = 14       # owner -> nm: (worker_addr, reason)
+STATE_QUERY = 15       # proc -> nm/any: (addr, req_id, what)
+STATE_REPLY = 16       # -> proc: (req_id, data)
+SHUTDOWN = 17          # driver -> nm: ()
+# -- owner <-> worker
+PUSH_TASKS = 20        # owner -> worker: (owner, lease_id, [spec, ...])
+TASKS_DONE = 21        # worker -> owner: (worker, [result, ...])
+TASKS_RETURNED = 22    # worker -> owner: (worker, [task_id, ...])  not started, worker blocked
+CANCEL_TASK = 23       # owner -> worker: (task_id,)
+OUTPUT = 24            # worker -> owner: (worker, task_id, stream, text)
+# -- borrower <-> owner
+GET_OBJECT = 30        # borrower -> owner: (addr, req_id, oid)
+OBJECT_REPLY = 31      # owner -> borrower: (req_id, oid, kind, payload, nested)
+INC_REF = 32           # holder -> owner: (addr, oid, for_addr, ack_id)
+INC_ACK = 33           # owner -> holder: (ack_id,)
+DEC_REF = 34           # borrower -> owner: (addr, oid, n)

@@ -1,0 +1,251 @@
+"""Distributed reference counting by owners (NSDI'21 "Ownership"), without I/O.
+
+Each process keeps one :class:`ReferenceTable`.  The owner of an object (the process
+that created it by ``put`` or by submitting the task that returns it) decides when it
+is freed; other processes that hold the ref are *borrowers*.
+
+A process *holds* a ref while it has any of:
+  ``local``      ObjectRef handles and zero-copy views of the value in this process;
+  ``submitted``  tasks this process owns, not yet finished, whose arguments contain it;
+  ``contained``  objects this process owns, still alive, whose value contains it;
+  ``pinned``     temporary holds that cover a registration in flight (see below).
+
+The owner also keeps ``borrowers``: per process, the number of registrations made for
+it.  An owned object is freed when it is not held and ``borrowers`` is empty.
+
+Registration protocol.  Channels between two processes are FIFO.  A process F becomes
+a registered borrower of X when some process S that holds X sends ``INC_REF(X, F)`` to
+X's owner.  S must keep its own hold until the owner has processed that INC: either
+the INC travels ahead of S's own DEC on the S->owner channel (S is registered or is
+the owner), or S pins its hold until the owner acknowledges.  F repays all its
+registrations with one ``DEC_REF(X, n)`` when its hold reaches zero.  F's DEC may reach
+the owner before the INC made for F; the entry then goes negative for a moment, and
+the object is not freed while any entry is non-zero.  That, and the rule for S, are the
+whole safety argument: nothing is freed while a registration for it is in flight.
+
+A ref that arrives in a task's arguments is *covered* by the caller's ``submitted``
+count while the task runs, so the executing worker does not register it.  When the
+task ends, every covered ref the worker still holds is reported in the reply and the
+caller registers the worker (``report_borrowed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .protocol import DEC_REF
+
+
+class Ref:
+    __slots__ = ("owner", "local", "submitted", "contained", "pinned",
+                 "borrowers", "registered", "nested", "owner_dead")
+
+    def __init__(self, owner: str):
+        self.owner = owner              # address of the owning process
+        self.local = 0                  # handles and views in this process
+        self.submitted = 0              # our pending tasks that carry it
+        self.contained = 0              # our live objects whose value contains it
+        self.pinned = 0                 # holds covering registrations in flight
+        self.borrowers: dict[str, int] | None = None   # owner only
+        self.registered = 0             # borrower only: registrations to repay
+        self.nested: tuple = ()         # owner only: (oid, owner) pairs inside the value
+        self.owner_dead = False         # borrower only: the owner died (fate sharing)
+
+    def held(self) -> bool:
+        return bool(self.local or self.submitted or self.contained or self.pinned)
+
+
+@dataclass
+class Effects:
+    """What the caller must do after an event: free owned objects (store memory,
+    inline values, lineage) and send messages ``(address, message tuple)``."""
+
+    free: list = field(default_factory=list)      # owned oids to free everywhere
+    send: list = field(default_factory=list)      # (address, message) to send
+    dropped: list = field(default_factory=list)   # borrowed oids no longer held here
+
+    def __bool__(self) -> bool:
+        return bool(self.free or self.send or self.dropped)
+
+
+class ReferenceTable:
+    def __init__(self, self_address: str):
+        self.me = self_address
+        self.refs: dict[bytes, Ref] = {}
+        self.dead: set[str] = set()
+
+    # -- queries -----------------------------------------------------------------
+    def __contains__(self, oid: bytes) -> bool:
+        return oid in self.refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def get(self, oid: bytes) -> Ref | None:
+        return self.refs.get(oid)
+
+    def owns(self, oid: bytes) -> bool:
+        r = self.refs.get(oid)
+        return r is not None and r.owner == self.me
+
+    def is_registered(self, oid: bytes) -> bool:
+        """True if this process may register others for ``oid`` without a pin:
+        it is the owner, or its own registration is in place or in flight."""
+        r = self.refs.get(oid)
+        return r is not None and (r.owner == self.me or r.registered > 0)
+
+    # -- creation ----------------------------------------------------------------
+    def own(self, oid: bytes, nested: tuple = (), fx: Effects | None = None) -> Ref:
+        """Record a new object owned here.  ``nested`` lists the ``(oid, owner)`` refs
+        its value contains; this process holds each of them while the object lives."""
+        r = self.refs.get(oid)
+        if r is None:
+            r = self.refs[oid] = Ref(self.me)
+        if nested:
+            r.nested = tuple(nested)
+            for x, owner in nested:
+                self._entry(x, owner).contained += 1
+        return r
+
+    def _entry(self, oid: bytes, owner: str) -> Ref:
+        r = self.refs.get(oid)
+        if r is None:
+            r = self.refs[oid] = Ref(owner)
+            if owner in self.dead:
+                r.owner_dead = True
+        return r
+
+    # -- holds -------------------------------------------------------------------
+    def add_local(self, oid: bytes, owner: str) -> Ref:
+        r = self._entry(oid, owner)
+        r.local += 1
+        return r
+
+    def remove_local(self, oid: bytes, fx: Effects) -> None:
+        r = self.refs.get(oid)
+        if r is not None:
+            r.local -= 1
+            self._release_if_unheld(oid, r, fx)
+
+    def add_submitted(self, refs) -> None:
+        for oid, owner in refs:
+            self._entry(oid, owner).submitted += 1
+
+    def remove_submitted(self, refs, fx: Effects) -> None:
+        for oid, _owner in refs:
+            r = self.refs.get(oid)
+            if r is not None:
+                r.submitted -= 1
+                self._release_if_unheld(oid, r, fx)
+
+    def pin(self, refs) -> None:
+        for oid, owner in refs:
+            self._entry(oid, owner).pinned += 1
+
+    def unpin(self, refs, fx: Effects) -> None:
+        for oid, _owner in refs:
+            r = self.refs.get(oid)
+            if r is not None:
+                r.pinned -= 1
+                self._release_if_unheld(oid, r, fx)
+
+    def add_contained(self, oid: bytes, owner: str) -> Ref:
+        r = self._entry(oid, owner)
+        r.contained += 1
+        return r
+
+    def mark_registered(self, oid: bytes, owner: str, n: int = 1) -> None:
+        """Someone has sent (or will send ahead of its own DEC) ``n`` INCs for us."""
+        r = self._entry(oid, owner)
+        if r.owner != self.me:
+            r.registered += n
+
+    def release_if_unreferenced(self, oid: bytes, fx: Effects) -> None:
+        r = self.refs.get(oid)
+        if r is not None:
+            self._release_if_unheld(oid, r, fx)
+
+    def _release_if_unheld(self, oid: bytes, r: Ref, fx: Effects) -> None:
+        if r.held():
+            return
+        if r.owner == self.me:
+            if r.borrowers:
+                return
+            del self.refs[oid]
+            fx.free.append(oid)
+            for x, _owner in r.nested:
+                xr = self.refs.get(x)
+                if xr is not None:
+                    xr.contained -= 1
+                    self._release_if_unheld(x, xr, fx)
+        else:
+            del self.refs[oid]
+            fx.dropped.append(oid)
+            if r.registered and not r.owner_dead:
+                fx.send.append((r.owner, (DEC_REF, self.me, oid, r.registered)))
+
+    # -- owner side of the registration protocol --------------------------------
+    def on_inc(self, oid: bytes, for_addr: str) -> bool:
+        """An INC_REF reached us, the owner.  Returns False if the object is unknown
+        (a protocol violation worth logging) or the borrower is already dead."""
+        r = self.refs.get(oid)
+        if r is None or r.owner != self.me:
+            return False
+        if for_addr in self.dead or for_addr == self.me:
+            return True     # the owner's own holds need no registration
+        b = r.borrowers
+        if b is None:
+            b = r.borrowers = {}
+        n = b.get(for_addr, 0) + 1
+        if n:
+            b[for_addr] = n
+        else:
+            del b[for_addr]
+        return True
+
+    def on_dec(self, oid: bytes, from_addr: str, n: int, fx: Effects) -> None:
+        r = self.refs.get(oid)
+        if r is None or r.owner != self.me:
+            return
+        b = r.borrowers
+        if b is None:
+            b = r.borrowers = {}
+        left = b.get(from_addr, 0) - n
+        if left:
+            b[from_addr] = left
+        else:
+            b.pop(from_addr, None)
+        self._release_if_unheld(oid, r, fx)
+
+    # -- failures ----------------------------------------------------------------
+    def on_process_died(self, addr: str, fx: Effects) -> list[bytes]:
+        """Forget a dead process: drop its borrower entries on objects we own, and
+        mark refs it owned as lost (fate sharing).  Returns the oids of refs we hold
+        that were owned by ``addr``."""
+        self.dead.add(addr)
+        orphaned = []
+        for oid, r in list(self.refs.items()):
+            if r.owner == self.me:
+                if r.borrowers and addr in r.borrowers:
+                    del r.borrowers[addr]
+                    self._release_if_unheld(oid, r, fx)
+            elif r.owner == addr:
+                r.owner_dead = True
+                orphaned.append(oid)
+        return orphaned
+
+    # -- task boundaries ---------------------------------------------------------
+    def report_borrowed(self, covered) -> list[tuple[bytes, str]]:
+        """At the end of a task: the covered refs this worker still holds and has no
+        registration for.  The caller registers us for each; we count it now."""
+        out = []
+        for oid in covered:
+            r = self.refs.get(oid)
+            if r is not None and r.owner != self.me and r.registered == 0 and r.held():
+                r.registered = 1
+                out.append((oid, r.owner))
+        return out
+
+    def borrowers_of(self, oid: bytes) -> dict[str, int]:
+        r = self.refs.get(oid)
+        return dict(r.borrowers) if r is not None and r.borrowers else {}

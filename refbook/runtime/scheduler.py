@@ -1,0 +1,176 @@
+"""Worker leases on one node, without I/O.
+
+An owner asks the node manager for a *lease*: a worker plus the resources its tasks
+need.  While the lease lasts the owner pushes tasks straight to that worker; the node
+manager is off the per-task path.  :class:`LeaseScheduler` decides grants, queues what
+cannot run yet, asks for more workers, and takes resources back from workers that block
+in ``get`` (so the nested tasks they wait for can run).
+
+Every method returns a list of actions, tuples the node manager carries out:
+  ``("grant", owner, req_id, lease_id, worker)``
+  ``("reject", owner, req_id, message)``      the request can never be satisfied here
+  ``("start_worker",)``                       start one more worker process
+  ``("reclaim", owner)``                      ask an owner to return its idle leases
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+def fits(need: dict, avail: dict) -> bool:
+    return all(avail.get(k, 0) >= v for k, v in need.items() if v)
+
+
+class WorkerState:
+    __slots__ = ("addr", "lease", "blocked", "dedicated")
+
+    def __init__(self, addr: str):
+        self.addr = addr
+        self.lease: int | None = None
+        self.blocked = False
+        self.dedicated = False
+
+
+class Lease:
+    __slots__ = ("lease_id", "owner", "worker", "resources")
+
+    def __init__(self, lease_id: int, owner: str, worker: str, resources: dict):
+        self.lease_id = lease_id
+        self.owner = owner
+        self.worker = worker
+        self.resources = resources
+
+
+class LeaseScheduler:
+    def __init__(self, resources: dict, max_workers: int):
+        self.total = dict(resources)
+        self.available = dict(resources)
+        self.max_workers = max_workers
+        self.workers: dict[str, WorkerState] = {}
+        self.idle: deque[str] = deque()        # most recently idle at the right
+        self.starting = 0
+        self.leases: dict[int, Lease] = {}
+        self.queue: deque[tuple[str, int, dict]] = deque()
+        self._next_lease = 1
+
+    # -- workers -------------------------------------------------------------------
+    def worker_starting(self) -> None:
+        self.starting += 1
+
+    def worker_registered(self, addr: str) -> list:
+        if self.starting:
+            self.starting -= 1
+        self.workers[addr] = WorkerState(addr)
+        self.idle.append(addr)
+        return self._schedule()
+
+    def worker_died(self, addr: str) -> list:
+        w = self.workers.pop(addr, None)
+        if w is None:
+            if self.starting:
+                self.starting -= 1
+            return self._schedule()
+        try:
+            self.idle.remove(addr)
+        except ValueError:
+            pass
+        if w.lease is not None:
+            lease = self.leases.pop(w.lease)
+            if not w.blocked:
+                self._give_back(lease.resources)
+        return self._schedule()
+
+    def worker_blocked(self, addr: str) -> list:
+        w = self.workers.get(addr)
+        if w is None or w.blocked or w.lease is None:
+            return []
+        w.blocked = True
+        self._give_back(self.leases[w.lease].resources)
+        return self._schedule()
+
+    def worker_unblocked(self, addr: str) -> list:
+        w = self.workers.get(addr)
+        if w is None or not w.blocked:
+            return []
+        w.blocked = False
+        if w.lease is not None:   # may oversubscribe for a moment; that is intended
+            for k, v in self.leases[w.lease].resources.items():
+                self.available[k] = self.available.get(k, 0) - v
+        return []
+
+    # -- leases ---------------------------------------------------------------------
+    def request(self, owner: str, req_id: int, resources: dict) -> list:
+        for k, v in resources.items():
+            if v and self.total.get(k, 0) < v:
+                have = ", ".join(f"{n}={q:g}" for n, q in sorted(self.total.items()))
+                want = ", ".join(f"{n}={q:g}" for n, q in sorted(resources.items()) if q)
+                return [("reject", owner, req_id,
+                         f"no node can ever satisfy the resources {{{want}}}: "
+                         f"this cluster has {{{have}}}")]
+        self.queue.append((owner, req_id, resources))
+        actions = self._schedule()
+        if self.queue and not any(a[0] == "grant" and a[2] == req_id for a in actions):
+            actions.extend(("reclaim", o) for o in
+                           {lease.owner for lease in self.leases.values()} if o != owner)
+        return actions
+
+    def cancel_request(self, owner: str, req_id: int) -> None:
+        self.queue = deque(q for q in self.queue if not (q[0] == owner and q[1] == req_id))
+
+    def release(self, lease_id: int) -> list:
+        lease = self.leases.pop(lease_id, None)
+        if lease is None:
+            return []
+        w = self.workers.get(lease.worker)
+        if w is not None:
+            if not w.blocked:
+                self._give_back(lease.resources)
+            w.lease = None
+            w.blocked = False
+            self.idle.append(w.addr)
+        else:
+            self._give_back(lease.resources)
+        return self._schedule()
+
+    def owner_died(self, owner: str) -> list:
+        self.queue = deque(q for q in self.queue if q[0] != owner)
+        actions = []
+        for lease_id in [i for i, lease in self.leases.items() if lease.owner == owner]:
+            actions.extend(self.release(lease_id))
+        return actions
+
+    def _give_back(self, res: dict) -> None:
+        for k, v in res.items():
+            self.available[k] = self.available.get(k, 0) + v
+
+    def _schedule(self) -> list:
+        actions = []
+        needed_workers = 0
+        while self.queue:
+            owner, req_id, res = self.queue[0]
+            if not fits(res, self.available):
+                break
+            if not self.idle:
+                needed_workers += 1
+                break
+            self.queue.popleft()
+            worker = self.idle.pop()
+            lease_id = self._next_lease
+            self._next_lease += 1
+            self.leases[lease_id] = Lease(lease_id, owner, worker, res)
+            self.workers[worker].lease = lease_id
+            for k, v in res.items():
+                self.available[k] = self.available.get(k, 0) - v
+            actions.append(("grant", owner, req_id, lease_id, worker))
+        total = len(self.workers) + self.starting
+        while needed_workers > self.starting and total < self.max_workers:
+            self.starting += 1
+            total += 1
+            actions.append(("start_worker",))
+        return actions
+
+    def snapshot(self) -> dict:
+        return {"total": dict(self.total), "available": dict(self.available),
+                "workers": len(self.workers), "idle": len(self.idle),
+                "leases": len(self.leases), "queued": len(self.queue)}

@@ -1,0 +1,281 @@
+"""A worker process: runs tasks pushed by owners that hold a lease on it.
+
+The I/O thread (in :class:`CoreWorker`) queues incoming task specs; the main thread runs
+them one at a time, in arrival order, and sends results back to each task's owner,
+batched when more tasks are already waiting.  Everything a task prints goes to its
+owner.  The worker exits on its own when its node manager dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from queue import Empty, SimpleQueue
+
+import cloudpickle
+
+from .. import exceptions as exc
+from . import core as core_mod
+from . import protocol as P
+from .core import INLINE, INLINE_MAX, CoreWorker, _TopArg
+from .serialization import deserialize, serialize
+
+log = logging.getLogger("refbook.worker")
+
+FLUSH_BATCH = 64
+FLUSH_AFTER = 0.002
+
+
+class TaskStream:
+    """``sys.stdout``/``sys.stderr`` of a worker: text written while a task runs goes to
+    the task's owner, line by line; anything else goes to the worker's log."""
+
+    def __init__(self, runtime: "WorkerRuntime", name: str, fallback):
+        self._rt = runtime
+        self._name = name
+        self._fallback = fallback
+        self._buf: list[str] = []
+
+    def write(self, text: str) -> int:
+        if self._rt.current is None:
+            return self._fallback.write(text)
+        self._buf.append(text)
+        if "\n" in text:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        cur = self._rt.current
+        if self._buf and cur is not None:
+            text = "".join(self._buf)
+            self._buf.clear()
+            owner, task_id = cur
+            self._rt.core.transport.send(
+                owner, (P.OUTPUT, self._rt.core.me, task_id, self._name, text))
+        elif self._buf:
+            self._fallback.write("".join(self._buf))
+            self._buf.clear()
+        self._fallback.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+
+class WorkerRuntime:
+    def __init__(self, core: CoreWorker):
+        self.core = core
+        self.queue: SimpleQueue = SimpleQueue()
+        self.functions: dict[bytes, object] = {}
+        self.current: tuple | None = None
+        self.cancel_target: bytes | None = None
+        self.results: dict[str, list] = {}
+        self.nresults = 0
+        self.first_result_at = 0.0
+        core.on_push = self.push
+        core.on_block = self.hand_back
+        core.on_cancel = self.cancel
+
+    # -- called from the I/O thread -------------------------------------------------
+    def push(self, owner: str, specs: list) -> None:
+        for spec in specs:
+            self.queue.put((owner, spec))
+
+    def cancel(self, task_id: bytes) -> None:
+        cur = self.current
+        if cur is not None and cur[1] == task_id:
+            self.cancel_target = task_id
+            os.kill(os.getpid(), signal.SIGINT)
+
+    # -- called from the main thread --------------------------------------------------
+    def hand_back(self) -> None:
+        """We are about to block in ``get``: return tasks we have not started, so their
+        owners can run them elsewhere, and flush finished results first."""
+        self.flush()
+        back: dict[str, list] = {}
+        while True:
+            try:
+                owner, spec = self.queue.get_nowait()
+            except Empty:
+                break
+            back.setdefault(owner, []).append(spec[0])
+        for owner, ids in back.items():
+            self.core.transport.send(owner, (P.TASKS_RETURNED, self.core.me, ids))
+
+    def run(self) -> None:
+        while True:
+            try:
+                item = self.queue.get(timeout=FLUSH_AFTER) if self.nresults else self.queue.get()
+            except Empty:
+                self.flush()
+                continue
+            if item is None:
+                self.flush()
+                return
+            owner, spec = item
+            result = self.execute(owner, spec)
+            batch = self.results.setdefault(owner, [])
+            if not self.nresults:
+                self.first_result_at = time.monotonic()
+            batch.append(result)
+            self.nresults += 1
+            if (self.nresults >= FLUSH_BATCH or self.queue.empty()
+                    or time.monotonic() - self.first_result_at > FLUSH_AFTER):
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.nresults:
+            return
+        for owner, batch in self.results.items():
+            if batch:
+                self.core.transport.send(owner, (P.TASKS_DONE, self.core.me, batch))
+        self.results = {}
+        self.nresults = 0
+
+    def _function(self, fn_id: bytes, blob: bytes | None):
+        fn = self.functions.get(fn_id)
+        if fn is None:
+            if blob is None:
+                raise exc.RefbookError("worker was sent a task for a function it does not know")
+            fn = self.functions[fn_id] = cloudpickle.loads(blob)
+        return fn
+
+    def execute(self, owner: str, spec: tuple) -> tuple:
+        task_id, fn_id, blob, (args_entry, blob_oid), resolved, return_ids, name = spec
+        core = self.core
+        covered: set = set()
+        self.current = (owner, task_id)
+        self.cancel_target = None
+        ok = True
+        try:
+            core_mod._tls.covered = covered
+            try:
+                fn = self._function(fn_id, blob)
+                tops = [core.decode(oid, o, entry, cover=False) for oid, o, entry in resolved]
+                if blob_oid is not None:
+                    args, kwargs = core.decode(blob_oid, owner, args_entry, cover=False)
+                else:
+                    args, kwargs = deserialize(args_entry[1], args_entry[2])
+            finally:
+                core_mod._tls.covered = None
+            args = [tops[a.i] if isinstance(a, _TopArg) else a for a in args]
+            kwargs = {k: tops[v.i] if isinstance(v, _TopArg) else v for k, v in kwargs.items()}
+            del tops
+            value = fn(*args, **kwargs)
+            del args, kwargs
+            payload = self._returns(owner, value, return_ids, name)
+            del value
+        except KeyboardInterrupt:
+            ok = False
+            payload = exc.TaskCancelledError(f"task {name} ({task_id.hex()}) was cancelled")
+        except BaseException as e:  # noqa: BLE001 - every task error goes to the owner
+            ok = False
+            payload = _task_error(name, e)
+            del e
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001
+                    pass
+            self.current = None
+        borrowed = core.end_task(covered)
+        return (task_id, ok, payload, borrowed)
+
+    def _returns(self, owner: str, value, return_ids: list, name: str) -> list:
+        n = len(return_ids)
+        if n == 1:
+            values = [value]
+        else:
+            try:
+                values = list(value)
+            except TypeError:
+                values = None
+            if values is None or len(values) != n:
+                raise ValueError(f"task {name} declared num_returns={n} but returned "
+                                 f"{type(value).__name__} {value!r:.80}")
+        core = self.core
+        out = []
+        for oid, v in zip(return_ids, values):
+            try:
+                s = serialize(v)
+            except Exception as e:
+                raise TypeError(f"task {name} returned a value that cannot be pickled: "
+                                f"{type(e).__name__}: {e}") from None
+            with core.lock:
+                nested = [(x, o, core.register_for(x, o, owner)) for x, o in s.refs]
+            if s.size <= INLINE_MAX:
+                out.append((INLINE, (s.meta, [bytes(b) for b in s.buffers]), nested))
+            else:
+                entry = core.store(oid, s, owner)
+                out.append((entry[0], entry[1:], nested))
+        return out
+
+
+def _task_error(name: str, e: BaseException) -> exc.TaskError:
+    tb = e.__traceback__
+    # drop the worker's own frame so the traceback starts in user code
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    tb_str = "".join(traceback.format_exception(type(e), e, tb))
+    cause_cls = type(e)
+    try:
+        cloudpickle.dumps(cause_cls)
+    except Exception:  # noqa: BLE001
+        cause_cls = None
+    cause = e
+    try:
+        cloudpickle.dumps(e)
+    except Exception:  # noqa: BLE001
+        cause = None
+    e.__traceback__ = None     # frames hold the task's arguments; let them go
+    if isinstance(e, exc.TaskError):   # a nested task's error: keep its cause class
+        cause_cls = e.cause_cls
+    return exc.TaskError(name, tb_str, f"{type(e).__name__}: {e}", cause_cls, cause)
+
+
+def worker_main(cfg: dict, secret: bytes, address: str, arena, nm_pid: int) -> None:
+    """Entry point of a worker, forked from the node's zygote."""
+    import random
+
+    import numpy as np
+    random.seed()
+    np.random.seed(int.from_bytes(os.urandom(4), "little"))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logfile = os.path.join(cfg["session_dir"], "logs", f"worker-{address.rsplit('-', 1)[-1]}.log")
+    fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    out = os.fdopen(1, "w", buffering=1, closefd=False)
+    err = os.fdopen(2, "w", buffering=1, closefd=False)
+    logging.basicConfig(stream=err, level=logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    core = CoreWorker(kind="worker", address=address, node_address=cfg["node_address"],
+                      node_id=cfg["node_id"], secret=secret, arena=arena)
+    core_mod.set_current(core)
+    nm_fd = os.pidfd_open(nm_pid)
+    core.add_fd(nm_fd, lambda: os._exit(0))   # the node manager is gone: so are we
+    rt = WorkerRuntime(core)
+    sys.stdout = TaskStream(rt, "out", out)
+    sys.stderr = TaskStream(rt, "err", err)
+    core.start()
+    core.register()
+    try:
+        rt.run()
+    finally:
+        os._exit(0)
+
+
+__all__ = ["WorkerRuntime", "worker_main"]
