@@ -20,6 +20,7 @@ entries of what they hold.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import os
@@ -43,6 +44,7 @@ from .transport import Transport
 log = logging.getLogger("refbook.core")
 
 INLINE_MAX = 100 * 1024
+QUICK_TASK = 0.002     # tasks quicker than this may be pipelined on one worker
 INLINE, STORED, ERROR = 0, 1, 2
 
 _current: "CoreWorker | None" = None
@@ -71,6 +73,21 @@ class _TopArg:
         return (_TopArg, (self.i,))
 
 
+class _Countdown:
+    """Sets ``ev`` once ``hit`` has been called ``n`` times (under the core lock)."""
+
+    __slots__ = ("n", "ev")
+
+    def __init__(self, n: int):
+        self.n = n
+        self.ev = threading.Event()
+
+    def hit(self) -> None:
+        self.n -= 1
+        if self.n <= 0:
+            self.ev.set()
+
+
 class CoreWorker:
     def __init__(self, *, kind: str, address: str, node_address: str, node_id: str,
                  secret: bytes, arena: Arena):
@@ -87,6 +104,7 @@ class CoreWorker:
         self.tm = TaskManager()
         self.values: dict[bytes, tuple] = {}
         self.waiters: dict[bytes, list] = {}
+        self._countdowns: set = set()            # blocked wait_ready calls
         self._releases: deque = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -95,8 +113,8 @@ class CoreWorker:
         self._req_ids = itertools.count(1)
         self._replies: dict[int, list] = {}      # req_id -> [Event, result]
         self._fetching: set[bytes] = set()       # GET_OBJECT outstanding
-        self._acks: dict[int, list] = {}         # ack_id -> pinned refs
         self._fn_sent: set = set()
+        self._fn_time: dict[bytes, float] = {}   # fn id -> recent run time (seconds)
         self._extra_fds: dict[int, object] = {}  # fd -> callback (I/O thread)
         self.on_block = None                     # worker hook: hand back queued tasks
         self.on_push = None                      # worker hook: tasks arrived
@@ -150,9 +168,8 @@ class CoreWorker:
             except OSError:
                 pass
         with self.lock:
-            for waiters in self.waiters.values():
-                for cb in waiters:
-                    cb()
+            for cd in list(self._countdowns):
+                cd.ev.set()
             for slot in self._replies.values():
                 slot[0].set()
 
@@ -322,6 +339,7 @@ class CoreWorker:
             task = Task(task_id, name, resources, return_ids, arg_refs,
                         (fn_id, fn_blob, args_entry, top_refs), max_retries,
                         retry_exceptions)
+            task.quick = self._fn_time.get(fn_id, 1.0) < QUICK_TASK
             unresolved = set()
             for oid, owner in top_refs:
                 if oid not in self.values:
@@ -433,50 +451,38 @@ class CoreWorker:
     def wait_ready(self, refs: list, num: int, timeout: float | None) -> set:
         """Block until at least ``num`` of ``refs`` have values here (or timeout).
         Returns the set of ready object ids."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        ev = threading.Event()
         with self.lock:
             fx = Effects()
             self._drain_releases(fx)
             self._apply(fx)
-            ready = set()
-            for r in refs:
-                if r._id in self.values:
-                    ready.add(r._id)
-            missing = [r for r in refs if r._id not in ready]
-            if len(ready) >= num or not missing:
+            values = self.values
+            ready = {r._id for r in refs if r._id in values}
+            if len(ready) >= num:
                 return ready
-            for r in missing:
-                self.waiters.setdefault(r._id, []).append(ev.set)
-                if r._owner != self.me:
-                    self._fetch(r._id, r._owner)
-        blocked = False
+            missing = {}
+            for r in refs:
+                if r._id not in ready:
+                    missing[r._id] = r._owner
+            countdown = _Countdown(num - len(ready))
+            self._countdowns.add(countdown)
+            for oid, owner in missing.items():
+                self.waiters.setdefault(oid, []).append(countdown.hit)
+                if owner != self.me:
+                    self._fetch(oid, owner)
+        blocked = self.kind == "worker"
+        if blocked:
+            self._block()
         try:
-            while True:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                if not blocked and self.kind == "worker":
-                    blocked = True
-                    self._block()
-                ev.wait(remaining if remaining is None else min(remaining, 1.0))
-                if not self.alive:
-                    raise exc.RefbookError("refbook was shut down while waiting")
-                with self.lock:
-                    ev.clear()
-                    for r in missing:
-                        if r._id in self.values:
-                            ready.add(r._id)
-                    if len(ready) >= num:
-                        break
-                    for r in missing:   # re-arm: a callback fires once
-                        if r._id not in ready:
-                            ws = self.waiters.setdefault(r._id, [])
-                            if ev.set not in ws:
-                                ws.append(ev.set)
+            countdown.ev.wait(timeout)
         finally:
+            self._countdowns.discard(countdown)
             if blocked:
                 self.transport.send(self.node_address, (P.UNBLOCKED, self.me))
+        if not self.alive:
+            raise exc.RefbookError("refbook was shut down while waiting")
+        with self.lock:
+            values = self.values
+            ready.update(oid for oid in missing if oid in values)
         return ready
 
     def _block(self) -> None:
@@ -487,7 +493,7 @@ class CoreWorker:
     def get(self, refs: list, timeout: float | None):
         ids = [r._id for r in refs]
         if not all(oid in self.values for oid in ids):
-            ready = self.wait_ready(refs, len(refs), timeout)
+            ready = self.wait_ready(refs, len(set(ids)), timeout)
             if len(ready) < len(set(ids)):
                 pending = [r.hex() for r in refs if r._id not in ready]
                 raise exc.GetTimeoutError(
@@ -504,7 +510,9 @@ class CoreWorker:
         the arena; while any view lives this process holds ``oid``."""
         kind = entry[0]
         if kind == ERROR:
-            raise entry[1]
+            # Raise a copy: a raised exception's traceback references this frame and
+            # its refs, and the stored one must not keep them alive.
+            raise _fresh(entry[1])
         prev = getattr(_tls, "cover", None)
         _tls.cover = (oid, owner) if cover else None
         try:
@@ -525,39 +533,26 @@ class CoreWorker:
             _tls.cover = prev
 
     def deserialized_ref(self, oid: bytes, owner: str) -> ObjectRef:
-        """A ref came out of a value we unpickled: hold it, and make sure its owner
-        counts us (see refcount.py for why each branch is safe)."""
+        """A ref came out of a value we unpickled (see ReferenceTable.deserialized)."""
         with self.lock:
-            r = self.rt.add_local(oid, owner)
-            if owner != self.me and r.registered == 0:
-                covered = getattr(_tls, "covered", None)
-                if covered is not None:
-                    covered.add(oid)     # the caller's submitted count covers it
-                else:
-                    cover = getattr(_tls, "cover", None)
-                    ack = 0
-                    if cover is not None:
-                        ack = next(self._req_ids)
-                        self.rt.pin([cover])
-                        self._acks[ack] = [cover]
-                    self.rt.mark_registered(oid, owner)
-                    self.transport.send(owner, (P.INC_REF, self.me, oid, self.me, ack))
+            fx = Effects()
+            self.rt.deserialized(oid, owner, getattr(_tls, "covered", None),
+                                 getattr(_tls, "cover", None), fx)
+            self._apply(fx)
         return ObjectRef(oid, owner, self)
 
     # --------------------------------------------------------- registration protocol
     def _on_inc(self, msg):
         _, sender, oid, for_addr, ack = msg
-        if not self.rt.on_inc(oid, for_addr):
+        fx = Effects()
+        if not self.rt.handle_inc(sender, oid, for_addr, ack, fx):
             log.warning("INC_REF for unknown object %s from %s", oid.hex(), sender)
-        if ack:
-            self.transport.send(sender, (P.INC_ACK, ack))
+        self._apply(fx)
 
     def _on_ack(self, msg):
-        pinned = self._acks.pop(msg[1], None)
-        if pinned:
-            fx = Effects()
-            self.rt.unpin(pinned, fx)
-            self._apply(fx)
+        fx = Effects()
+        self.rt.on_ack(msg[1], fx)
+        self._apply(fx)
 
     def _on_dec(self, msg):
         _, sender, oid, n = msg
@@ -565,48 +560,23 @@ class CoreWorker:
         self.rt.on_dec(oid, sender, n, fx)
         self._apply(fx)
 
-    def register_for(self, oid: bytes, owner: str, target: str) -> bool:
-        """Make ``target`` a registered holder of ``oid`` if this process can do so
-        safely right now (it owns ``oid`` or is registered for it).  Returns whether it
-        did; if not, ``target`` must register itself under its own cover."""
-        if target == owner:
-            return False
-        if owner == self.me:
-            self.rt.on_inc(oid, target)
-            return True
-        r = self.rt.get(oid)
-        if r is not None and r.registered > 0:
-            self.transport.send(owner, (P.INC_REF, self.me, oid, target, 0))
-            return True
-        return False
-
-    def _register_covered(self, oid: bytes, owner: str, target: str, cover: list) -> None:
-        """Register ``target`` for ``oid`` while ``cover`` (refs we hold that keep
-        ``oid`` alive) stays pinned until the owner acknowledges."""
-        if owner == self.me:
-            if target != self.me:
-                self.rt.on_inc(oid, target)
-            return
-        if target == owner:
-            return
-        ack = next(self._req_ids)
-        self.rt.pin(cover)
-        self._acks[ack] = list(cover)
-        self.transport.send(owner, (P.INC_REF, self.me, oid, target, ack))
-
     # ------------------------------------------------------------- task replies
     def _on_tasks_done(self, msg):
         _, worker, results = msg
         self.tm.now = time.monotonic()
         follow = []
         fx = Effects()
-        for task_id, ok, payload, borrowed in results:
+        fn_time = self._fn_time
+        for task_id, ok, payload, borrowed, seconds in results:
             task, actions = self.tm.done(task_id)
             follow += actions
             if task is None:
                 if ok:
                     self._discard_returns(task_id, payload, fx)
                 continue
+            fn_id = task.payload[0]
+            prev = fn_time.get(fn_id)
+            fn_time[fn_id] = seconds if prev is None else 0.7 * prev + 0.3 * seconds
             if not ok:
                 error = payload
                 if self.tm.should_retry_exception(task, getattr(error, "cause_cls", None)):
@@ -615,21 +585,11 @@ class CoreWorker:
                 for oid in task.return_ids:
                     follow += self._set_value(oid, (ERROR, error))
             else:
-                cover = task.arg_refs
                 for oid, (kind, data, nested) in zip(task.return_ids, payload):
-                    self.rt.own(oid, [(x, o) for x, o, _ in nested])
-                    for x, o, reg in nested:
-                        if o == self.me:
-                            continue
-                        if reg:
-                            self.rt.mark_registered(x, o)
-                        elif self.rt.get(x).registered == 0:
-                            self.rt.mark_registered(x, o)
-                            self._register_covered(x, o, self.me, cover)
+                    self.rt.task_returned(oid, nested, task.arg_refs, fx)
                     entry = (INLINE, data[0], data[1]) if kind == INLINE else (STORED, *data)
                     follow += self._set_value(oid, entry)
-            for x, o in borrowed:
-                self._register_covered(x, o, worker, task.arg_refs)
+            self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
             self.rt.remove_submitted(task.arg_refs, fx)
             for oid in task.return_ids:
                 self.rt.release_if_unreferenced(oid, fx)
@@ -696,6 +656,14 @@ class CoreWorker:
     def _on_cancel(self, msg):
         if self.on_cancel is not None:
             self.on_cancel(msg[1])
+
+    def register_all_for(self, refs: list, target: str) -> list:
+        """For a return value: ``[(ref, owner, registered_for_target)]``."""
+        with self.lock:
+            fx = Effects()
+            out = [(x, o, self.rt.register_for(x, o, target, fx)) for x, o in refs]
+            self._apply(fx)
+        return out
 
     def end_task(self, covered: set) -> list:
         """A task finished here: the covered refs we still hold, for the reply."""
@@ -808,6 +776,13 @@ class CoreWorker:
                     last_tick = now
                     self.tm.now = now
                     self._do(self.tm.tick())
+
+
+def _fresh(err: BaseException) -> BaseException:
+    try:
+        return copy.copy(err)
+    except Exception:  # noqa: BLE001 - an exotic exception class: raise it as is
+        return err
 
 
 def _owner_died(oid: bytes, owner: str) -> exc.OwnerDiedError:

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .protocol import DEC_REF
+import itertools
+
+from .protocol import DEC_REF, INC_ACK, INC_REF
 
 
 class Ref:
@@ -73,6 +75,8 @@ class ReferenceTable:
         self.me = self_address
         self.refs: dict[bytes, Ref] = {}
         self.dead: set[str] = set()
+        self.acks: dict[int, list] = {}     # ack id -> refs pinned until INC_ACK
+        self._ack_ids = itertools.count(1)
 
     # -- queries -----------------------------------------------------------------
     def __contains__(self, oid: bytes) -> bool:
@@ -216,6 +220,94 @@ class ReferenceTable:
         else:
             b.pop(from_addr, None)
         self._release_if_unheld(oid, r, fx)
+
+    def on_ack(self, ack: int, fx: Effects) -> None:
+        pinned = self.acks.pop(ack, None)
+        if pinned:
+            self.unpin(pinned, fx)
+
+    def handle_inc(self, sender: str, oid: bytes, for_addr: str, ack: int,
+                   fx: Effects) -> bool:
+        """An INC_REF message reached us: count it and acknowledge if asked."""
+        ok = self.on_inc(oid, for_addr)
+        if ack:
+            fx.send.append((sender, (INC_ACK, ack)))
+        return ok
+
+    # -- registering holders -------------------------------------------------------
+    def deserialized(self, oid: bytes, owner: str, covered: set | None,
+                     cover: tuple | None, fx: Effects) -> None:
+        """A ref came out of a value we unpickled.  Hold it, and get ourselves counted
+        by its owner unless something already covers us:
+          - we own it, or we are already registered: nothing to do;
+          - it arrived in the arguments of the task we are running (``covered``): the
+            caller's submitted count covers us; we report it when the task ends;
+          - it was nested in an object ``cover`` that we hold: register ourselves and
+            pin ``cover`` until the owner acknowledges."""
+        r = self.add_local(oid, owner)
+        if owner == self.me or r.registered:
+            return
+        if covered is not None:
+            covered.add(oid)
+            return
+        ack = self._pin_until_ack([cover]) if cover is not None else 0
+        r.registered += 1
+        fx.send.append((owner, (INC_REF, self.me, oid, self.me, ack)))
+
+    def register_for(self, oid: bytes, owner: str, target: str, fx: Effects) -> bool:
+        """Make ``target`` a registered holder of ``oid`` if we can do so safely now:
+        we own it, or our own registration travels ahead of our future DEC.  Returns
+        False when ``target`` must register itself under its own cover."""
+        if target == owner:
+            return False
+        if owner == self.me:
+            self.on_inc(oid, target)
+            return True
+        r = self.refs.get(oid)
+        if r is not None and r.registered > 0:
+            fx.send.append((owner, (INC_REF, self.me, oid, target, 0)))
+            return True
+        return False
+
+    def register_covered(self, oid: bytes, owner: str, target: str, cover: list,
+                         fx: Effects) -> None:
+        """Register ``target`` for ``oid`` while ``cover`` (refs we hold that keep
+        ``oid`` alive: a task's arguments) stays pinned until the owner acknowledges."""
+        if owner == self.me:
+            if target != self.me:
+                self.on_inc(oid, target)
+            return
+        if target == owner:
+            return
+        ack = self._pin_until_ack(cover)
+        fx.send.append((owner, (INC_REF, self.me, oid, target, ack)))
+
+    def _pin_until_ack(self, cover) -> int:
+        ack = next(self._ack_ids)
+        cover = list(cover)
+        self.pin(cover)
+        self.acks[ack] = cover
+        return ack
+
+    def task_returned(self, oid: bytes, nested: list, cover: list, fx: Effects) -> None:
+        """We own the task that made ``oid``; its value contains ``nested`` =
+        ``[(ref, owner, registered_for_us)]``.  We hold each nested ref while ``oid``
+        lives; the worker registered us for some, we register ourselves for the rest
+        under the cover of the task's arguments."""
+        self.own(oid, [(x, o) for x, o, _ in nested])
+        for x, o, reg in nested:
+            if o == self.me:
+                continue
+            if reg:
+                self.mark_registered(x, o)
+            elif self.refs[x].registered == 0:
+                self.mark_registered(x, o)
+                self.register_covered(x, o, self.me, cover, fx)
+
+    def task_borrowed(self, borrowed: list, worker: str, cover: list, fx: Effects) -> None:
+        """The worker still holds these refs from the task's arguments: register it."""
+        for x, o in borrowed:
+            self.register_covered(x, o, worker, cover, fx)
 
     # -- failures ----------------------------------------------------------------
     def on_process_died(self, addr: str, fx: Effects) -> list[bytes]:

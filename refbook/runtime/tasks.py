@@ -28,7 +28,7 @@ QUEUED, WAITING, RUNNING, DONE = "queued", "waiting", "running", "done"
 class Task:
     __slots__ = ("task_id", "name", "key", "resources", "return_ids", "arg_refs",
                  "deps", "max_retries", "retry_exceptions", "attempts", "state",
-                 "lease", "payload", "cancelled")
+                 "lease", "payload", "cancelled", "quick")
 
     def __init__(self, task_id: bytes, name: str, resources: dict, return_ids: list,
                  arg_refs: list, payload, max_retries: int = 3,
@@ -47,6 +47,7 @@ class Task:
         self.lease: OwnerLease | None = None
         self.payload = payload            # opaque to the manager: what the core sends
         self.cancelled = False
+        self.quick = False                # known to run in well under a millisecond
 
 
 class OwnerLease:
@@ -152,8 +153,12 @@ class TaskManager:
         leases = [lease for lease in self.leases.values()
                   if lease.key == key and not lease.paused]
         while q and leases:
+            # Pipeline several tasks per worker only when they are known to be quick:
+            # a task of unknown length behind another could wait while a CPU idles.
             lease = min(leases, key=lambda le: len(le.inflight))
-            if len(lease.inflight) >= self.depth:
+            n = len(lease.inflight)
+            if n and (n >= self.depth or not q[0].quick
+                      or not all(t.quick for t in lease.inflight.values())):
                 break
             task = q.popleft()
             task.state = RUNNING

@@ -26,8 +26,9 @@ from .serialization import deserialize, serialize
 
 log = logging.getLogger("refbook.worker")
 
-FLUSH_BATCH = 64
-FLUSH_AFTER = 0.002
+FLUSH_BATCH = 64          # results sent in one message at most
+FLUSH_AFTER = 0.002       # seconds a result may wait for others to batch with
+SHORT_TASK = 0.0005       # functions quicker than this (on average) may batch
 
 
 class TaskStream:
@@ -82,6 +83,104 @@ class WorkerRuntime:
         self.results: dict[str, list] = {}
         self.nresults = 0
         self.first_result_at = 0.0
+        self.durations: dict[bytes, float] = {}
+        core.on_push = self.push
+        core.on_block = self.hand_back
+        core.on_cancel = self.cancel
+
+    # -- called from the I/O thread -------------------------------------------------
+    def push(self, owner: str, specs: list) -> None:
+        for spec in specs:
+            self.queue.put((owner, spec))
+
+    def cancel(self, task_id: bytes) -> None:
+        cur = self.current
+        if cur is not None and cur[1] == task_id:
+            self.cancel_target = task_id
+            os.kill(os.getpid(), signal.SIGINT)
+
+    # -- called from the main thread --------------------------------------------------
+    def hand_back(self) -> None:
+        """We are about to block in ``get``: return tasks we have not started, so their
+        owners can run them elsewhere, and flush finished results first."""
+        self.flush()
+        back: dict[str, list] = {}
+        while True:
+            try:
+                owner, spec = self.queue.get_nowait()
+            except Empty:
+                break
+            back.setdefault(owner, []).append(spec[0])
+        for owner, ids in back.items():
+            self.core.transport.send(owner, (P.TASKS_RETURNED, self.core.me, ids))
+
+    def run(self) -> None:
+        """Run tasks in arrival order.  Results are batched only across tasks whose
+        function has been quick so far (< SHORT_TASK s): a result never waits behind a
+        task that may be long."""
+        while True:
+            if self.nresults:
+                try:
+                    item = self.queue.get_nowait()
+                except Empty:
+                    self.flush()
+                    item = self.queue.get()
+            else:
+                item = self.queue.get()
+            if item is None:
+                self.flush()
+                return
+            owner, spec = item
+            fn_id = spec[1]
+            if self.nresults and (self.durations.get(fn_id, 1.0) > SHORT_TASK
+                                  or self.nresults >= FLUSH_BATCH
+                                  or time.monotonic() - self.first_result_at > FLUSH_AFTER):
+                self.flush()
+            t0 = time.monotonic()
+            result = self.execute(owner, spec, t0)
+            t1 = time.monotonic()
+            prev = self.durations.get(fn_id)
+            self.durations[fn_id] = t1 - t0 if prev is None else 0.5 * prev + 0.5 * (t1 - t0)
+            if not self.nresults:
+                self.first_result_at = t1
+            self.results.setdefault(owner, []).append(result)
+            self.nresults += 1
+
+    def flush(self) -> None:
+        cur = self._rt.current
+        if self._buf and cur is not None:
+            text = "".join(self._buf)
+            self._buf.clear()
+            owner, task_id = cur
+            self._rt.core.transport.send(
+                owner, (P.OUTPUT, self._rt.core.me, task_id, self._name, text))
+        elif self._buf:
+            self._fallback.write("".join(self._buf))
+            self._buf.clear()
+        self._fallback.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._fallback.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+
+class WorkerRuntime:
+    def __init__(self, core: CoreWorker):
+        self.core = core
+        self.queue: SimpleQueue = SimpleQueue()
+        self.functions: dict[bytes, object] = {}
+        self.current: tuple | None = None
+        self.cancel_target: bytes | None = None
+        self.results: dict[str, list] = {}
+        self.nresults = 0
+        self.first_result_at = 0.0
+        self.durations: dict[bytes, float] = {}
         core.on_push = self.push
         core.on_block = self.hand_back
         core.on_cancel = self.cancel
@@ -129,9 +228,7 @@ class WorkerRuntime:
                 self.first_result_at = time.monotonic()
             batch.append(result)
             self.nresults += 1
-            if (self.nresults >= FLUSH_BATCH or self.queue.empty()
-                    or time.monotonic() - self.first_result_at > FLUSH_AFTER):
-                self.flush()
+            self.flush()
 
     def flush(self) -> None:
         if not self.nresults:
@@ -150,7 +247,7 @@ class WorkerRuntime:
             fn = self.functions[fn_id] = cloudpickle.loads(blob)
         return fn
 
-    def execute(self, owner: str, spec: tuple) -> tuple:
+    def execute(self, owner: str, spec: tuple, t0: float = 0.0) -> tuple:
         task_id, fn_id, blob, (args_entry, blob_oid), resolved, return_ids, name = spec
         core = self.core
         covered: set = set()
@@ -190,7 +287,7 @@ class WorkerRuntime:
                     pass
             self.current = None
         borrowed = core.end_task(covered)
-        return (task_id, ok, payload, borrowed)
+        return (task_id, ok, payload, borrowed, time.monotonic() - t0)
 
     def _returns(self, owner: str, value, return_ids: list, name: str) -> list:
         n = len(return_ids)
@@ -212,8 +309,7 @@ class WorkerRuntime:
             except Exception as e:
                 raise TypeError(f"task {name} returned a value that cannot be pickled: "
                                 f"{type(e).__name__}: {e}") from None
-            with core.lock:
-                nested = [(x, o, core.register_for(x, o, owner)) for x, o in s.refs]
+            nested = core.register_all_for(s.refs, owner)
             if s.size <= INLINE_MAX:
                 out.append((INLINE, (s.meta, [bytes(b) for b in s.buffers]), nested))
             else:
