@@ -18,7 +18,9 @@ class TaskError(RefbookError):
     def __init__(self, function_name: str = "", traceback_str: str = "",
                  cause_repr: str = "", cause_cls: type | None = None,
                  cause: BaseException | None = None):
-        super().__init__(function_name, traceback_str)
+        # Not super(): in a class derived from the user's exception that would run
+        # the user's __init__ with our arguments.
+        BaseException.__init__(self, function_name, traceback_str)
         self.function_name = function_name
         self.traceback_str = traceback_str
         self.cause_repr = cause_repr

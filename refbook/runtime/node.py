@@ -49,7 +49,8 @@ class Zygote:
         self.pid = pid
         os.close(cmd_r)
         os.close(rep_w)
-        self._rep = os.fdopen(self._rep_r, "r", buffering=1)
+        os.set_blocking(self._rep_r, False)
+        self._partial = b""
 
     @staticmethod
     def _serve(cmd_r, rep_w, cfg, secret, arena, nm_pid):
@@ -79,9 +80,19 @@ class Zygote:
     def report_fd(self) -> int:
         return self._rep_r
 
-    def read_report(self) -> tuple[str, int]:
-        addr, pid = self._rep.readline().split()
-        return addr, int(pid)
+    def read_reports(self) -> list[tuple[str, int]]:
+        """Every ``(address, pid)`` the zygote has reported since the last call."""
+        try:
+            data = os.read(self._rep_r, 65536)
+        except BlockingIOError:
+            return []
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        out = []
+        for line in lines:
+            addr, pid = line.decode().split()
+            out.append((addr, int(pid)))
+        return out
 
     def close(self) -> None:
         try:
@@ -135,15 +146,15 @@ class NodeManager:
         self.zygote.spawn(addr)
 
     def _on_spawned(self) -> None:
-        addr, pid = self.zygote.read_report()
-        self.worker_pids[addr] = pid
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self._process_died(addr, "it exited during start-up")
-            return
-        self.pidfds[fd] = addr
-        self.poller.register(fd, zmq.POLLIN)
+        for addr, pid in self.zygote.read_reports():
+            self.worker_pids[addr] = pid
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._process_died(addr, "it exited during start-up")
+                continue
+            self.pidfds[fd] = addr
+            self.poller.register(fd, zmq.POLLIN)
 
     def _on_pidfd(self, fd: int) -> None:
         addr = self.pidfds.pop(fd)
