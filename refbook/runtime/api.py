@@ -80,6 +80,9 @@ class Session:
                                    node_address=self.node_address, node_id=self.node_id,
                                    secret=secret, arena=self.arena)
             self._wait_ready(ready_r)
+            node_fd = os.pidfd_open(self.proc.pid)
+            self.core.add_fd(node_fd, lambda: self.core.node_died(
+                f"process {self.proc.pid} exited; see {self.log_path}"))
             self.core.start()
             self.core.register()
         except BaseException:

@@ -121,6 +121,7 @@ class CoreWorker:
         self.on_cancel = None                    # worker hook: cancel a running task
         self.output_sink = None                  # driver hook: task output
         self.alive = True
+        self.broken: str | None = None           # why the node is unusable, if it is
         self._stop = False
         self._io = threading.Thread(target=self._io_loop, name="refbook-io", daemon=True)
         self._handlers = {
@@ -173,8 +174,26 @@ class CoreWorker:
             for slot in self._replies.values():
                 slot[0].set()
 
+    def node_died(self, reason: str) -> None:
+        """Our node manager is gone (I/O thread): nothing pending here can finish, so
+        fail it all now rather than let anyone wait forever."""
+        with self.lock:
+            self.broken = reason
+            err = exc.WorkerCrashedError(
+                f"the refbook node manager died ({reason}); every pending task failed. "
+                f"Call refbook.shutdown() and refbook.init() to start again.")
+            for task in list(self.tm.tasks.values()):
+                self.tm.tasks.pop(task.task_id, None)
+                self._fail_task(task, err)
+            for oid in list(self.rt.refs):
+                if oid not in self.values and self.rt.owns(oid):
+                    self._do(self._set_value(oid, (ERROR, err)))
+            for slot in self._replies.values():
+                slot[0].set()
+
     def add_fd(self, fd: int, callback) -> None:
-        """Watch ``fd`` in the I/O thread (e.g. a pidfd of the process we depend on)."""
+        """Call ``callback`` once, in the I/O thread, when ``fd`` becomes readable (a
+        pidfd of a process we depend on).  Register before ``start``."""
         self._extra_fds[fd] = callback
 
     # --------------------------------------------------------------- sending
@@ -190,14 +209,22 @@ class CoreWorker:
         req = next(self._req_ids)
         slot = [threading.Event(), None]
         self._replies[req] = slot
+        self._check_usable()
         self.send(addr, make_msg(req))
         if not slot[0].wait(timeout):
             self._replies.pop(req, None)
             raise exc.RefbookError(f"no reply from {addr} within {timeout} s")
         self._replies.pop(req, None)
-        if not self.alive:
-            raise exc.RefbookError("refbook was shut down while waiting for a reply")
+        self._check_usable()
         return slot[1]
+
+    def _check_usable(self) -> None:
+        if not self.alive:
+            raise exc.RefbookError("refbook was shut down")
+        if self.broken:
+            raise exc.RefbookError(
+                f"the refbook node manager died ({self.broken}). Call refbook.shutdown() "
+                f"and refbook.init() to start again.")
 
     def _on_reply(self, msg):
         slot = self._replies.get(msg[1])
@@ -312,6 +339,7 @@ class CoreWorker:
             s = serialize((args2, kwargs2))
         except Exception as e:  # noqa: BLE001 - re-raised with the argument named
             raise _argument_error(name, args, kwargs, signature, e) from None
+        self._check_usable()
         task_id = self.ids.task_id()
         return_ids = [object_id(task_id, i) for i in range(num_returns)]
         blob_oid = None
@@ -762,9 +790,10 @@ class CoreWorker:
                 except OSError:
                     pass
                 self._wake_armed = False
-            for fd, cb in self._extra_fds.items():
-                if fd in events:
-                    cb()
+            for fd in [fd for fd in self._extra_fds if fd in events]:
+                cb = self._extra_fds.pop(fd)    # one-shot: a pidfd stays readable
+                poller.unregister(fd)
+                cb()
             now = time.monotonic()
             with self.lock:
                 fx = Effects()
