@@ -685,11 +685,11 @@ class CoreWorker:
         if self.on_cancel is not None:
             self.on_cancel(msg[1])
 
-    def register_all_for(self, refs: list, target: str) -> list:
+    def register_all_for(self, refs: list, target: str, covered: set) -> list:
         """For a return value: ``[(ref, owner, registered_for_target)]``."""
         with self.lock:
             fx = Effects()
-            out = [(x, o, self.rt.register_for(x, o, target, fx)) for x, o in refs]
+            out = [(x, o, self.rt.register_for(x, o, target, fx, covered)) for x, o in refs]
             self._apply(fx)
         return out
 

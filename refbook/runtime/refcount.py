@@ -195,8 +195,8 @@ class ReferenceTable:
         r = self.refs.get(oid)
         if r is None or r.owner != self.me:
             return False
-        if for_addr in self.dead or for_addr == self.me:
-            return True     # the owner's own holds need no registration
+        if for_addr in self.dead:
+            return True
         b = r.borrowers
         if b is None:
             b = r.borrowers = {}
@@ -239,35 +239,57 @@ class ReferenceTable:
                      cover: tuple | None, fx: Effects) -> None:
         """A ref came out of a value we unpickled.  Hold it, and get ourselves counted
         by its owner unless something already covers us:
-          - we own it, or we are already registered: nothing to do;
+          - we own it: nothing to do;
           - it arrived in the arguments of the task we are running (``covered``): the
             caller's submitted count covers us; we report it when the task ends;
+          - we are already registered: nothing to do;
           - it was nested in an object ``cover`` that we hold: register ourselves and
             pin ``cover`` until the owner acknowledges."""
         r = self.add_local(oid, owner)
-        if owner == self.me or r.registered:
+        if owner == self.me:
             return
         if covered is not None:
             covered.add(oid)
+            return
+        if r.registered:
             return
         ack = self._pin_until_ack([cover]) if cover is not None else 0
         r.registered += 1
         fx.send.append((owner, (INC_REF, self.me, oid, self.me, ack)))
 
-    def register_for(self, oid: bytes, owner: str, target: str, fx: Effects) -> bool:
-        """Make ``target`` a registered holder of ``oid`` if we can do so safely now:
-        we own it, or our own registration travels ahead of our future DEC.  Returns
-        False when ``target`` must register itself under its own cover."""
-        if target == owner:
-            return False
+    def register_for(self, oid: bytes, owner: str, target: str, fx: Effects,
+                     covered=()) -> bool:
+        """We are sending ``oid`` to ``target`` inside a task result: make sure
+        ``target`` will be counted by the owner.  Returns True if we registered it
+        (the caller then knows its hold is counted); False if nothing is needed or
+        ``target`` registers itself under the cover of the task's arguments.
+
+        ``covered`` is the set of refs that came in the arguments of the task whose
+        result this is: the caller's submitted count keeps those alive until it has
+        processed the result."""
         if owner == self.me:
-            self.on_inc(oid, target)
-            return True
+            if target != owner:
+                self.on_inc(oid, target)
+                return True
+            return False
         r = self.refs.get(oid)
-        if r is not None and r.registered > 0:
+        registered = r is not None and r.registered > 0
+        if target == owner and (registered or oid in covered):
+            # The result travels to the owner on our channel to it, ahead of our own
+            # DEC; or the owner's submitted count covers it until the result arrives.
+            return False
+        if target != owner and registered:
+            # our own registration travels ahead of our future DEC: no ack needed
             fx.send.append((owner, (INC_REF, self.me, oid, target, 0)))
             return True
-        return False
+        if target != owner and oid in covered:
+            return False
+        # We hold it only under the cover of another task still running here; that
+        # cover may lapse before the result is processed, so count the receiver now
+        # and pin our own hold until the owner acknowledges.
+        ack = self._pin_until_ack([(oid, owner)])
+        fx.send.append((owner, (INC_REF, self.me, oid, target, ack)))
+        return True
 
     def register_covered(self, oid: bytes, owner: str, target: str, cover: list,
                          fx: Effects) -> None:
@@ -297,6 +319,8 @@ class ReferenceTable:
         self.own(oid, [(x, o) for x, o, _ in nested])
         for x, o, reg in nested:
             if o == self.me:
+                if reg:   # counted for us until now: ``contained`` takes over
+                    self.on_dec(x, self.me, 1, fx)
                 continue
             if reg:
                 self.mark_registered(x, o)
@@ -328,13 +352,19 @@ class ReferenceTable:
 
     # -- task boundaries ---------------------------------------------------------
     def report_borrowed(self, covered) -> list[tuple[bytes, str]]:
-        """At the end of a task: the covered refs this worker still holds and has no
-        registration for.  The caller registers us for each; we count it now."""
+        """At the end of a task: the covered refs this worker still holds.  The caller
+        registers us for each under the cover of the task's arguments.
+
+        We report even if we are already registered: a registration still in flight
+        may itself rest on a cover that depends on us (A lends x to B's task, B lends
+        it back to A's task, ...), and only the caller of *this* task is sure to hold
+        x until its INC is acknowledged.  Each report costs one more unit in our
+        final DEC."""
         out = []
         for oid in covered:
             r = self.refs.get(oid)
-            if r is not None and r.owner != self.me and r.registered == 0 and r.held():
-                r.registered = 1
+            if r is not None and r.owner != self.me and r.held():
+                r.registered += 1
                 out.append((oid, r.owner))
         return out
 

@@ -270,7 +270,7 @@ class WorkerRuntime:
             del tops
             value = fn(*args, **kwargs)
             del args, kwargs
-            payload = self._returns(owner, value, return_ids, name)
+            payload = self._returns(owner, value, return_ids, name, covered)
             del value
         except KeyboardInterrupt:
             ok = False
@@ -289,7 +289,8 @@ class WorkerRuntime:
         borrowed = core.end_task(covered)
         return (task_id, ok, payload, borrowed, time.monotonic() - t0)
 
-    def _returns(self, owner: str, value, return_ids: list, name: str) -> list:
+    def _returns(self, owner: str, value, return_ids: list, name: str,
+                 covered: set) -> list:
         n = len(return_ids)
         if n == 1:
             values = [value]
@@ -309,7 +310,7 @@ class WorkerRuntime:
             except Exception as e:
                 raise TypeError(f"task {name} returned a value that cannot be pickled: "
                                 f"{type(e).__name__}: {e}") from None
-            nested = core.register_all_for(s.refs, owner)
+            nested = core.register_all_for(s.refs, owner, covered)
             if s.size <= INLINE_MAX:
                 out.append((INLINE, (s.meta, [bytes(b) for b in s.buffers]), nested))
             else:
