@@ -4,8 +4,19 @@
 """
 
 from . import exceptions
-from .runtime.api import (available_resources, cancel, cluster_resources, get, init,
-                          is_initialized, nodes, objects, put, shutdown, wait)
+from .runtime.api import (
+                          available_resources,
+                          cancel,
+                          cluster_resources,
+                          get,
+                          init,
+                          is_initialized,
+                          nodes,
+                          objects,
+                          put,
+                          shutdown,
+                          wait,
+)
 from .runtime.object_ref import ObjectRef
 from .runtime.remote_function import remote
 

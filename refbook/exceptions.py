@@ -35,7 +35,7 @@ class TaskError(RefbookError):
         return (_rebuild_task_error, (self.function_name, self.traceback_str,
                                       self.cause_repr, self.cause_cls, self.cause))
 
-    def as_instanceof_cause(self) -> "TaskError":
+    def as_instanceof_cause(self) -> TaskError:
         """Return an exception that is a TaskError *and* an instance of the
         original exception's class, so ``except ValueError`` still catches it."""
         cls = self.cause_cls

@@ -24,13 +24,13 @@ from .core import CoreWorker
 from .object_ref import ObjectRef
 
 _lock = threading.RLock()
-_session: "Session | None" = None
+_session: Session | None = None
 
 
 class RuntimeContext:
     """What ``init()`` returns: where the cluster is and what this node has."""
 
-    def __init__(self, session: "Session"):
+    def __init__(self, session: Session):
         self.session_dir = session.dir
         self.node_id = session.node_id
         self.address = session.node_address

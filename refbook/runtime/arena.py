@@ -46,7 +46,7 @@ class Arena:
         self.np = np.frombuffer(self.mm, dtype=np.uint8)
 
     @classmethod
-    def create(cls, capacity: int) -> "Arena":
+    def create(cls, capacity: int) -> Arena:
         import os
         fd = os.memfd_create("refbook-arena", 0)
         os.ftruncate(fd, capacity)

@@ -47,15 +47,15 @@ INLINE_MAX = 100 * 1024
 QUICK_TASK = 0.002     # tasks quicker than this may be pipelined on one worker
 INLINE, STORED, ERROR = 0, 1, 2
 
-_current: "CoreWorker | None" = None
+_current: CoreWorker | None = None
 _tls = threading.local()       # .covered: set of oids covered by the running task
 
 
-def current() -> "CoreWorker | None":
+def current() -> CoreWorker | None:
     return _current
 
 
-def set_current(core: "CoreWorker | None") -> None:
+def set_current(core: CoreWorker | None) -> None:
     global _current
     _current = core
 
@@ -613,7 +613,7 @@ class CoreWorker:
                 for oid in task.return_ids:
                     follow += self._set_value(oid, (ERROR, error))
             else:
-                for oid, (kind, data, nested) in zip(task.return_ids, payload):
+                for oid, (kind, data, nested) in zip(task.return_ids, payload, strict=True):
                     self.rt.task_returned(oid, nested, task.arg_refs, fx)
                     entry = (INLINE, data[0], data[1]) if kind == INLINE else (STORED, *data)
                     follow += self._set_value(oid, entry)
@@ -633,7 +633,9 @@ class CoreWorker:
                 continue
             self.rt.own(oid, [(x, o) for x, o, _ in nested])
             for x, o, reg in nested:
-                if reg and o != self.me:
+                if reg and o == self.me:
+                    self.rt.on_dec(x, self.me, 1, fx)
+                elif reg:
                     self.rt.mark_registered(x, o)
             if kind == STORED:
                 self.values[oid] = (STORED, *data)

@@ -31,9 +31,8 @@ caller registers the worker (``report_borrowed``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import itertools
+from dataclasses import dataclass, field
 
 from .protocol import DEC_REF, INC_ACK, INC_REF
 

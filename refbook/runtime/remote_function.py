@@ -64,7 +64,7 @@ class RemoteFunction:
             s["id"] = hashlib.blake2b(blob, digest_size=16).digest()
         return s["id"], s["blob"]
 
-    def options(self, **opts) -> "RemoteFunction":
+    def options(self, **opts) -> RemoteFunction:
         """A copy with some options changed, e.g. ``f.options(num_cpus=2).remote()``."""
         merged = {k: v for k, v in self._options.items() if v != TASK_OPTIONS[k]}
         merged.update(opts)

@@ -71,7 +71,7 @@ class Allocator:
             pos = o + s
         assert pos == self.capacity
         assert self._offsets == sorted(self._free)
-        for a, b in zip(self._offsets, self._offsets[1:]):
+        for a, b in zip(self._offsets, self._offsets[1:], strict=False):
             assert a + self._free[a] < b, "adjacent free blocks not merged"
 
 

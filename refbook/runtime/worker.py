@@ -35,7 +35,7 @@ class TaskStream:
     """``sys.stdout``/``sys.stderr`` of a worker: text written while a task runs goes to
     the task's owner, line by line; anything else goes to the worker's log."""
 
-    def __init__(self, runtime: "WorkerRuntime", name: str, fallback):
+    def __init__(self, runtime: WorkerRuntime, name: str, fallback):
         self._rt = runtime
         self._name = name
         self._fallback = fallback
@@ -147,90 +147,6 @@ class WorkerRuntime:
             self.nresults += 1
 
     def flush(self) -> None:
-        cur = self._rt.current
-        if self._buf and cur is not None:
-            text = "".join(self._buf)
-            self._buf.clear()
-            owner, task_id = cur
-            self._rt.core.transport.send(
-                owner, (P.OUTPUT, self._rt.core.me, task_id, self._name, text))
-        elif self._buf:
-            self._fallback.write("".join(self._buf))
-            self._buf.clear()
-        self._fallback.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self._fallback.fileno()
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
-
-class WorkerRuntime:
-    def __init__(self, core: CoreWorker):
-        self.core = core
-        self.queue: SimpleQueue = SimpleQueue()
-        self.functions: dict[bytes, object] = {}
-        self.current: tuple | None = None
-        self.cancel_target: bytes | None = None
-        self.results: dict[str, list] = {}
-        self.nresults = 0
-        self.first_result_at = 0.0
-        self.durations: dict[bytes, float] = {}
-        core.on_push = self.push
-        core.on_block = self.hand_back
-        core.on_cancel = self.cancel
-
-    # -- called from the I/O thread -------------------------------------------------
-    def push(self, owner: str, specs: list) -> None:
-        for spec in specs:
-            self.queue.put((owner, spec))
-
-    def cancel(self, task_id: bytes) -> None:
-        cur = self.current
-        if cur is not None and cur[1] == task_id:
-            self.cancel_target = task_id
-            os.kill(os.getpid(), signal.SIGINT)
-
-    # -- called from the main thread --------------------------------------------------
-    def hand_back(self) -> None:
-        """We are about to block in ``get``: return tasks we have not started, so their
-        owners can run them elsewhere, and flush finished results first."""
-        self.flush()
-        back: dict[str, list] = {}
-        while True:
-            try:
-                owner, spec = self.queue.get_nowait()
-            except Empty:
-                break
-            back.setdefault(owner, []).append(spec[0])
-        for owner, ids in back.items():
-            self.core.transport.send(owner, (P.TASKS_RETURNED, self.core.me, ids))
-
-    def run(self) -> None:
-        while True:
-            try:
-                item = self.queue.get(timeout=FLUSH_AFTER) if self.nresults else self.queue.get()
-            except Empty:
-                self.flush()
-                continue
-            if item is None:
-                self.flush()
-                return
-            owner, spec = item
-            result = self.execute(owner, spec)
-            batch = self.results.setdefault(owner, [])
-            if not self.nresults:
-                self.first_result_at = time.monotonic()
-            batch.append(result)
-            self.nresults += 1
-            self.flush()
-
-    def flush(self) -> None:
         if not self.nresults:
             return
         for owner, batch in self.results.items():
@@ -247,7 +163,7 @@ class WorkerRuntime:
             fn = self.functions[fn_id] = cloudpickle.loads(blob)
         return fn
 
-    def execute(self, owner: str, spec: tuple, t0: float = 0.0) -> tuple:
+    def execute(self, owner: str, spec: tuple, t0: float) -> tuple:
         task_id, fn_id, blob, (args_entry, blob_oid), resolved, return_ids, name = spec
         core = self.core
         covered: set = set()
@@ -304,7 +220,7 @@ class WorkerRuntime:
                                  f"{type(value).__name__} {value!r:.80}")
         core = self.core
         out = []
-        for oid, v in zip(return_ids, values):
+        for oid, v in zip(return_ids, values, strict=True):
             try:
                 s = serialize(v)
             except Exception as e:

@@ -7,8 +7,7 @@ import time
 import pytest
 
 import refbook
-from refbook.exceptions import (RefbookError, TaskCancelledError, TaskError,
-                                WorkerCrashedError)
+from refbook.exceptions import RefbookError, TaskCancelledError, TaskError, WorkerCrashedError
 
 pytestmark = pytest.mark.usefixtures("cluster")
 

@@ -1,0 +1,231 @@
+"""``refbook bench``: the core microbenchmarks, as a table and as JSON.
+
+The workloads are written against a small backend interface so that
+``benchmarks/compare.py`` can run the very same code on Ray and Dask.  The machine is
+shared and noisy: every figure is a median over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+MB = 1 << 20
+
+
+class RefbookBackend:
+    name = "refbook"
+
+    def __init__(self, num_cpus: int = 2, store: int = 2 << 30):
+        import refbook
+        self.rb = refbook
+        self.num_cpus = num_cpus
+        self.store = store
+
+    def init(self):
+        self.rb.init(num_cpus=self.num_cpus, object_store_memory=self.store)
+
+    def shutdown(self):
+        self.rb.shutdown()
+
+    def remote(self, fn):
+        return self.rb.remote(fn)
+
+    def call(self, rf, *args):
+        return rf.remote(*args)
+
+    def put(self, v):
+        return self.rb.put(v)
+
+    def get(self, r):
+        return self.rb.get(r)
+
+    def init_snippet(self) -> str:
+        return (f"import refbook as rb\n"
+                f"def start(): rb.init(num_cpus={self.num_cpus})\n"
+                f"def first():\n"
+                f"    @rb.remote\n"
+                f"    def one(): return 1\n"
+                f"    return rb.get(one.remote())\n"
+                f"def stop(): rb.shutdown()\n")
+
+    def nested_fn(self, inner):
+        rb = self.rb
+
+        def nested(n):
+            return sum(rb.get([inner.remote(i) for i in range(n)]))
+        return nested
+
+
+def _median_time(fn, repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def run_workloads(b, quick: bool = False, init_runs: int = 5) -> dict:
+    """Run every workload on backend ``b``; returns ``{name: (value, unit)}``."""
+    r: dict = {}
+    r["init_to_first_result"] = (_init_time(b, 2 if quick else init_runs), "s")
+    b.init()
+    try:
+        def noop(x=None):
+            return x
+
+        f = b.remote(noop)
+        b.get(b.call(f, 0))
+
+        n = 300 if quick else 2000
+        r["task_round_trip"] = (_median_time(lambda: b.get(b.call(f, 1)), n, 50) * 1e6, "us")
+
+        ntasks = 5000
+
+        def burst():
+            refs = [b.call(f, i) for i in range(ntasks)]
+            b.get(refs)
+        r["async_throughput"] = (ntasks / _median_time(burst, 3 if quick else 7), "tasks/s")
+
+        def chain():
+            x = b.call(f, 0)
+            for _ in range(199):
+                x = b.call(f, x)
+            b.get(x)
+        r["chain_200"] = (_median_time(chain, 5 if quick else 15) * 1e3, "ms")
+
+        inner = b.remote(noop)
+        outer = b.remote(b.nested_fn(inner))
+        b.get(b.call(outer, 10))
+        r["nested_100"] = (_median_time(lambda: b.get(b.call(outer, 100)),
+                                        5 if quick else 20) * 1e3, "ms")
+
+        a1 = np.random.rand(MB // 8)
+        a100 = np.random.rand(100 * MB // 8)
+        r["put_1MB"] = (_median_time(lambda: b.put(a1), 50 if quick else 300, 5) * 1e3, "ms")
+        r["put_100MB"] = (_median_time(lambda: b.put(a100), 5 if quick else 15, 2) * 1e3, "ms")
+        ref100 = b.put(a100)
+        r["get_100MB"] = (_median_time(lambda: b.get(ref100), 20 if quick else 200, 3) * 1e3,
+                          "ms")
+
+        def shape(a):
+            return a.shape
+
+        g = b.remote(shape)
+        b.get(b.call(g, ref100))
+        r["task_100MB_arg"] = (_median_time(lambda: b.get(b.call(g, ref100)),
+                                            20 if quick else 100, 3) * 1e3, "ms")
+
+
+        small = os.urandom(1024)
+        nput = 1000
+        rates_put, rates_get = [], []
+        for _ in range(3 if quick else 7):
+            t = time.perf_counter()
+            refs = [b.put(small) for _ in range(nput)]
+            t1 = time.perf_counter()
+            for x in refs:
+                b.get(x)
+            t2 = time.perf_counter()
+            rates_put.append(nput / (t1 - t))
+            rates_get.append(nput / (t2 - t1))
+            del refs
+        r["put_1KiB"] = (statistics.median(rates_put), "ops/s")
+        r["get_1KiB"] = (statistics.median(rates_get), "ops/s")
+    finally:
+        b.shutdown()
+    return r
+
+
+def _init_time(b, runs: int) -> float:
+    """``init()`` to the first task result, each run in a fresh interpreter."""
+    code = b.init_snippet() + textwrap.dedent("""
+        import time
+        t = time.perf_counter()
+        start()
+        first()
+        print(time.perf_counter() - t, flush=True)
+        stop()
+    """)
+    ts = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300)
+        try:
+            ts.append(float(out.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            raise RuntimeError(f"{b.name} init run failed:\n{out.stderr[-2000:]}") from None
+    return statistics.median(ts)
+
+
+TARGETS = {
+    "init_to_first_result": ("<=", 0.3),
+    "task_round_trip": ("<=", 250),
+    "async_throughput": (">=", 12000),
+    "chain_200": ("<=", 50),
+    "nested_100": ("<=", 15),
+    "put_1MB": ("<=", 0.3),
+    "put_100MB": ("<=", 12),
+    "get_100MB": ("<=", 0.1),
+    "task_100MB_arg": ("<=", 1),
+    "put_1KiB": (">=", 50000),
+    "get_1KiB": (">=", 50000),
+}
+
+
+def fmt(v: float) -> str:
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3f}"
+
+
+def table(results: dict, targets: dict = TARGETS) -> str:
+    lines = [f"{'workload':<24}{'median':>14}  {'unit':<8}{'target':>12}  ok"]
+    for k, (v, unit) in results.items():
+        op, tv = targets.get(k, ("", None))
+        ok = "" if tv is None else ("yes" if (v <= tv if op == "<=" else v >= tv) else "NO")
+        tgt = f"{op} {fmt(tv)}" if tv else ""
+        lines.append(f"{k:<24}{fmt(v):>14}  {unit:<8}{tgt:>12}  {ok}")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="refbook bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    ap.add_argument("--json", default=None, help="write results here "
+                    "(default: bench-results/refbook-<time>.json)")
+    ap.add_argument("--num-cpus", type=int, default=2)
+    args = ap.parse_args(argv)
+    res = run_workloads(RefbookBackend(args.num_cpus), quick=args.quick)
+    print(table(res))
+    path = args.json or os.path.join("bench-results",
+                                     f"refbook-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"machine": machine(), "results": {k: {"value": v, "unit": u}
+                                                     for k, (v, u) in res.items()}}, f, indent=2)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

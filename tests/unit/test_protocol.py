@@ -1,0 +1,43 @@
+import os
+import random
+
+import pytest
+
+from refbook.runtime.protocol import RejectedMessage, Signer, Verifier, encode, tag_for
+
+KEY = os.urandom(32)
+ME = "ipc:///tmp/x/me"
+
+
+def pair():
+    return Signer(KEY, os.urandom(8)), Verifier(KEY, tag_for(ME))
+
+
+def test_round_trip():
+    s, v = pair()
+    assert v.verify(s.sign(tag_for(ME), encode((1, "a", b"b")))) == (1, "a", b"b")
+
+
+def test_tampered_wrong_key_misaddressed_and_replayed_are_rejected():
+    s, v = pair()
+    frames = s.sign(tag_for(ME), encode((1, "x")))
+    bad = [frames[0], frames[1][:-1] + b"!"]
+    with pytest.raises(RejectedMessage, match="signature"):
+        v.verify(bad)
+    other = Signer(os.urandom(32), os.urandom(8))
+    with pytest.raises(RejectedMessage, match="signature"):
+        v.verify(other.sign(tag_for(ME), encode((1,))))
+    with pytest.raises(RejectedMessage, match="another process"):
+        v.verify(s.sign(tag_for("ipc:///tmp/x/other"), encode((1,))))
+    v.verify(frames)
+    with pytest.raises(RejectedMessage, match="replayed"):
+        v.verify(frames)
+
+
+def test_random_frames_only_ever_raise_rejected_message():
+    _, v = pair()
+    rng = random.Random(0)
+    for _ in range(2000):
+        frames = [rng.randbytes(rng.randint(0, 100)) for _ in range(rng.randint(0, 4))]
+        with pytest.raises(RejectedMessage):
+            v.verify(frames)
