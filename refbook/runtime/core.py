@@ -44,6 +44,7 @@ from .transport import Transport
 log = logging.getLogger("refbook.core")
 
 INLINE_MAX = 100 * 1024
+TICK_MS = 20           # the I/O thread's housekeeping period (releases, idle leases)
 QUICK_TASK = 0.002     # tasks quicker than this may be pipelined on one worker
 INLINE, STORED, ERROR = 0, 1, 2
 
@@ -109,7 +110,6 @@ class CoreWorker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._wake_armed = False
         self._req_ids = itertools.count(1)
         self._replies: dict[int, list] = {}      # req_id -> [Event, result]
         self._fetching: set[bytes] = set()       # GET_OBJECT outstanding
@@ -129,7 +129,6 @@ class CoreWorker:
             P.LEASE_GRANTED: self._on_lease_granted,
             P.LEASE_RECLAIM: self._on_reclaim,
             P.PROCESS_DIED: self._on_process_died,
-            P.ALLOC_REPLY: self._on_reply,
             P.STATE_REPLY: self._on_reply,
             P.REGISTERED: self._on_reply,
             P.GET_OBJECT: self._on_get_object,
@@ -234,13 +233,12 @@ class CoreWorker:
 
     # --------------------------------------------------------------- releases
     def release_soon(self, oid: bytes) -> None:
-        """Called from ``ObjectRef.__del__`` and view finalizers, in any thread."""
-        if not self.alive:
-            return
-        self._releases.append(oid)
-        if not self._wake_armed:
-            self._wake_armed = True
-            self._wake()
+        """Called from ``ObjectRef.__del__`` and view finalizers, in any thread.  The
+        next API call in this process, or the I/O thread within ``TICK`` seconds,
+        carries it out; waking the I/O thread for every dropped ref would cost more
+        than it saves on the per-task path."""
+        if self.alive:
+            self._releases.append(oid)
 
     def _wake(self) -> None:
         try:
@@ -312,8 +310,21 @@ class CoreWorker:
         """Write a serialized value into this node's arena; one copy.  Not callable
         from the I/O thread (it waits for the node manager's reply)."""
         size = layout_size(s)
-        status, detail = self.call(
-            self.node_address, lambda req: (P.ALLOC, self.me, req, oid, size, owner), 60)
+        self._check_usable()
+        if self._releases:
+            # free what was dropped first, so the node can reuse that (warm) memory
+            with self.lock:
+                fx = Effects()
+                self._drain_releases(fx)
+                self._apply(fx)
+        try:
+            _, status, detail = self.transport.request(
+                self.node_address,
+                lambda reply_to: (P.ALLOC, self.me, reply_to, oid, size, owner), 60)
+        except TimeoutError:
+            self._check_usable()
+            raise exc.RefbookError("the node manager did not answer an allocation request "
+                                   "within 60 s") from None
         if status == "full":
             raise exc.ObjectStoreFullError(detail)
         if status == "ok":
@@ -689,6 +700,8 @@ class CoreWorker:
 
     def register_all_for(self, refs: list, target: str, covered: set) -> list:
         """For a return value: ``[(ref, owner, registered_for_target)]``."""
+        if not refs:
+            return []
         with self.lock:
             fx = Effects()
             out = [(x, o, self.rt.register_for(x, o, target, fx, covered)) for x, o in refs]
@@ -697,6 +710,8 @@ class CoreWorker:
 
     def end_task(self, covered: set) -> list:
         """A task finished here: the covered refs we still hold, for the reply."""
+        if not covered:
+            return []
         with self.lock:
             fx = Effects()
             self._drain_releases(fx)
@@ -720,6 +735,10 @@ class CoreWorker:
     def describe(self, what: str):
         if what != "objects":
             return None
+        with self.lock:
+            fx = Effects()
+            self._drain_releases(fx)
+            self._apply(fx)
         out = []
         for oid, r in self.rt.refs.items():
             if r.owner != self.me:
@@ -766,7 +785,7 @@ class CoreWorker:
         last_tick = time.monotonic()
         while not self._stop:
             try:
-                events = dict(poller.poll(50))
+                events = dict(poller.poll(TICK_MS))
             except zmq.ZMQError:
                 if self._stop:
                     return
@@ -775,23 +794,20 @@ class CoreWorker:
                 return
             msgs = []
             if inbox in events:
-                while True:
-                    try:
+                try:
+                    while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         m = self.transport.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    except zmq.ZMQError:
-                        if self._stop:
-                            return
-                        raise
-                    if m is not None:
-                        msgs.append(m)
+                        if m is not None:
+                            msgs.append(m)
+                except zmq.ZMQError:
+                    if self._stop:
+                        return
+                    raise
             if self._wake_r in events:
                 try:
                     os.read(self._wake_r, 4096)
                 except OSError:
                     pass
-                self._wake_armed = False
             for fd in [fd for fd in self._extra_fds if fd in events]:
                 cb = self._extra_fds.pop(fd)    # one-shot: a pidfd stays readable
                 poller.unregister(fd)
@@ -803,7 +819,7 @@ class CoreWorker:
                 self._apply(fx)
                 for m in msgs:
                     self._dispatch(m)
-                if now - last_tick > 0.05:
+                if now - last_tick > TICK_MS / 1000:
                     last_tick = now
                     self.tm.now = now
                     self._do(self.tm.tick())

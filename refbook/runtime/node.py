@@ -114,6 +114,7 @@ class NodeManager:
         self.arena = arena
         self.zygote = zygote
         self.transport = Transport(self.address, secret, os.urandom(8))
+        self.transport.serve_rpc()
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
         self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8))
@@ -129,7 +130,6 @@ class NodeManager:
             P.REGISTER: self._on_register,
             P.LEASE_REQUEST: self._on_lease_request,
             P.LEASE_RETURN: lambda m: self._do(self.sched.release(m[1])),
-            P.ALLOC: self._on_alloc,
             P.SEAL: lambda m: self.table.seal(m[1]),
             P.FREE: self._on_free,
             P.BLOCKED: lambda m: self._do(self.sched.worker_blocked(m[1])),
@@ -201,10 +201,18 @@ class NodeManager:
         _, owner, req_id, resources = m
         self._do(self.sched.request(owner, req_id, resources))
 
-    def _on_alloc(self, m):
-        _, addr, req, oid, size, owner = m
-        status, detail = self.table.create(oid, size, owner, addr)
-        self.transport.send(addr, (P.ALLOC_REPLY, req, status, detail))
+    def _on_rpc(self) -> None:
+        while self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            got = self.transport.recv_rpc()
+            if got is None:
+                continue
+            ident, m = got
+            if m[0] != P.ALLOC:
+                log.warning("unexpected request type %r", m[0])
+                continue
+            _, addr, reply_to, oid, size, owner = m
+            status, detail = self.table.create(oid, size, owner, addr)
+            self.transport.reply_rpc(ident, reply_to, (P.ALLOC_REPLY, status, detail))
 
     def _on_free(self, m):
         for oid in m[1]:
@@ -256,6 +264,7 @@ class NodeManager:
     def run(self, parent_fd: int, ready_fd: int) -> None:
         inbox = self.transport.inbox
         self.poller.register(inbox, zmq.POLLIN)
+        self.poller.register(self.transport.rpc, zmq.POLLIN)
         self.poller.register(parent_fd, zmq.POLLIN)
         self.poller.register(self.zygote.report_fd, zmq.POLLIN)
         for _ in range(self.target_pool):
@@ -273,11 +282,8 @@ class NodeManager:
             for fd in [fd for fd in events if fd in self.pidfds]:
                 self._on_pidfd(fd)
             if inbox in events:
-                while True:
-                    try:
-                        m = self.transport.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
+                while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    m = self.transport.recv(zmq.NOBLOCK)
                     if m is None:
                         continue
                     h = self._handlers.get(m[0])
@@ -288,6 +294,10 @@ class NodeManager:
                         h(m)
                     except Exception:  # noqa: BLE001 - never die on one bad message
                         log.exception("error handling message type %r", m[0])
+            # requests after the inbox: a FREE sent just before an ALLOC is applied first
+            if self.transport.rpc in events or \
+                    self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._on_rpc()
 
     def close(self) -> None:
         self.running = False

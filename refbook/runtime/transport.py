@@ -32,9 +32,12 @@ class Transport:
             self.inbox.bind(address)
         self._signer = Signer(secret, tag)
         self._verifier = Verifier(secret, tag_for(address))
+        self._secret = secret
         self._peers: dict[str, tuple] = {}
         self.send_lock = threading.Lock()
         self.rejected = 0
+        self._local = threading.local()     # per-thread request sockets
+        self.rpc = None
 
     def send(self, addr: str, msg: tuple) -> bool:
         body = encode(msg)
@@ -80,7 +83,74 @@ class Transport:
             log.warning("dropped a message on %s: %s", self.address, e)
             return None
 
+    # -- synchronous requests ------------------------------------------------------
+    # A thread that must wait for an answer (an allocation in the store) asks on a
+    # DEALER socket of its own and reads the reply itself, instead of waiting for the
+    # I/O thread to hand it over.  Each such socket signs with a tag of its own, so its
+    # sequence numbers increase strictly on its one connection.
+
+    def serve_rpc(self) -> None:
+        """Bind a ROUTER at ``rpc_address(self.address)`` for synchronous requests."""
+        self.rpc = self.ctx.socket(zmq.ROUTER)
+        self.rpc.setsockopt(zmq.LINGER, 0)
+        self.rpc.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        self.rpc.bind(rpc_address(self.address))
+        self._rpc_verifier = Verifier(self._secret, tag_for(rpc_address(self.address)))
+
+    def recv_rpc(self):
+        """One request from the ROUTER: ``(identity, message)``, or None if rejected."""
+        frames = self.rpc.recv_multipart(zmq.NOBLOCK)
+        if len(frames) != 3:
+            self.rejected += 1
+            log.warning("dropped a request on %s: %d frames", self.address, len(frames))
+            return None
+        try:
+            return frames[0], self._rpc_verifier.verify(frames[1:])
+        except RejectedMessage as e:
+            self.rejected += 1
+            log.warning("dropped a request on %s: %s", self.address, e)
+            return None
+
+    def reply_rpc(self, identity: bytes, reply_to: str, msg: tuple) -> None:
+        body = encode(msg)
+        with self.send_lock:
+            frames = self._signer.sign(tag_for(reply_to), body)
+            self.rpc.send_multipart([identity] + frames, flags=zmq.NOBLOCK)
+
+    def request(self, addr: str, msg_for, timeout: float):
+        """Send ``msg_for(reply_to)`` to ``addr``'s request socket and wait for the
+        reply in this thread.  Returns the reply tuple; raises TimeoutError."""
+        st = getattr(self._local, "rpc", None)
+        if st is None:
+            import os
+            me = f"{self.address}#rpc-{os.urandom(4).hex()}"
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            st = self._local.rpc = {"me": me, "sock": sock, "peers": set(),
+                                    "signer": Signer(self._secret, os.urandom(8)),
+                                    "verifier": Verifier(self._secret, tag_for(me))}
+        target = rpc_address(addr)
+        if target not in st["peers"]:
+            st["sock"].connect(target)
+            st["peers"].add(target)
+        st["sock"].send_multipart(st["signer"].sign(tag_for(target), encode(msg_for(st["me"]))))
+        deadline_ms = int(timeout * 1000)
+        while True:
+            if not st["sock"].poll(deadline_ms):
+                raise TimeoutError(f"no reply from {addr} within {timeout} s")
+            frames = st["sock"].recv_multipart()
+            try:
+                return st["verifier"].verify(frames)
+            except RejectedMessage as e:
+                self.rejected += 1
+                log.warning("dropped a reply on %s: %s", st["me"], e)
+
     def close(self) -> None:
+        st = getattr(self._local, "rpc", None)
+        if st is not None:
+            st["sock"].close(linger=0)
+        if self.rpc is not None:
+            self.rpc.close(linger=0)
         with self.send_lock:
             for s, _ in self._peers.values():
                 s.close(linger=0)
@@ -89,4 +159,9 @@ class Transport:
             self.ctx.term()
 
 
-__all__ = ["Transport", "protocol"]
+def rpc_address(addr: str) -> str:
+    """Where a process that serves synchronous requests binds its ROUTER."""
+    return addr + "-rpc"
+
+
+__all__ = ["Transport", "protocol", "rpc_address"]
