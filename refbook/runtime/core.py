@@ -776,53 +776,61 @@ class CoreWorker:
             log.exception("error handling message type %r", msg[0])
 
     def _io_loop(self) -> None:
+        """The I/O thread.  It must never die while the process lives: an unexpected
+        error is logged and the loop goes on; if it keeps failing, the core is marked
+        broken so that callers get an error instead of waiting forever."""
         poller = zmq.Poller()
-        inbox = self.transport.inbox
-        poller.register(inbox, zmq.POLLIN)
+        poller.register(self.transport.inbox, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         for fd in self._extra_fds:
             poller.register(fd, zmq.POLLIN)
-        last_tick = time.monotonic()
+        self._last_tick = time.monotonic()
+        failures = 0
         while not self._stop:
             try:
-                events = dict(poller.poll(TICK_MS))
-            except zmq.ZMQError:
+                self._io_step(poller)
+                failures = 0
+            except Exception as e:  # noqa: BLE001
                 if self._stop:
                     return
-                raise
-            if self._stop:
-                return
-            msgs = []
-            if inbox in events:
-                try:
-                    while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                        m = self.transport.recv(zmq.NOBLOCK)
-                        if m is not None:
-                            msgs.append(m)
-                except zmq.ZMQError:
-                    if self._stop:
-                        return
-                    raise
-            if self._wake_r in events:
-                try:
-                    os.read(self._wake_r, 4096)
-                except OSError:
-                    pass
-            for fd in [fd for fd in self._extra_fds if fd in events]:
-                cb = self._extra_fds.pop(fd)    # one-shot: a pidfd stays readable
-                poller.unregister(fd)
-                cb()
-            now = time.monotonic()
-            with self.lock:
-                fx = Effects()
-                self._drain_releases(fx)
-                self._apply(fx)
-                for m in msgs:
-                    self._dispatch(m)
-                if now - last_tick > TICK_MS / 1000:
-                    last_tick = now
-                    self.tm.now = now
-                    self._do(self.tm.tick())
+                failures += 1
+                log.exception("error in the I/O loop")
+                if failures >= 100:
+                    self.node_died(f"the I/O thread of {self.me} keeps failing: {e!r}")
+                    return
+                time.sleep(0.001)
+
+    def _io_step(self, poller) -> None:
+        inbox = self.transport.inbox
+        events = dict(poller.poll(TICK_MS))
+        if self._stop:
+            return
+        msgs = []
+        if inbox in events:
+            while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                m = self.transport.recv(zmq.NOBLOCK)
+                if m is not None:
+                    msgs.append(m)
+        if self._wake_r in events:
+            try:
+                os.read(self._wake_r, 4096)
+            except OSError:
+                pass
+        for fd in [fd for fd in self._extra_fds if fd in events]:
+            cb = self._extra_fds.pop(fd)    # one-shot: a pidfd stays readable
+            poller.unregister(fd)
+            cb()
+        now = time.monotonic()
+        with self.lock:
+            fx = Effects()
+            self._drain_releases(fx)
+            self._apply(fx)
+            for m in msgs:
+                self._dispatch(m)
+            if now - self._last_tick > TICK_MS / 1000:
+                self._last_tick = now
+                self.tm.now = now
+                self._do(self.tm.tick())
 
 
 def _fresh(err: BaseException) -> BaseException:

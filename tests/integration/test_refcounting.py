@@ -185,3 +185,18 @@ def test_task_output_freed_when_ref_dropped_before_it_finishes():
     del r
     time.sleep(0.5)
     assert wait_for(lambda: store_used() == base)
+
+
+def test_arrow_values_are_zero_copy_too():
+    import pyarrow as pa
+
+    from refbook.runtime import core as core_mod
+
+    table = pa.table({"x": np.arange(2 * MB, dtype=np.int64)})
+    r = refbook.put(table)
+    out = refbook.get(r)
+    assert out.equals(table)
+    arena = core_mod.current().arena
+    lo = arena.np.ctypes.data
+    addr = out.column("x").chunk(0).buffers()[1].address
+    assert lo <= addr < lo + arena.capacity

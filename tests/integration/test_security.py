@@ -26,7 +26,7 @@ def square(x):
 def addresses(ctx) -> list[str]:
     """Every bound socket of the session, once both workers are up."""
     sock_dir = os.path.join(ctx.session_dir, "s")
-    assert wait_for(lambda: len(os.listdir(sock_dir)) >= 4)
+    assert wait_for(lambda: len(os.listdir(sock_dir)) >= 5)
     return [f"ipc://{sock_dir}/{name}" for name in os.listdir(sock_dir)]
 
 
@@ -42,7 +42,8 @@ class Evil:
 
 def blast(addr: str, frames_list) -> None:
     ctx = zmq.Context.instance()
-    s = ctx.socket(zmq.PUSH)
+    # request sockets are ROUTERs; every other socket is a PULL inbox
+    s = ctx.socket(zmq.DEALER if addr.endswith("-rpc") else zmq.PUSH)
     s.setsockopt(zmq.LINGER, 1000)
     s.connect(addr)
     for frames in frames_list:
@@ -55,7 +56,8 @@ def test_sockets_are_private_ipc_and_nothing_listens_on_tcp(fresh_cluster):
     mode = stat.S_IMODE(os.stat(ctx.session_dir).st_mode)
     assert mode == 0o700
     addrs = addresses(ctx)
-    assert len(addrs) >= 4 and all(a.startswith("ipc://") for a in addrs)
+    assert len(addrs) >= 5 and all(a.startswith("ipc://") for a in addrs)
+    assert any(a.endswith("nm-rpc") for a in addrs)
     for pid in session_pids(ctx) + [os.getpid()]:
         for c in psutil.Process(pid).net_connections(kind="inet"):
             assert c.status != psutil.CONN_LISTEN, c
