@@ -5,17 +5,18 @@
 
 from . import exceptions
 from .runtime.api import (
-                          available_resources,
-                          cancel,
-                          cluster_resources,
-                          get,
-                          init,
-                          is_initialized,
-                          nodes,
-                          objects,
-                          put,
-                          shutdown,
-                          wait,
+    available_resources,
+    cancel,
+    cluster_resources,
+    events,
+    get,
+    init,
+    is_initialized,
+    nodes,
+    objects,
+    put,
+    shutdown,
+    wait,
 )
 from .runtime.object_ref import ObjectRef
 from .runtime.remote_function import remote
@@ -24,6 +25,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "put", "get", "wait", "cancel",
-    "ObjectRef", "nodes", "objects", "cluster_resources", "available_resources",
+    "ObjectRef", "nodes", "objects", "events", "cluster_resources", "available_resources",
     "exceptions", "__version__",
 ]

@@ -40,3 +40,4 @@ def fresh_cluster():
 
 def pytest_configure(config):
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+    os.environ.setdefault("REFBOOK_QUIET", "1")

@@ -37,6 +37,7 @@ class RuntimeContext:
         self.driver_address = session.core.me
         self.num_cpus = session.num_cpus
         self.object_store_memory = session.capacity
+        self.spill_dir = session.spill_dir
 
     def __repr__(self) -> str:
         return (f"RuntimeContext(node_id={self.node_id!r}, num_cpus={self.num_cpus}, "
@@ -46,10 +47,12 @@ class RuntimeContext:
 class Session:
     """One embedded cluster started by ``init()``: a node process and this driver."""
 
-    def __init__(self, num_cpus: int, capacity: int, resources: dict):
+    def __init__(self, num_cpus: int, capacity: int, resources: dict,
+                 spill_dir: str | None, memory_threshold: float):
         self.num_cpus = num_cpus
         self.capacity = capacity
         self.dir = tempfile.mkdtemp(prefix="refbook-")
+        self.spill_dir = spill_dir or os.path.join(self.dir, "spill")
         sock_dir = os.path.join(self.dir, "s")
         os.mkdir(sock_dir, 0o700)
         os.mkdir(os.path.join(self.dir, "logs"), 0o700)
@@ -63,6 +66,7 @@ class Session:
             "node_address": self.node_address, "num_cpus": num_cpus,
             "resources": resources, "capacity": capacity, "arena_fd": self.arena.fd,
             "driver_pid": os.getpid(), "ready_fd": ready_w, "owns_session": True,
+            "spill_dir": self.spill_dir, "memory_threshold": memory_threshold,
         }
         env = dict(os.environ, REFBOOK_SECRET=secret.hex())
         pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,10 +128,17 @@ def _default_store_memory() -> int:
 
 def init(num_cpus: int | None = None, object_store_memory: int | None = None,
          spill_dir: str | None = None, address: str | None = None,
-         resources: dict | None = None, **kwargs) -> RuntimeContext:
+         resources: dict | None = None, memory_monitor_threshold: float | None = None,
+         log_to_stderr: bool = True, **kwargs) -> RuntimeContext:
     """Start an embedded cluster (a node manager with one worker per CPU) and connect
     this process as its driver.  Calling it again while initialized returns the same
-    context and changes nothing."""
+    context and changes nothing.
+
+    ``object_store_memory`` bounds the node's shared-memory store (default: 30% of
+    this machine's memory); objects beyond it are spilled to files under ``spill_dir``
+    (default: a fresh directory under the system temp dir).  When the machine's memory
+    use passes ``memory_monitor_threshold`` (default 0.95, or ``REFBOOK_MEMORY_THRESHOLD``)
+    the newest retriable task's worker is killed and the task retried."""
     global _session
     with _lock:
         if _session is not None:
@@ -150,13 +161,31 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
         if not isinstance(object_store_memory, int) or object_store_memory < (1 << 20):
             raise ValueError("object_store_memory must be an integer number of bytes, at "
                              f"least 1 MiB; got {object_store_memory!r}")
+        if memory_monitor_threshold is None:
+            memory_monitor_threshold = float(os.environ.get("REFBOOK_MEMORY_THRESHOLD", 0.95))
+        if not 0 < memory_monitor_threshold <= 1:
+            raise ValueError("memory_monitor_threshold must be a fraction in (0, 1], not "
+                             f"{memory_monitor_threshold!r}")
+        if spill_dir is not None:
+            spill_dir = os.path.abspath(os.path.expanduser(spill_dir))
+            try:
+                os.makedirs(spill_dir, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"spill_dir {spill_dir!r} cannot be used: {e}") from None
+            if not os.access(spill_dir, os.W_OK):
+                raise ValueError(f"spill_dir {spill_dir!r} is not writable")
         resources = dict(resources or {})
         for k, v in resources.items():
             if not isinstance(k, str) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"resources must map names to non-negative numbers; "
                                  f"got {k!r}: {v!r}")
-        _session = Session(num_cpus, object_store_memory, resources)
+        _session = Session(num_cpus, object_store_memory, resources, spill_dir,
+                           memory_monitor_threshold)
         core_mod.set_current(_session.core)
+        if log_to_stderr and not os.environ.get("REFBOOK_QUIET"):
+            print(f"refbook: local cluster with {num_cpus} CPU(s), object store "
+                  f"{object_store_memory / 2**30:.2f} GiB, spilling to {_session.spill_dir}",
+                  file=sys.stderr)
         return RuntimeContext(_session)
 
 
@@ -254,9 +283,9 @@ def objects() -> list[dict]:
     """One dict per live object, as its owner sees it (see API.md)."""
     core = _core()
     procs = _query(core.node_address, "processes")
+    states = _query(core.node_address, "object_states") or {}
     out = []
-    with core.lock:
-        out += core.describe("objects")
+    out += core.describe("objects")
     for p in procs:
         if p == core.me:
             continue
@@ -264,7 +293,23 @@ def objects() -> list[dict]:
             out += _query(p, "objects", timeout=2.0) or []
         except exc.RefbookError:
             pass     # the process died or is stuck; its objects are not listed
+    for o in out:
+        st = states.get(o["object_id"])
+        if st in ("spilled", "restoring"):
+            o["spilled"] = True
+            o["state"] = "spilled"
     return out
+
+
+def events(kinds=None) -> list[dict]:
+    """What the cluster did under pressure, oldest first: ``spill``, ``restore``,
+    ``oom_kill``, ``spill_failed`` (each a dict with ``time``, ``kind``, ``node_id``
+    and details such as ``object_ids`` and ``bytes``)."""
+    evs = _query(_core().node_address, "events") or []
+    if kinds is not None:
+        kinds = {kinds} if isinstance(kinds, str) else set(kinds)
+        evs = [e for e in evs if e["kind"] in kinds]
+    return evs
 
 
 def cluster_resources() -> dict:

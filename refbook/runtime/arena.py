@@ -84,9 +84,9 @@ class Arena:
             pos = align_up(pos + ln)
         if on_release is not None and n:
             weakref.finalize(holder, on_release)
-            value = deserialize(meta, bufs)
-        else:
-            value = deserialize(meta, bufs)
+            return deserialize(meta, bufs)
+        try:
+            return deserialize(meta, bufs)
+        finally:
             if on_release is not None:
                 on_release()
-        return value

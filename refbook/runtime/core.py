@@ -107,6 +107,8 @@ class CoreWorker:
         self.waiters: dict[bytes, list] = {}
         self._countdowns: set = set()            # blocked wait_ready calls
         self._releases: deque = deque()
+        self._view_releases: deque = deque()
+        self.pins: dict[bytes, list] = {}        # oid -> [offset, size, live views]
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -120,6 +122,7 @@ class CoreWorker:
         self.on_push = None                      # worker hook: tasks arrived
         self.on_cancel = None                    # worker hook: cancel a running task
         self.output_sink = None                  # driver hook: task output
+        self.task_info = None                    # worker hook: what runs now (monitor)
         self.alive = True
         self.broken: str | None = None           # why the node is unusable, if it is
         self._stop = False
@@ -141,6 +144,8 @@ class CoreWorker:
             P.STATE_QUERY: self._on_state_query,
             P.PUSH_TASKS: self._on_push,
             P.CANCEL_TASK: self._on_cancel,
+            P.UNPIN_REQUEST: self._on_unpin_request,
+            P.TASK_QUERY: self._on_task_query,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -240,6 +245,11 @@ class CoreWorker:
         if self.alive:
             self._releases.append(oid)
 
+    def _view_gone(self, oid: bytes) -> None:
+        """The last view of ``oid`` made by one read died (any thread)."""
+        if self.alive:
+            self._view_releases.append(oid)
+
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"x")
@@ -251,6 +261,13 @@ class CoreWorker:
         rt = self.rt
         while rel:
             rt.remove_local(rel.popleft(), fx)
+        views = self._view_releases
+        while views:
+            oid = views.popleft()
+            p = self.pins.get(oid)
+            if p is not None:
+                p[2] -= 1
+            rt.remove_local(oid, fx)
 
     # ------------------------------------------------------------------ effects
     def _apply(self, fx: Effects) -> None:
@@ -261,11 +278,18 @@ class CoreWorker:
                 entry = self.values.pop(oid, None)
                 if entry is not None and entry[0] == STORED:
                     frees.append(oid)
+                    self.pins.pop(oid, None)
                 self.waiters.pop(oid, None)
             if frees:
                 self.transport.send(self.node_address, (P.FREE, frees))
-        for oid in fx.dropped:
-            self.values.pop(oid, None)
+        if fx.dropped:
+            unpins = []
+            for oid in fx.dropped:
+                self.values.pop(oid, None)
+                if self.pins.pop(oid, None) is not None:
+                    unpins.append(oid)
+            if unpins:
+                self.transport.send(self.node_address, (P.UNPIN, self.me, unpins))
         for addr, msg in fx.send:
             self.send(addr, msg)
         fx.free.clear()
@@ -296,7 +320,7 @@ class CoreWorker:
         if s.size <= INLINE_MAX:
             entry = (INLINE, s.meta, [bytes(b) for b in s.buffers])
         else:
-            entry = self.store(oid, s, self.me)
+            entry = self.store(oid, s, self.me, pin=True)
         with self.lock:
             fx = Effects()
             self._drain_releases(fx)
@@ -306,7 +330,7 @@ class CoreWorker:
             self._apply(fx)
         return ref
 
-    def store(self, oid: bytes, s: Serialized, owner: str) -> tuple:
+    def store(self, oid: bytes, s: Serialized, owner: str, pin: bool = False) -> tuple:
         """Write a serialized value into this node's arena; one copy.  Not callable
         from the I/O thread (it waits for the node manager's reply)."""
         size = layout_size(s)
@@ -329,7 +353,11 @@ class CoreWorker:
             raise exc.ObjectStoreFullError(detail)
         if status == "ok":
             self.arena.write(detail, s)
-            self.transport.send(self.node_address, (P.SEAL, oid, detail, size, owner))
+            if pin:     # we wrote it and may read it: keep it pinned for us
+                with self.lock:
+                    self.pins[oid] = [detail, size, 0]
+            self.transport.send(self.node_address,
+                                (P.SEAL, oid, detail, size, owner, self.me if pin else None))
         return (STORED, self.node_id, detail, size)
 
     # -------------------------------------------------------------------- submit
@@ -356,7 +384,7 @@ class CoreWorker:
         blob_oid = None
         if s.size > INLINE_MAX:
             blob_oid = self.ids.put_id()
-            args_entry = self.store(blob_oid, s, self.me)
+            args_entry = self.store(blob_oid, s, self.me, pin=True)
         else:
             args_entry = (INLINE, s.meta, [bytes(b) for b in s.buffers])
         top_refs = [(r._id, r._owner) for r in top]
@@ -387,6 +415,11 @@ class CoreWorker:
                         self._fetch(oid, owner)
             actions = self.tm.submit(task, unresolved)
             self._do(actions)
+            if task.state == "queued":
+                stored = [oid for oid, _ in top_refs
+                          if self.values.get(oid, (None,))[0] == STORED]
+                if stored:   # it waits for a worker: have the node restore its arguments
+                    self.transport.send(self.node_address, (P.PREFETCH, stored))
             self._apply(fx)
         return refs
 
@@ -437,7 +470,8 @@ class CoreWorker:
         else:
             args_entry = (args_entry, None)
         resolved = [(oid, owner, self.values[oid]) for oid, owner in top_refs]
-        return (task.task_id, fn_id, blob, args_entry, resolved, task.return_ids, task.name)
+        return (task.task_id, fn_id, blob, args_entry, resolved, task.return_ids, task.name,
+                task.attempts <= task.max_retries)
 
     # --------------------------------------------------------------------- fetch
     def _fetch(self, oid: bytes, owner: str) -> None:
@@ -539,10 +573,80 @@ class CoreWorker:
                     f"get() timed out after {timeout} s; {len(pending)} of {len(refs)} "
                     f"ref(s) not ready: {', '.join(pending[:5])}"
                     f"{' ...' if len(pending) > 5 else ''}")
+        values = self.values
+        self.pin_for_read([(r._id, values[r._id]) for r in refs])
         out = []
-        for r in refs:
-            out.append(self.decode(r._id, r._owner, self.values[r._id], cover=True))
+        try:
+            for r in refs:
+                out.append(self.decode(r._id, r._owner, values[r._id], cover=True))
+        except BaseException:
+            self.unreserve([r._id for r in refs[len(out) + 1:]], values)
+            raise
         return out
+
+    # ------------------------------------------------------------------- pins
+    def pin_for_read(self, items) -> None:
+        """Make sure every stored object in ``items`` (``(oid, entry)`` pairs) is
+        resident and pinned for this process, and reserve one view of it per item.
+        Cached pins need no message; the rest are pinned in one request, which the node
+        may answer only once it has restored them from disk (admission control)."""
+        stored = [oid for oid, e in items if e[0] == STORED]
+        if not stored:
+            return
+        missing = []
+        with self.lock:
+            pins = self.pins
+            for oid in stored:
+                p = pins.get(oid)
+                if p is None:
+                    missing.append(oid)
+                else:
+                    p[2] += 1
+        if not missing:
+            return
+        for oid in missing:
+            node = self.values[oid][1] if oid in self.values else self.node_id
+            if node != self.node_id:
+                self.unreserve([o for o in stored if o not in missing], self.values)
+                raise exc.ObjectLostError(
+                    f"object {oid.hex()} lives on node {node}; transfer between nodes is "
+                    f"not available in this build")
+        want = list(dict.fromkeys(missing))
+        try:
+            _, status, detail = self.transport.request(
+                self.node_address, lambda reply_to: (P.PIN, self.me, reply_to, want), 300)
+        except TimeoutError:
+            status, detail = "full", "the node did not make the objects resident in 300 s"
+        if status != "ok":
+            self.unreserve([o for o in stored if o not in missing], self.values)
+            if status == "full":
+                raise exc.ObjectStoreFullError(detail)
+            raise exc.ObjectLostError(detail)
+        with self.lock:
+            for oid in missing:
+                p = self.pins.get(oid)
+                if p is None:
+                    off, size = detail[oid]
+                    self.pins[oid] = [off, size, 1]
+                else:
+                    p[2] += 1
+
+    def unreserve(self, oids, values) -> None:
+        with self.lock:
+            for oid in oids:
+                p = self.pins.get(oid)
+                if p is not None and values.get(oid, (None,))[0] == STORED:
+                    p[2] -= 1
+
+    def _on_unpin_request(self, msg):
+        released = []
+        for oid in msg[1]:
+            p = self.pins.get(oid)
+            if p is not None and p[2] <= 0:
+                del self.pins[oid]
+                released.append(oid)
+        if released:
+            self.transport.send(self.node_address, (P.UNPIN, self.me, released))
 
     def decode(self, oid: bytes, owner: str, entry: tuple, cover: bool):
         """Rebuild a value from its entry.  Stored values become read-only views of
@@ -557,17 +661,13 @@ class CoreWorker:
         try:
             if kind == INLINE:
                 return deserialize(entry[1], entry[2])
-            node_id, offset, size = entry[1], entry[2], entry[3]
-            if node_id != self.node_id:
-                raise exc.ObjectLostError(
-                    f"object {oid.hex()} lives on node {node_id}; transfer between nodes "
-                    f"is not available in this build")
             with self.lock:
+                offset, size, _views = self.pins[oid]    # reserved by pin_for_read
                 self.rt.add_local(oid, owner)
                 covered = getattr(_tls, "covered", None)
                 if covered is not None:
                     covered.add(oid)
-            return self.arena.read(offset, size, lambda: self.release_soon(oid))
+            return self.arena.read(offset, size, lambda: self._view_gone(oid))
         finally:
             _tls.cover = prev
 
@@ -668,7 +768,7 @@ class CoreWorker:
         self._do(self.tm.returned(worker, task_ids))
 
     def _on_process_died(self, msg):
-        _, addr, reason = msg
+        _, addr, reason, oom = msg
         fx = Effects()
         orphaned = self.rt.on_process_died(addr, fx)
         follow = []
@@ -676,7 +776,7 @@ class CoreWorker:
             self._fetching.discard(oid)
             follow += self._set_value(oid, (ERROR, _owner_died(oid, addr)))
         self.tm.now = time.monotonic()
-        follow += self.tm.worker_died(addr, reason)
+        follow += self.tm.worker_died(addr, reason, oom)
         self._apply(fx)
         self._do(follow)
         self.transport.disconnect(addr)
@@ -693,6 +793,10 @@ class CoreWorker:
         if self.on_push is not None:
             _, owner, lease_id, specs = msg
             self.on_push(owner, specs)
+
+    def _on_task_query(self, msg):
+        info = self.task_info() if self.task_info is not None else None
+        self.transport.send(self.node_address, (P.TASK_INFO, self.me, msg[1], info))
 
     def _on_cancel(self, msg):
         if self.on_cancel is not None:

@@ -26,8 +26,9 @@ import zmq
 
 from . import protocol as P
 from .arena import Arena
+from .monitor import MemoryMonitor, TaskInfo
 from .scheduler import LeaseScheduler
-from .store import ObjectTable
+from .storeserver import StoreServer
 from .transport import Transport
 
 log = logging.getLogger("refbook.node")
@@ -118,7 +119,9 @@ class NodeManager:
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
         self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8))
-        self.table = ObjectTable(arena.capacity)
+        self.store = StoreServer(self.transport, arena, self.node_id, cfg["spill_dir"])
+        self.monitor = MemoryMonitor(cfg.get("memory_threshold", 0.95))
+        self.oom_kills: dict[str, str] = {}        # worker -> why the monitor killed it
         self.procs: dict[str, dict] = {}          # registered processes
         self.worker_pids: dict[str, int] = {}
         self.pidfds: dict[int, str] = {}
@@ -130,8 +133,11 @@ class NodeManager:
             P.REGISTER: self._on_register,
             P.LEASE_REQUEST: self._on_lease_request,
             P.LEASE_RETURN: lambda m: self._do(self.sched.release(m[1])),
-            P.SEAL: lambda m: self.table.seal(m[1]),
-            P.FREE: self._on_free,
+            P.SEAL: self.store.on_seal,
+            P.FREE: lambda m: self.store.on_free(m[1]),
+            P.UNPIN: lambda m: self.store.on_unpin(m[1], m[2]),
+            P.PREFETCH: lambda m: self.store.on_prefetch(m[1]),
+            P.TASK_INFO: self._on_task_info,
             P.BLOCKED: lambda m: self._do(self.sched.worker_blocked(m[1])),
             P.UNBLOCKED: lambda m: self._do(self.sched.worker_unblocked(m[1])),
             P.KILL_WORKER: self._on_kill_worker,
@@ -168,13 +174,16 @@ class NodeManager:
         self.procs.pop(addr, None)
         actions = self.sched.worker_died(addr) if was_worker else []
         actions += self.sched.owner_died(addr)
-        self.table.process_died(addr)
+        self.store.process_died(addr)
         for lease in list(self.sched.leases.values()):
             if lease.owner == addr:   # its workers ran tasks for a dead owner
                 self._kill(lease.worker)
         self._do(actions)
+        oom = self.oom_kills.pop(addr, None)
+        if oom is not None:
+            reason = oom
         for p in self.procs:
-            self.transport.send(p, (P.PROCESS_DIED, addr, reason))
+            self.transport.send(p, (P.PROCESS_DIED, addr, reason, oom is not None))
         self.transport.disconnect(addr)
         if self.running and was_worker and \
                 len(self.sched.workers) + self.sched.starting < self.target_pool:
@@ -204,19 +213,43 @@ class NodeManager:
     def _on_rpc(self) -> None:
         while self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             got = self.transport.recv_rpc()
-            if got is None:
-                continue
-            ident, m = got
-            if m[0] != P.ALLOC:
-                log.warning("unexpected request type %r", m[0])
-                continue
-            _, addr, reply_to, oid, size, owner = m
-            status, detail = self.table.create(oid, size, owner, addr)
-            self.transport.reply_rpc(ident, reply_to, (P.ALLOC_REPLY, status, detail))
+            if got is not None:
+                try:
+                    self.store.on_request(*got)
+                except Exception:  # noqa: BLE001 - never die on one bad request
+                    log.exception("error handling a store request")
 
-    def _on_free(self, m):
-        for oid in m[1]:
-            self.table.delete(oid)
+    # -- the memory monitor -------------------------------------------------------------------
+    def _memory_tick(self, now: float) -> None:
+        import psutil
+        if self.monitor.should_check(now):
+            vm = psutil.virtual_memory()
+            used = (vm.total - vm.available) / vm.total
+            busy = [w.addr for w in self.sched.workers.values() if w.lease is not None]
+            for worker, qid in self.monitor.check(now, used, busy):
+                self.transport.send(worker, (P.TASK_QUERY, qid))
+            self._mem_used = (vm.total - vm.available, vm.total)
+        victim = self.monitor.decide(now)
+        if victim is not None:
+            used, total = self._mem_used
+            why = (f"the memory monitor killed the worker running task {victim.name} "
+                   f"({victim.task_id.hex()}) because this machine's memory use reached "
+                   f"{used / 2**30:.1f} of {total / 2**30:.1f} GiB "
+                   f"({100 * used / total:.0f}%, threshold "
+                   f"{100 * self.monitor.threshold:.0f}%); that worker used "
+                   f"{victim.rss / 2**30:.2f} GiB")
+            self.oom_kills[victim.worker] = why
+            self.store.event("oom_kill", task_id=victim.task_id.hex(), task=victim.name,
+                             worker=victim.worker, rss=victim.rss, used=used, total=total,
+                             retriable=victim.retriable)
+            log.warning(why)
+            self._kill(victim.worker)
+
+    def _on_task_info(self, m):
+        _, worker, qid, info = m
+        if info is not None:
+            info = TaskInfo(worker, *info)
+        self.monitor.on_info(worker, qid, info)
 
     def _on_kill_worker(self, m):
         self._kill(m[1])
@@ -227,6 +260,10 @@ class NodeManager:
             data = [self.node_view()]
         elif what == "processes":
             data = list(self.procs)
+        elif what == "events":
+            data = list(self.store.events)
+        elif what == "object_states":
+            data = self.store.states()
         else:
             data = None
         self.transport.send(requester, (P.STATE_REPLY, req, data))
@@ -257,7 +294,7 @@ class NodeManager:
         s = self.sched.snapshot()
         return {"node_id": self.node_id, "address": self.address, "alive": True,
                 "resources": s["total"], "available": s["available"],
-                "store": self.table.stats(), "workers": s["workers"],
+                "store": self.store.table.stats(), "workers": s["workers"],
                 "pid": os.getpid()}
 
     # -- loop ------------------------------------------------------------------------------
@@ -265,6 +302,7 @@ class NodeManager:
         inbox = self.transport.inbox
         self.poller.register(inbox, zmq.POLLIN)
         self.poller.register(self.transport.rpc, zmq.POLLIN)
+        self.poller.register(self.store.io.fd, zmq.POLLIN)
         self.poller.register(parent_fd, zmq.POLLIN)
         self.poller.register(self.zygote.report_fd, zmq.POLLIN)
         for _ in range(self.target_pool):
@@ -272,8 +310,18 @@ class NodeManager:
             self.start_worker()
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
+        last_tick = 0.0
         while self.running:
-            events = dict(self.poller.poll(1000))
+            events = dict(self.poller.poll(100))
+            now = time.monotonic()
+            if now - last_tick >= 0.1:
+                last_tick = now
+                self.store.tick()
+                self._memory_tick(now)
+            elif self.monitor.query is not None:
+                self._memory_tick(now)
+            if self.store.io.fd in events:
+                self.store.on_io()
             if parent_fd in events:
                 log.info("driver exited; shutting down")
                 break
@@ -301,6 +349,7 @@ class NodeManager:
 
     def close(self) -> None:
         self.running = False
+        self.store.stop()
         for addr in list(self.worker_pids):
             self._kill(addr)
         self.zygote.close()

@@ -2,15 +2,32 @@
 
 :class:`Allocator` hands out 64-byte aligned ranges of the arena (first fit over a
 free list kept sorted by offset, with neighbours merged on free).  :class:`ObjectTable`
-records which object lives where, who created it, who owns it, and whether it is
-sealed.  The node manager drives both from messages; nothing here touches memory.
+records every object on the node: where it is (arena, spill file, or both), who owns
+it, who created it, and which processes *pin* it.
+
+Pins.  A process that maps an object into its address space pins it first (and keeps
+the pin cached while it may map it again); the node never moves or spills a pinned
+object.  When the node needs memory and only pinned objects are left, it asks the
+pinning processes to drop the pins they are not using (``ask_unpin``).
+
+Object states::
+
+    RESIDENT  --plan_spill-->  SPILLING  --spill_done-->  SPILLED
+        ^                         |  (pinned meanwhile: stays RESIDENT)   |
+        +-------- restore_done <-- RESTORING <------- pin_many -----------+
+
+A spilled object keeps its place in its spill file after a restore, so spilling it
+again costs nothing; a spill file is released when no object in it is alive.
+The node manager drives all of this from messages and I/O completions.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 
 ALIGN = 64
+RESIDENT, SPILLING, SPILLED, RESTORING = "resident", "spilling", "spilled", "restoring"
 
 
 def align_up(n: int, a: int = ALIGN) -> int:
@@ -76,73 +93,297 @@ class Allocator:
 
 
 class StoredObject:
-    __slots__ = ("offset", "size", "owner", "creator", "sealed")
+    __slots__ = ("oid", "offset", "size", "owner", "creator", "sealed", "state", "pins",
+                 "spill", "last_use")
 
-    def __init__(self, offset: int, size: int, owner: str, creator: str):
-        self.offset = offset
+    def __init__(self, oid: bytes, offset: int | None, size: int, owner: str, creator: str):
+        self.oid = oid
+        self.offset = offset            # arena offset, None while only on disk
         self.size = size
         self.owner = owner
         self.creator = creator
         self.sealed = False
+        self.state = RESIDENT
+        self.pins: set[str] = set()     # processes that may have it mapped
+        self.spill: tuple | None = None  # (file id, offset in file) once written out
+        self.last_use = 0
+
+
+class SpillFile:
+    __slots__ = ("file_id", "size", "live")
+
+    def __init__(self, file_id: int, size: int, live: set):
+        self.file_id = file_id
+        self.size = size
+        self.live = live                # oids whose bytes in this file are still needed
 
 
 class ObjectTable:
-    """Objects resident in one node's arena."""
+    """Objects on one node.  Methods return what the caller must do next."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, high_water: float = 0.8, low_water: float = 0.6):
         self.alloc = Allocator(capacity)
         self.objects: dict[bytes, StoredObject] = {}
+        self.files: dict[int, SpillFile] = {}
+        self.high_water = high_water    # start spilling above this fraction in use
+        self.low_water = low_water      # and spill down to this one
+        self._clock = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self.spilled_bytes = 0          # now on disk only
+        self.spilled_objects = 0
+        self.spilled_total = 0          # bytes written, ever
+        self.restored_bytes = 0         # bytes read back, ever
+        self.spilling_bytes = 0         # being written now
 
+    @property
+    def capacity(self) -> int:
+        return self.alloc.capacity
+
+    # -- creation -----------------------------------------------------------------------
     def create(self, oid: bytes, size: int, owner: str, creator: str):
-        """Reserve space.  Returns ``("ok", offset)``, ``("exists", offset)`` when a
-        sealed copy is already there (a retried task), or ``("full", message)``."""
+        """Reserve arena space.  Returns ``("ok", offset)``; ``("exists", offset)`` when
+        a sealed copy is already resident (a retried task); ``("wait", None)`` when the
+        space must first be made by spilling; or ``("full", message)``."""
+        if size > self.capacity:
+            return ("full", self.full_message(oid, size))
         o = self.objects.get(oid)
         if o is not None:
-            if o.sealed and o.size == size:
+            if o.sealed and o.size == size and o.state == RESIDENT:
                 return ("exists", o.offset)
-            if not o.sealed:
-                self.delete(oid)     # an earlier attempt died before sealing
-            else:
-                self.delete(oid)
+            self.delete(oid)      # an earlier attempt died before sealing, or a stale copy
         off = self.alloc.alloc(size)
         if off is None:
-            return ("full", self._full_message(oid, size))
-        self.objects[oid] = StoredObject(off, size, owner, creator)
+            return ("wait", None)
+        o = self.objects[oid] = StoredObject(oid, off, size, owner, creator)
+        o.last_use = next(self._clock)
         return ("ok", off)
 
-    def _full_message(self, oid: bytes, size: int) -> str:
-        cap = self.alloc.capacity
+    def full_message(self, oid: bytes, size: int, detail: str = "") -> str:
+        cap = self.capacity
         if size > cap:
             return (f"object {oid.hex()} is {size:,} bytes, larger than the whole object "
                     f"store ({cap:,} bytes). Pass a larger object_store_memory= to "
                     f"refbook.init(), or split the value into smaller objects.")
-        return (f"object {oid.hex()} needs {size:,} bytes but the object store has only "
-                f"{cap - self.alloc.used:,} of {cap:,} bytes free (largest free range "
-                f"{self.alloc.largest_free():,}). Drop refs you no longer need, or pass a "
-                f"larger object_store_memory= to refbook.init().")
+        return (f"object {oid.hex()} needs {size:,} bytes but the object store "
+                f"({cap:,} bytes) could not free that much{detail}: "
+                f"{self.pinned_bytes():,} bytes are in use by running tasks or live "
+                f"arrays. Drop refs and arrays you no longer need, or pass a larger "
+                f"object_store_memory= to refbook.init().")
 
-    def seal(self, oid: bytes) -> StoredObject | None:
+    def seal(self, oid: bytes, pin_for: str | None = None) -> StoredObject | None:
         o = self.objects.get(oid)
         if o is not None:
             o.sealed = True
+            if pin_for:
+                o.pins.add(pin_for)
         return o
 
-    def delete(self, oid: bytes) -> bool:
+    # -- pins ---------------------------------------------------------------------------
+    def pin_many(self, proc: str, oids: list):
+        """Pin every object in ``oids`` for ``proc``, all or nothing.  Returns
+        ``("ok", {oid: (offset, size)})``; ``("wait", restores)`` where ``restores``
+        lists ``(oid, file_id, file_offset, arena_offset, size)`` reads to start now
+        (retry when they finish or memory frees up); or ``("error", message)``."""
+        total = 0
+        for oid in oids:
+            o = self.objects.get(oid)
+            if o is None or not o.sealed:
+                return ("error", f"object {oid.hex()} is not in the object store of this "
+                                 f"node (it was freed, or its node was lost)")
+            total += o.size
+        if total > self.capacity:
+            return ("error", f"the {len(oids)} object(s) needed at once take {total:,} "
+                             f"bytes, more than the whole object store ({self.capacity:,}). "
+                             f"Pass a larger object_store_memory= to refbook.init().")
+        restores = []
+        waiting = False
+        for oid in oids:
+            o = self.objects[oid]
+            if o.state == SPILLED:
+                r = self._start_restore(o)
+                if r is None:
+                    waiting = True
+                else:
+                    restores.append(r)
+            elif o.state == RESTORING:
+                waiting = True
+        if restores or waiting:
+            return ("wait", restores)
+        out = {}
+        for oid in oids:
+            o = self.objects[oid]
+            o.pins.add(proc)
+            o.last_use = next(self._clock)
+            out[oid] = (o.offset, o.size)
+        return ("ok", out)
+
+    def _start_restore(self, o: StoredObject):
+        off = self.alloc.alloc(o.size)
+        if off is None:
+            return None
+        o.offset = off
+        o.state = RESTORING
+        self.spilled_bytes -= o.size
+        self.spilled_objects -= 1
+        return (o.oid, o.spill[0], o.spill[1], off, o.size)
+
+    def prefetch(self, oid: bytes):
+        """Start reading a spilled object back if there is room now (nothing is spilled
+        for it, and it is not pinned).  Returns the read to start, or None."""
+        o = self.objects.get(oid)
+        if o is None or o.state != SPILLED:
+            return None
+        if self.alloc.used + o.size > self.high_water * self.capacity:
+            return None
+        return self._start_restore(o)
+
+    def unpin(self, proc: str, oids) -> None:
+        for oid in oids:
+            o = self.objects.get(oid)
+            if o is not None:
+                o.pins.discard(proc)
+
+    def pinned_bytes(self) -> int:
+        return sum(o.size for o in self.objects.values()
+                   if o.offset is not None and (o.pins or not o.sealed))
+
+    # -- spilling -----------------------------------------------------------------------
+    def over_high_water(self) -> bool:
+        return self.alloc.used - self.spilling_bytes > self.high_water * self.capacity
+
+    def plan_spill(self, need: int = 0):
+        """Choose primary copies to write out: unpinned, sealed, resident objects, least
+        recently used first.  Over the high-water mark, spill down to the low-water
+        mark; with ``need`` (a waiting allocation), free at least that much.  Returns
+        ``(entries, ask_unpin)``: ``entries`` are ``(oid, arena_offset, size,
+        already_on_disk)``, now SPILLING; ``ask_unpin`` maps processes to oids whose
+        cached pins stand in the way (only when unpinned objects were not enough)."""
+        used = self.alloc.used - self.spilling_bytes          # after the writes in flight
+        free_soon = self.capacity - used
+        want = used - int(self.low_water * self.capacity) if self.over_high_water() else 0
+        if need:
+            want = max(want, need - free_soon)
+            if want <= 0 and self.alloc.largest_free() < need and not self.spilling_bytes:
+                want = need          # enough in total, but fragmented
+        if want <= 0:
+            return [], {}
+        cands = sorted((o for o in self.objects.values()
+                        if o.state == RESIDENT and o.sealed),
+                       key=lambda o: o.last_use)
+        entries, freed = [], 0
+        ask: dict[str, list] = {}
+        for o in cands:
+            if freed >= want:
+                break
+            if o.pins:
+                for p in o.pins:
+                    ask.setdefault(p, []).append(o.oid)
+                continue
+            o.state = SPILLING
+            self.spilling_bytes += o.size
+            entries.append((o.oid, o.offset, o.size, o.spill is not None))
+            freed += o.size
+        return entries, (ask if freed < want else {})
+
+    def new_file_id(self) -> int:
+        return next(self._file_ids)
+
+    def spill_done(self, file_id: int | None, written: dict, file_size: int,
+                   reused: list) -> list[int]:
+        """The writes for a spill batch finished.  ``written`` maps oid to its offset in
+        file ``file_id``; ``reused`` lists oids that already had a copy on disk.  Frees
+        their arena memory unless they were pinned or freed meanwhile.  Returns ids of
+        files that hold nothing alive (to close)."""
+        live = set()
+        for oid in list(written) + list(reused):
+            o = self.objects.get(oid)
+            if o is None or o.state != SPILLING:
+                continue
+            self.spilling_bytes -= o.size
+            if oid in written:
+                o.spill = (file_id, written[oid])
+                live.add(oid)
+                self.spilled_total += o.size
+            if o.pins:
+                o.state = RESIDENT       # someone mapped it while we wrote: keep it
+                continue
+            self.alloc.free(o.offset)
+            o.offset = None
+            o.state = SPILLED
+            self.spilled_bytes += o.size
+            self.spilled_objects += 1
+        closed = []
+        if file_id is not None:
+            if live:
+                self.files[file_id] = SpillFile(file_id, file_size, live)
+            else:
+                closed.append(file_id)
+        return closed
+
+    def spill_failed(self, oids) -> None:
+        for oid in oids:
+            o = self.objects.get(oid)
+            if o is not None and o.state == SPILLING:
+                self.spilling_bytes -= o.size
+                o.state = RESIDENT
+
+    def restore_done(self, oid: bytes, ok: bool) -> None:
+        o = self.objects.get(oid)
+        if o is None or o.state != RESTORING:
+            return
+        if ok:
+            o.state = RESIDENT
+            self.restored_bytes += o.size
+        else:
+            self.alloc.free(o.offset)
+            o.offset = None
+            o.state = SPILLED
+            self.spilled_bytes += o.size
+            self.spilled_objects += 1
+
+    # -- deletion -----------------------------------------------------------------------
+    def delete(self, oid: bytes) -> list[int]:
+        """Free an object wherever it is.  Returns ids of spill files now empty."""
         o = self.objects.pop(oid, None)
         if o is None:
-            return False
-        self.alloc.free(o.offset)
-        return True
+            return []
+        if o.state == SPILLING:
+            self.spilling_bytes -= o.size
+        if o.offset is not None:
+            self.alloc.free(o.offset)
+        if o.state == SPILLED:
+            self.spilled_bytes -= o.size
+            self.spilled_objects -= 1
+        closed = []
+        if o.spill is not None:
+            f = self.files.get(o.spill[0])
+            if f is not None:
+                f.live.discard(oid)
+                if not f.live:
+                    del self.files[f.file_id]
+                    closed.append(f.file_id)
+        return closed
 
-    def process_died(self, addr: str) -> list[bytes]:
-        """Fate sharing: free what ``addr`` owned, and what it was writing."""
+    def process_died(self, addr: str) -> tuple[list[bytes], list[int]]:
+        """Fate sharing: free what ``addr`` owned, and what it was writing; drop its
+        pins.  Returns the freed oids and the spill files to close."""
         gone = [oid for oid, o in self.objects.items()
                 if o.owner == addr or (not o.sealed and o.creator == addr)]
+        closed = []
         for oid in gone:
-            self.delete(oid)
-        return gone
+            closed += self.delete(oid)
+        for o in self.objects.values():
+            o.pins.discard(addr)
+        return gone, closed
+
+    # -- views --------------------------------------------------------------------------
+    def state_of(self, oid: bytes) -> str | None:
+        o = self.objects.get(oid)
+        return None if o is None else o.state
 
     def stats(self) -> dict:
-        return {"capacity": self.alloc.capacity, "used": self.alloc.used,
-                "num_objects": len(self.objects), "spilled_bytes": 0,
-                "spilled_objects": 0, "restored_bytes": 0}
+        return {"capacity": self.capacity, "used": self.alloc.used,
+                "num_objects": len(self.objects), "spilled_bytes": self.spilled_bytes,
+                "spilled_objects": self.spilled_objects,
+                "restored_bytes": self.restored_bytes,
+                "spilled_total_bytes": self.spilled_total, "spill_files": len(self.files)}

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from itertools import count
 
-from ..exceptions import TaskCancelledError, WorkerCrashedError
+from ..exceptions import OutOfMemoryError, TaskCancelledError, WorkerCrashedError
 
 QUEUED, WAITING, RUNNING, DONE = "queued", "waiting", "running", "done"
 
@@ -74,6 +74,7 @@ class TaskManager:
         self.queues: dict[tuple, deque[Task]] = {}
         self.leases: dict[int, OwnerLease] = {}
         self.requests: dict[int, tuple] = {}          # req_id -> key
+        self.delayed: list[tuple[float, Task]] = []   # (not before, task): retry backoff
         self._req_ids = count(1)
 
     # -- submission and dependencies ---------------------------------------------
@@ -139,6 +140,12 @@ class TaskManager:
 
     def tick(self) -> list:
         actions = []
+        if self.delayed:
+            due = [t for when, t in self.delayed if when <= self.now]
+            self.delayed = [(w, t) for w, t in self.delayed if w > self.now]
+            for task in due:
+                if not task.cancelled:
+                    actions += self._enqueue(task)
         for lease in list(self.leases.values()):
             if not lease.inflight and self.now - lease.idle_since >= self.idle_timeout:
                 del self.leases[lease.lease_id]
@@ -233,7 +240,9 @@ class TaskManager:
             actions += self._pump(lease.key)
         return actions
 
-    def worker_died(self, worker: str, reason: str) -> list:
+    def worker_died(self, worker: str, reason: str, oom: bool = False) -> list:
+        """The worker died (``oom``: the memory monitor killed it).  Its tasks run again
+        while they have retries left (after a backoff if memory was short), else fail."""
         actions = []
         for lease in [le for le in self.leases.values() if le.worker == worker]:
             del self.leases[lease.lease_id]
@@ -242,8 +251,19 @@ class TaskManager:
                 if task.cancelled:
                     actions += self._finish_failed(task, TaskCancelledError(
                         f"task {task.name} ({task.task_id.hex()}) was cancelled"))
+                elif task.attempts <= task.max_retries and oom:
+                    task.state = WAITING
+                    backoff = min(0.25 * 2 ** (task.attempts - 1), 5.0)
+                    self.delayed.append((self.now + backoff, task))
                 elif task.attempts <= task.max_retries:
                     actions += self._enqueue(task)
+                elif oom:
+                    actions += self._finish_failed(task, OutOfMemoryError(
+                        f"task {task.name} ({task.task_id.hex()}) ran out of memory: "
+                        f"{reason}. It was tried {task.attempts} time(s) "
+                        f"(max_retries={task.max_retries}). Make the task use less memory "
+                        f"(smaller inputs, or process them in pieces), run fewer tasks at "
+                        f"once (a larger num_cpus= per task), or allow more retries."))
                 else:
                     actions += self._finish_failed(task, WorkerCrashedError(
                         f"the worker running task {task.name} ({task.task_id.hex()}) "

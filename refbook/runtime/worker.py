@@ -84,6 +84,8 @@ class WorkerRuntime:
         self.nresults = 0
         self.first_result_at = 0.0
         self.durations: dict[bytes, float] = {}
+        self.current_info: tuple | None = None
+        core.task_info = self.task_info
         core.on_push = self.push
         core.on_block = self.hand_back
         core.on_cancel = self.cancel
@@ -98,6 +100,14 @@ class WorkerRuntime:
         if cur is not None and cur[1] == task_id:
             self.cancel_target = task_id
             os.kill(os.getpid(), signal.SIGINT)
+
+    def task_info(self):
+        """For the memory monitor: what this worker runs, and its memory use."""
+        cur = self.current_info
+        if cur is None:
+            return None
+        import psutil
+        return (*cur, psutil.Process().memory_info().rss)
 
     # -- called from the main thread --------------------------------------------------
     def hand_back(self) -> None:
@@ -164,16 +174,21 @@ class WorkerRuntime:
         return fn
 
     def execute(self, owner: str, spec: tuple, t0: float) -> tuple:
-        task_id, fn_id, blob, (args_entry, blob_oid), resolved, return_ids, name = spec
+        task_id, fn_id, blob, (args_entry, blob_oid), resolved, return_ids, name, retry = spec
         core = self.core
         covered: set = set()
         self.current = (owner, task_id)
+        self.current_info = (task_id, name, owner, retry, t0)
         self.cancel_target = None
         ok = True
         try:
             core_mod._tls.covered = covered
             try:
                 fn = self._function(fn_id, blob)
+                reads = [(oid, entry) for oid, _o, entry in resolved]
+                if blob_oid is not None:
+                    reads.append((blob_oid, args_entry))
+                core.pin_for_read(reads)     # waits until they are resident
                 tops = [core.decode(oid, o, entry, cover=False) for oid, o, entry in resolved]
                 if blob_oid is not None:
                     args, kwargs = core.decode(blob_oid, owner, args_entry, cover=False)
@@ -202,6 +217,7 @@ class WorkerRuntime:
                 except Exception:  # noqa: BLE001
                     pass
             self.current = None
+            self.current_info = None
         borrowed = core.end_task(covered)
         return (task_id, ok, payload, borrowed, time.monotonic() - t0)
 

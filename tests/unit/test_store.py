@@ -49,8 +49,9 @@ def test_object_table_full_messages_name_sizes_and_remedy():
     assert status == "full" and "larger than the whole object store" in msg
     assert "object_store_memory" in msg
     assert t.create(b"b" * 20, 900 << 10, "o", "o")[0] == "ok"
-    status, msg = t.create(b"c" * 20, 900 << 10, "o", "o")
-    assert status == "full" and "free" in msg
+    assert t.create(b"c" * 20, 900 << 10, "o", "o") == ("wait", None)   # room by spilling
+    msg = t.full_message(b"c" * 20, 900 << 10)
+    assert "could not free" in msg and "object_store_memory" in msg
 
 
 def test_retried_task_finds_its_sealed_object():
@@ -66,6 +67,67 @@ def test_fate_sharing_frees_what_a_dead_process_owned_or_was_writing(who):
     t.create(b"a" * 20, 1000, "o", "w")
     t.seal(b"a" * 20)
     t.create(b"b" * 20, 1000, "o", "w")          # never sealed
-    gone = t.process_died("o" if who == "owner" else "w")
+    gone, _closed = t.process_died("o" if who == "owner" else "w")
     assert (b"b" * 20) in gone
     assert ((b"a" * 20) in gone) == (who == "owner")
+
+
+def sealed_table(n, size, cap):
+    t = ObjectTable(cap)
+    for i in range(n):
+        oid = bytes([i]) * 20
+        assert t.create(oid, size, "o", "o")[0] == "ok"
+        t.seal(oid)
+    return t
+
+
+def test_spill_plan_takes_unpinned_lru_objects_down_to_low_water():
+    t = sealed_table(9, 100 << 10, 1 << 20)          # 900 KiB of 1 MiB: over 80%
+    t.pin_many("p", [bytes([0]) * 20])                # the oldest is pinned
+    entries, ask = t.plan_spill()
+    oids = [e[0] for e in entries]
+    assert bytes([0]) * 20 not in oids and oids[0] == bytes([1]) * 20
+    assert t.alloc.used - t.spilling_bytes <= 0.6 * t.capacity + (100 << 10)
+    closed = t.spill_done(1, {e[0]: i * 1000 for i, e in enumerate(entries)}, 1, [])
+    assert closed == [] and t.spilled_objects == len(entries)
+    assert t.stats()["spill_files"] == 1
+    t.alloc.check()
+
+
+def test_pinned_objects_are_never_spilled_and_owners_are_asked_to_unpin():
+    t = sealed_table(9, 100 << 10, 1 << 20)
+    for i in range(9):
+        t.pin_many(f"p{i % 2}", [bytes([i]) * 20])
+    entries, ask = t.plan_spill(need=200 << 10)
+    assert entries == [] and set(ask) == {"p0", "p1"}
+
+
+def test_restore_on_pin_and_file_released_when_all_its_objects_die():
+    t = sealed_table(2, 400 << 10, 1 << 20)
+    a, b = bytes([0]) * 20, bytes([1]) * 20
+    entries, _ = t.plan_spill(need=900 << 10)
+    t.spill_done(7, {e[0]: 0 for e in entries}, 1, [])
+    assert t.state_of(a) == "spilled" and t.state_of(b) == "spilled"
+    status, restores = t.pin_many("p", [a])
+    assert status == "wait" and restores[0][0] == a and restores[0][1] == 7
+    t.restore_done(a, True)
+    status, where = t.pin_many("p", [a])
+    assert status == "ok" and a in where and t.restored_bytes == 400 << 10
+    assert t.delete(a) == []          # b still lives in file 7
+    assert t.delete(b) == [7]
+
+
+def test_objects_pinned_while_being_written_stay_in_memory():
+    t = sealed_table(9, 100 << 10, 1 << 20)
+    entries, _ = t.plan_spill()
+    first = entries[0][0]
+    t.objects[first].pins.add("reader")
+    t.spill_done(1, {e[0]: 0 for e in entries}, 1, [])
+    assert t.state_of(first) == "resident" and t.objects[first].spill is not None
+
+
+def test_pin_of_more_than_the_store_is_an_error():
+    t = sealed_table(2, 400 << 10, 1 << 20)
+    t.objects[bytes([0]) * 20].size = 900 << 10
+    status, msg = t.pin_many("p", [bytes([0]) * 20, bytes([1]) * 20])
+    assert status == "error" and "more than the whole object store" in msg
