@@ -264,6 +264,8 @@ class NodeManager:
             data = list(self.store.events)
         elif what == "object_states":
             data = self.store.states()
+        elif what == "spill_io":
+            data = self.store.io_stats()
         else:
             data = None
         self.transport.send(requester, (P.STATE_REPLY, req, data))

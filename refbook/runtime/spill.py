@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
 
 log = logging.getLogger("refbook.spill")
@@ -28,6 +29,9 @@ class SpillIO:
         self.mv = memoryview(arena_mm)
         self.fds: dict[int, int] = {}
         self.done: deque = deque()
+        # time spent in the system calls, for the benchmarks (each written by one thread)
+        self.write_bytes = self.read_bytes = 0
+        self.write_seconds = self.read_seconds = 0.0
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
@@ -100,6 +104,7 @@ class SpillIO:
         written = {}
         size = 0
         if todo:
+            t0 = time.perf_counter()
             try:
                 fd = self._open()
                 pos = 0
@@ -115,6 +120,8 @@ class SpillIO:
                     pos += n
                 size = pos
                 self.fds[file_id] = fd
+                self.write_seconds += time.perf_counter() - t0
+                self.write_bytes += size
             except OSError as e:
                 try:
                     os.close(fd)
@@ -126,6 +133,7 @@ class SpillIO:
     def _restore(self, oid, file_id, foff, arena_off, size):
         fd = self.fds[file_id]
         done = 0
+        t0 = time.perf_counter()
         try:
             while done < size:
                 k = min(CHUNK, size - done)
@@ -135,6 +143,8 @@ class SpillIO:
                 done += r
         except OSError as e:
             return ("restored", oid, e)
+        self.read_seconds += time.perf_counter() - t0
+        self.read_bytes += size
         return ("restored", oid, None)
 
     def _close(self, file_id):

@@ -211,6 +211,11 @@ class StoreServer:
         self.waiting = [w for w in self.waiting if w.proc != addr]
         self.progress()
 
+    def io_stats(self) -> dict:
+        io = self.io
+        return {"write_bytes": io.write_bytes, "write_seconds": io.write_seconds,
+                "read_bytes": io.read_bytes, "read_seconds": io.read_seconds}
+
     def states(self) -> dict:
         """Object ids (hex) that are not simply resident, with their state."""
         return {oid.hex(): o.state for oid, o in self.table.objects.items()

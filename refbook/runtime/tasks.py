@@ -89,11 +89,14 @@ class TaskManager:
         return self._enqueue(task)
 
     def resolved(self, oid: bytes) -> list:
+        """A dependency is ready.  Tasks it unblocks go to the *front* of their queue:
+        running consumers as soon as their inputs exist (depth first) keeps those
+        inputs in memory instead of spilling them behind a long queue of producers."""
         actions = []
         for task in self.waiting.pop(oid, ()):
             task.deps.discard(oid)
             if not task.deps and task.state == WAITING and not task.cancelled:
-                actions += self._enqueue(task)
+                actions += self._enqueue(task, front=True)
         return actions
 
     def dependency_failed(self, oid: bytes, error: BaseException) -> list:
@@ -103,9 +106,13 @@ class TaskManager:
                 actions += self._finish_failed(task, error)
         return actions
 
-    def _enqueue(self, task: Task) -> list:
+    def _enqueue(self, task: Task, front: bool = False) -> list:
         task.state = QUEUED
-        self.queues.setdefault(task.key, deque()).append(task)
+        q = self.queues.setdefault(task.key, deque())
+        if front:
+            q.appendleft(task)
+        else:
+            q.append(task)
         return self._pump(task.key)
 
     # -- leases ----------------------------------------------------------------------
