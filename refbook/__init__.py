@@ -4,14 +4,18 @@
 """
 
 from . import exceptions
+from .runtime.actor import ActorHandle, method
 from .runtime.api import (
+    actors,
     available_resources,
     cancel,
     cluster_resources,
     events,
     get,
+    get_actor,
     init,
     is_initialized,
+    kill,
     nodes,
     objects,
     put,
@@ -26,5 +30,5 @@ __version__ = "0.1.0"
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "put", "get", "wait", "cancel",
     "ObjectRef", "nodes", "objects", "events", "cluster_resources", "available_resources",
-    "exceptions", "__version__",
+    "exceptions", "__version__", "method", "get_actor", "kill", "actors", "ActorHandle",
 ]

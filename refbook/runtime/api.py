@@ -338,3 +338,46 @@ def _wait_until(pred, timeout: float = 5.0, interval: float = 0.01) -> bool:
             return True
         time.sleep(interval)
     return pred()
+
+
+def get_actor(name: str):
+    """A handle to the live actor created with ``.options(name=name)``."""
+    from .actor import ActorHandle
+    if not isinstance(name, str):
+        raise TypeError(f"get_actor() takes a name, not {type(name).__name__}")
+    core = _core()
+    rec = _query(core.node_address, ("actor_named", name))
+    if rec is None:
+        raise ValueError(f"no live actor is named {name!r}")
+    actor_id = bytes.fromhex(rec["actor_id"])
+    core.deserialized_ref(actor_id, rec["owner"])
+    return ActorHandle(actor_id, rec["owner"], rec["meta"], core)
+
+
+def kill(actor, no_restart: bool = True) -> None:
+    """End an actor now: its process is killed, calls in flight fail with
+    ``ActorError``; with ``no_restart=False`` it may restart (``max_restarts``)."""
+    from .actor import ActorHandle
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() takes an ActorHandle, not {type(actor).__name__}")
+    core = _core()
+    with core.lock:
+        core.actors.kill(actor._id, actor._owner, no_restart)
+
+
+def actors() -> list[dict]:
+    """One dict per actor the cluster knows (see API.md)."""
+    core = _core()
+    out = []
+    for rec in _query(core.node_address, "actors") or []:
+        pending = 0
+        if rec["state"] == "alive" and rec.get("address"):
+            try:
+                pending = _query(rec["address"], "pending", timeout=2.0) or 0
+            except exc.RefbookError:
+                pending = 0
+        out.append({"actor_id": rec["actor_id"], "name": rec.get("name"),
+                    "class_name": rec["class_name"], "state": rec["state"],
+                    "node_id": rec["node_id"], "pid": rec.get("pid"),
+                    "restarts": rec["restarts"], "pending_calls": pending})
+    return out

@@ -123,6 +123,7 @@ class CoreWorker:
         self.on_cancel = None                    # worker hook: cancel a running task
         self.output_sink = None                  # driver hook: task output
         self.task_info = None                    # worker hook: what runs now (monitor)
+        self.pending_calls = None                # worker hook: queued actor calls
         self.alive = True
         self.broken: str | None = None           # why the node is unusable, if it is
         self._stop = False
@@ -147,6 +148,8 @@ class CoreWorker:
             P.UNPIN_REQUEST: self._on_unpin_request,
             P.TASK_QUERY: self._on_task_query,
         }
+        from .actor_runtime import ActorRuntime
+        self.actors = ActorRuntime(self)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -275,6 +278,8 @@ class CoreWorker:
         if fx.free:
             frees = []
             for oid in fx.free:
+                if oid in self.actors.owned:
+                    self.actors.out_of_scope(oid)
                 entry = self.values.pop(oid, None)
                 if entry is not None and entry[0] == STORED:
                     frees.append(oid)
@@ -301,6 +306,9 @@ class CoreWorker:
         self.values[oid] = entry
         for cb in self.waiters.pop(oid, ()):
             cb()
+        actors = self.actors
+        if actors.queues or actors.waiting:
+            actors.on_value(oid, entry)
         if entry[0] == ERROR:
             return self.tm.dependency_failed(oid, entry[1])
         return self.tm.resolved(oid)
@@ -361,10 +369,11 @@ class CoreWorker:
         return (STORED, self.node_id, detail, size)
 
     # -------------------------------------------------------------------- submit
-    def submit(self, fn_id: bytes, fn_blob: bytes, name: str, args, kwargs,
-               num_returns: int, resources: dict, max_retries: int,
-               retry_exceptions, signature=None) -> list[ObjectRef]:
-        top: list[ObjectRef] = []
+    def prepare_args(self, name: str, args, kwargs, signature=None):
+        """Serialize a call's arguments (outside the lock).  Top-level refs are left out
+        and resolved to values before the call runs; a large blob goes to the store.
+        Returns ``(args_entry, top_refs, nested_refs, blob_oid)``."""
+        top: list = []
 
         def mark(a):
             if isinstance(a, ObjectRef):
@@ -379,25 +388,43 @@ class CoreWorker:
         except Exception as e:  # noqa: BLE001 - re-raised with the argument named
             raise _argument_error(name, args, kwargs, signature, e) from None
         self._check_usable()
-        task_id = self.ids.task_id()
-        return_ids = [object_id(task_id, i) for i in range(num_returns)]
         blob_oid = None
         if s.size > INLINE_MAX:
             blob_oid = self.ids.put_id()
             args_entry = self.store(blob_oid, s, self.me, pin=True)
         else:
             args_entry = (INLINE, s.meta, [bytes(b) for b in s.buffers])
-        top_refs = [(r._id, r._owner) for r in top]
-        arg_refs = top_refs + s.refs
+        return args_entry, [(r._id, r._owner) for r in top], s.refs, blob_oid
+
+    def hold_args(self, prepared) -> tuple:
+        """Count a call's argument refs as submitted (caller holds the lock).  Returns
+        ``(args_entry, top_refs, arg_refs, unresolved)``."""
+        args_entry, top_refs, nested, blob_oid = prepared
+        arg_refs = top_refs + nested
+        if blob_oid is not None:
+            self.rt.own(blob_oid)
+            self.values[blob_oid] = args_entry
+            arg_refs.append((blob_oid, self.me))
+            args_entry = ("ref", blob_oid)
+        self.rt.add_submitted(arg_refs)
+        unresolved = set()
+        for oid, owner in top_refs:
+            if oid not in self.values:
+                unresolved.add(oid)
+                if owner != self.me:
+                    self._fetch(oid, owner)
+        return args_entry, top_refs, arg_refs, unresolved
+
+    def submit(self, fn_id: bytes, fn_blob: bytes, name: str, args, kwargs,
+               num_returns: int, resources: dict, max_retries: int,
+               retry_exceptions, signature=None) -> list[ObjectRef]:
+        prepared = self.prepare_args(name, args, kwargs, signature)
+        task_id = self.ids.task_id()
+        return_ids = [object_id(task_id, i) for i in range(num_returns)]
         with self.lock:
             fx = Effects()
             self._drain_releases(fx)
-            if blob_oid is not None:
-                self.rt.own(blob_oid)
-                self.values[blob_oid] = args_entry
-                arg_refs.append((blob_oid, self.me))
-                args_entry = ("ref", blob_oid)
-            self.rt.add_submitted(arg_refs)
+            args_entry, top_refs, arg_refs, unresolved = self.hold_args(prepared)
             refs = []
             for oid in return_ids:
                 self.rt.own(oid)
@@ -407,12 +434,6 @@ class CoreWorker:
                         (fn_id, fn_blob, args_entry, top_refs), max_retries,
                         retry_exceptions)
             task.quick = self._fn_time.get(fn_id, 1.0) < QUICK_TASK
-            unresolved = set()
-            for oid, owner in top_refs:
-                if oid not in self.values:
-                    unresolved.add(oid)
-                    if owner != self.me:
-                        self._fetch(oid, owner)
             actions = self.tm.submit(task, unresolved)
             self._do(actions)
             if task.state == "queued":
@@ -432,7 +453,8 @@ class CoreWorker:
                 specs = [self._wire_spec(t, lease.worker) for t in batch]
                 self.transport.send(lease.worker, (P.PUSH_TASKS, self.me, lease.lease_id, specs))
             elif kind == "request":
-                self.transport.send(self.node_address, (P.LEASE_REQUEST, self.me, a[1], a[2]))
+                self.transport.send(self.node_address,
+                                    (P.LEASE_REQUEST, self.me, a[1], a[2], False))
             elif kind == "return":
                 self.transport.send(self.node_address, (P.LEASE_RETURN, a[1]))
             elif kind == "fail":
@@ -710,12 +732,21 @@ class CoreWorker:
             task, actions = self.tm.done(task_id)
             follow += actions
             if task is None:
-                if ok:
-                    self._discard_returns(task_id, payload, fx)
-                continue
-            fn_id = task.payload[0]
-            prev = fn_time.get(fn_id)
-            fn_time[fn_id] = seconds if prev is None else 0.7 * prev + 0.3 * seconds
+                if task_id in self.actors.creating:
+                    rec = self.actors.owned.get(self.actors.creating[task_id])
+                    if borrowed and rec is not None:   # the instance keeps these refs
+                        self.rt.task_borrowed(borrowed, worker, rec.create_payload[4], fx)
+                    self.actors.created(task_id, ok, payload)
+                    continue
+                task = self.actors.done(task_id)
+                if task is None:
+                    if ok:
+                        self._discard_returns(task_id, payload, fx)
+                    continue
+            else:
+                fn_id = task.payload[0]
+                prev = fn_time.get(fn_id)
+                fn_time[fn_id] = seconds if prev is None else 0.7 * prev + 0.3 * seconds
             if not ok:
                 error = payload
                 if self.tm.should_retry_exception(task, getattr(error, "cause_cls", None)):
@@ -754,6 +785,9 @@ class CoreWorker:
 
     def _on_lease_granted(self, msg):
         _, req_id, lease_id, worker = msg
+        if self.actors.owns_request(req_id):
+            self.actors.lease_granted(req_id, lease_id, worker)
+            return
         self.tm.now = time.monotonic()
         if lease_id is None:
             self._do(self.tm.lease_rejected(req_id, worker))
@@ -777,6 +811,7 @@ class CoreWorker:
             follow += self._set_value(oid, (ERROR, _owner_died(oid, addr)))
         self.tm.now = time.monotonic()
         follow += self.tm.worker_died(addr, reason, oom)
+        self.actors.process_died(addr, reason)
         self._apply(fx)
         self._do(follow)
         self.transport.disconnect(addr)
@@ -837,6 +872,8 @@ class CoreWorker:
         self.transport.send(requester, (P.STATE_REPLY, req, self.describe(what)))
 
     def describe(self, what: str):
+        if what == "pending":
+            return self.pending_calls() if self.pending_calls is not None else 0
         if what != "objects":
             return None
         with self.lock:
@@ -845,9 +882,11 @@ class CoreWorker:
             self._apply(fx)
         out = []
         for oid, r in self.rt.refs.items():
-            if r.owner != self.me:
+            if r.owner != self.me or oid in self.actors.owned:
                 continue
             entry = self.values.get(oid)
+            if entry is not None and entry[0] == 3:     # an actor's location
+                continue
             if entry is None:
                 state, size, nodes = "pending", None, []
             elif entry[0] == ERROR:

@@ -118,7 +118,9 @@ class NodeManager:
         self.transport.serve_rpc()
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
-        self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8))
+        self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8),
+                                    pool_size=num_cpus)
+        self.actor_dir: dict[str, dict] = {}
         self.store = StoreServer(self.transport, arena, self.node_id, cfg["spill_dir"])
         self.monitor = MemoryMonitor(cfg.get("memory_threshold", 0.95))
         self.oom_kills: dict[str, str] = {}        # worker -> why the monitor killed it
@@ -138,6 +140,7 @@ class NodeManager:
             P.UNPIN: lambda m: self.store.on_unpin(m[1], m[2]),
             P.PREFETCH: lambda m: self.store.on_prefetch(m[1]),
             P.TASK_INFO: self._on_task_info,
+            P.ACTOR_UPDATE: self._on_actor_update,
             P.BLOCKED: lambda m: self._do(self.sched.worker_blocked(m[1])),
             P.UNBLOCKED: lambda m: self._do(self.sched.worker_unblocked(m[1])),
             P.KILL_WORKER: self._on_kill_worker,
@@ -185,10 +188,10 @@ class NodeManager:
         for p in self.procs:
             self.transport.send(p, (P.PROCESS_DIED, addr, reason, oom is not None))
         self.transport.disconnect(addr)
-        if self.running and was_worker and \
-                len(self.sched.workers) + self.sched.starting < self.target_pool:
-            self.sched.worker_starting()
-            self.start_worker()
+        for rec in self.actor_dir.values():      # fate sharing: its actors died with it
+            if rec.get("owner") == addr and rec["state"] != "dead":
+                rec["state"] = "dead"
+                rec["pid"] = None
 
     def _kill(self, addr: str) -> None:
         pid = self.worker_pids.get(addr)
@@ -207,8 +210,20 @@ class NodeManager:
             self._do(self.sched.worker_registered(addr))
 
     def _on_lease_request(self, m):
-        _, owner, req_id, resources = m
-        self._do(self.sched.request(owner, req_id, resources))
+        _, owner, req_id, resources, dedicated = m
+        self._do(self.sched.request(owner, req_id, resources, dedicated))
+
+    def _on_actor_update(self, m):
+        rec = dict(m[1])
+        rec["node_id"] = self.node_id
+        rec["pid"] = self.worker_pids.get(rec.get("address"))
+        old = self.actor_dir.get(rec["actor_id"])
+        if old is not None and rec["pid"] is None and rec["state"] != "alive":
+            rec["pid"] = None
+        self.actor_dir[rec["actor_id"]] = rec
+        if len(self.actor_dir) > 10_000:     # forget the oldest dead actors
+            for k in [k for k, v in self.actor_dir.items() if v["state"] == "dead"][:1000]:
+                del self.actor_dir[k]
 
     def _on_rpc(self) -> None:
         while self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -266,6 +281,11 @@ class NodeManager:
             data = self.store.states()
         elif what == "spill_io":
             data = self.store.io_stats()
+        elif what == "actors":
+            data = list(self.actor_dir.values())
+        elif isinstance(what, tuple) and what[0] == "actor_named":
+            data = next((r for r in self.actor_dir.values()
+                         if r.get("name") == what[1] and r["state"] != "dead"), None)
         else:
             data = None
         self.transport.send(requester, (P.STATE_REPLY, req, data))

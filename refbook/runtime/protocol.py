@@ -129,3 +129,10 @@ UNPIN_REQUEST = 43     # nm -> proc: ([oid, ...],)  please drop these pins if un
 PREFETCH = 44          # owner -> nm: ([oid, ...],)  queued tasks will need these
 TASK_QUERY = 45        # nm -> worker: (query_id,)  what are you running?
 TASK_INFO = 46         # worker -> nm: (addr, query_id, info or None)
+# -- actors
+CREATE_ACTOR = 50      # owner -> worker: (owner, spec)  become this actor
+ACTOR_CALLS = 51       # caller -> actor: (caller, [spec, ...])  run in this order
+ACTOR_EXIT = 52        # owner -> actor: ()  no handle is left: finish pending calls, exit
+ACTOR_UPDATE = 53      # owner -> nm: (record dict)  the actor directory
+ACTOR_KILL = 54        # holder -> owner: (actor_id, no_restart)
+ACTOR_REGISTER = 55    # owner -> nm: (addr, req_id, name, actor_id)  claim a name

@@ -108,8 +108,8 @@ def remote(*args, **options):
 
 def _make(obj, options):
     if inspect.isclass(obj):
-        raise TypeError(f"@refbook.remote on a class ({obj.__name__}): actors are not "
-                        f"available in this build yet")
+        from .actor import ActorClass
+        return ActorClass(obj, options)
     if not callable(obj):
         raise TypeError(f"@refbook.remote needs a function, not {type(obj).__name__}")
     return RemoteFunction(obj, options)

@@ -43,7 +43,8 @@ class Lease:
 
 
 class LeaseScheduler:
-    def __init__(self, resources: dict, max_workers: int):
+    def __init__(self, resources: dict, max_workers: int, pool_size: int = 0):
+        self.pool_size = pool_size          # shared (not dedicated) workers to keep
         self.total = dict(resources)
         self.available = dict(resources)
         self.max_workers = max_workers
@@ -51,7 +52,7 @@ class LeaseScheduler:
         self.idle: deque[str] = deque()        # most recently idle at the right
         self.starting = 0
         self.leases: dict[int, Lease] = {}
-        self.queue: deque[tuple[str, int, dict]] = deque()
+        self.queue: deque[tuple[str, int, dict, bool]] = deque()
         self._next_lease = 1
 
     # -- workers -------------------------------------------------------------------
@@ -100,7 +101,10 @@ class LeaseScheduler:
         return []
 
     # -- leases ---------------------------------------------------------------------
-    def request(self, owner: str, req_id: int, resources: dict) -> list:
+    def request(self, owner: str, req_id: int, resources: dict,
+                dedicated: bool = False) -> list:
+        """A lease for a task queue, or (``dedicated``) a worker of its own for an
+        actor, held until that worker exits."""
         for k, v in resources.items():
             if v and self.total.get(k, 0) < v:
                 have = ", ".join(f"{n}={q:g}" for n, q in sorted(self.total.items()))
@@ -108,7 +112,7 @@ class LeaseScheduler:
                 return [("reject", owner, req_id,
                          f"no node can ever satisfy the resources {{{want}}}: "
                          f"this cluster has {{{have}}}")]
-        self.queue.append((owner, req_id, resources))
+        self.queue.append((owner, req_id, resources, dedicated))
         actions = self._schedule()
         if self.queue and not any(a[0] == "grant" and a[2] == req_id for a in actions):
             actions.extend(("reclaim", o) for o in
@@ -148,7 +152,7 @@ class LeaseScheduler:
         actions = []
         needed_workers = 0
         while self.queue:
-            owner, req_id, res = self.queue[0]
+            owner, req_id, res, dedicated = self.queue[0]
             if not fits(res, self.available):
                 break
             if not self.idle:
@@ -160,12 +164,20 @@ class LeaseScheduler:
             self._next_lease += 1
             self.leases[lease_id] = Lease(lease_id, owner, worker, res)
             self.workers[worker].lease = lease_id
+            self.workers[worker].dedicated = dedicated
             for k, v in res.items():
                 self.available[k] = self.available.get(k, 0) - v
             actions.append(("grant", owner, req_id, lease_id, worker))
         total = len(self.workers) + self.starting
         while needed_workers > self.starting and total < self.max_workers:
             self.starting += 1
+            total += 1
+            actions.append(("start_worker",))
+        # keep the shared pool full when actors took workers out of it
+        shared = sum(1 for w in self.workers.values() if not w.dedicated) + self.starting
+        while shared < self.pool_size and total < self.max_workers + self.pool_size:
+            self.starting += 1
+            shared += 1
             total += 1
             actions.append(("start_worker",))
         return actions

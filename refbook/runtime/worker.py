@@ -85,15 +85,25 @@ class WorkerRuntime:
         self.first_result_at = 0.0
         self.durations: dict[bytes, float] = {}
         self.current_info: tuple | None = None
+        self.actor = None                 # the instance, once this worker is an actor
+        self.actor_error: BaseException | None = None
+        self.actor_name = ""
+        self.pool = None                  # threads, for actors with max_concurrency > 1
         core.task_info = self.task_info
+        core.pending_calls = lambda: self.queue.qsize() + (self.current is not None)
         core.on_push = self.push
+        core._handlers.update({
+            P.CREATE_ACTOR: lambda m: self.queue.put(("create", m[1], m[2])),
+            P.ACTOR_CALLS: lambda m: [self.queue.put(("call", m[1], spec)) for spec in m[2]],
+            P.ACTOR_EXIT: lambda m: self.queue.put(("exit", None, None)),
+        })
         core.on_block = self.hand_back
         core.on_cancel = self.cancel
 
     # -- called from the I/O thread -------------------------------------------------
     def push(self, owner: str, specs: list) -> None:
         for spec in specs:
-            self.queue.put((owner, spec))
+            self.queue.put(("task", owner, spec))
 
     def cancel(self, task_id: bytes) -> None:
         cur = self.current
@@ -114,10 +124,12 @@ class WorkerRuntime:
         """We are about to block in ``get``: return tasks we have not started, so their
         owners can run them elsewhere, and flush finished results first."""
         self.flush()
+        if self.actor is not None or self.actor_error is not None:
+            return        # an actor's calls can run nowhere else
         back: dict[str, list] = {}
         while True:
             try:
-                owner, spec = self.queue.get_nowait()
+                _kind, owner, spec = self.queue.get_nowait()
             except Empty:
                 break
             back.setdefault(owner, []).append(spec[0])
@@ -140,7 +152,11 @@ class WorkerRuntime:
             if item is None:
                 self.flush()
                 return
-            owner, spec = item
+            kind, owner, spec = item
+            if kind != "task":
+                self.flush()
+                self._actor_item(kind, owner, spec)
+                continue
             fn_id = spec[1]
             if self.nresults and (self.durations.get(fn_id, 1.0) > SHORT_TASK
                                   or self.nresults >= FLUSH_BATCH
@@ -174,7 +190,15 @@ class WorkerRuntime:
         return fn
 
     def execute(self, owner: str, spec: tuple, t0: float) -> tuple:
-        task_id, fn_id, blob, (args_entry, blob_oid), resolved, return_ids, name, retry = spec
+        task_id, fn_id, blob, args_pair, resolved, return_ids, name, retry = spec
+        return self._run(owner, task_id, name, retry, args_pair, resolved, return_ids, t0,
+                         lambda: self._function(fn_id, blob))
+
+    def _run(self, owner, task_id, name, retry, args_pair, resolved, return_ids, t0,
+             target) -> tuple:
+        """Resolve the arguments, call ``target()(*args, **kwargs)``, and build the
+        result message for ``owner``.  ``return_ids`` None: the value is not returned."""
+        args_entry, blob_oid = args_pair
         core = self.core
         covered: set = set()
         self.current = (owner, task_id)
@@ -184,7 +208,7 @@ class WorkerRuntime:
         try:
             core_mod._tls.covered = covered
             try:
-                fn = self._function(fn_id, blob)
+                fn = target()
                 reads = [(oid, entry) for oid, _o, entry in resolved]
                 if blob_oid is not None:
                     reads.append((blob_oid, args_entry))
@@ -201,7 +225,8 @@ class WorkerRuntime:
             del tops
             value = fn(*args, **kwargs)
             del args, kwargs
-            payload = self._returns(owner, value, return_ids, name, covered)
+            payload = (None if return_ids is None else
+                       self._returns(owner, value, return_ids, name, covered))
             del value
         except KeyboardInterrupt:
             ok = False
@@ -220,6 +245,57 @@ class WorkerRuntime:
             self.current_info = None
         borrowed = core.end_task(covered)
         return (task_id, ok, payload, borrowed, time.monotonic() - t0)
+
+    # -- actors -------------------------------------------------------------------------
+    def _actor_item(self, kind: str, owner: str, spec) -> None:
+        if kind == "exit":
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+            self.flush()
+            os._exit(0)
+        if kind == "create":
+            task_id, _actor_id, class_id, blob, args_pair, resolved, name, conc = spec
+            self.actor_name = name
+            holder = {}
+
+            def construct():
+                cls = self._function(class_id, blob)
+
+                def make(*a, **k):
+                    holder["instance"] = cls(*a, **k)
+                return make
+
+            result = self._run(owner, task_id, f"{name}.__init__", False, args_pair,
+                               resolved, None, time.monotonic(), construct)
+            if result[1]:
+                self.actor = holder["instance"]
+                if conc > 1:
+                    from concurrent.futures import ThreadPoolExecutor
+                    self.pool = ThreadPoolExecutor(conc, thread_name_prefix="actor")
+            else:
+                self.actor_error = result[2]
+            self._send(owner, result)
+            return
+        # a method call
+        if self.pool is not None:
+            self.pool.submit(self._call, owner, spec)
+        else:
+            self._call(owner, spec)
+
+    def _call(self, caller: str, spec) -> None:
+        task_id, method, args_pair, resolved, return_ids, name, retry = spec
+
+        def target():
+            if self.actor is None:
+                raise exc.ActorError(f"actor {self.actor_name} is not available: "
+                                     f"{self.actor_error}")
+            return getattr(self.actor, method)
+
+        self._send(caller, self._run(caller, task_id, name, retry, args_pair, resolved,
+                                     return_ids, time.monotonic(), target))
+
+    def _send(self, owner: str, result: tuple) -> None:
+        self.core.transport.send(owner, (P.TASKS_DONE, self.core.me, [result]))
 
     def _returns(self, owner: str, value, return_ids: list, name: str,
                  covered: set) -> list:
