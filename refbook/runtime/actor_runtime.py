@@ -87,7 +87,7 @@ class ActorRuntime:
         else:
             args_entry = (args_entry, None)
         resolved = [(oid, owner, core.values[oid]) for oid, owner in top_refs]
-        for oid, _, entry in resolved:
+        for _oid, _, entry in resolved:
             if entry[0] == 2:   # ERROR: the constructor cannot run
                 self._dead(rec, exc.ActorError(
                     f"actor {rec.name or rec.class_name}: a constructor argument failed: "
