@@ -154,7 +154,7 @@ def _rebuild_handle(actor_id: bytes, owner: str, meta: dict) -> ActorHandle:
     core = core_mod.current()
     if core is None:
         return ActorHandle(actor_id, owner, meta, None)
-    core.deserialized_ref(actor_id, owner)     # registers us as a holder, like any ref
+    core.register_deserialized(actor_id, owner)     # we hold it, like any ref
     return ActorHandle(actor_id, owner, meta, core)
 
 

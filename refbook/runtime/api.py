@@ -350,7 +350,7 @@ def get_actor(name: str):
     if rec is None:
         raise ValueError(f"no live actor is named {name!r}")
     actor_id = bytes.fromhex(rec["actor_id"])
-    core.deserialized_ref(actor_id, rec["owner"])
+    core.register_deserialized(actor_id, rec["owner"])
     return ActorHandle(actor_id, rec["owner"], rec["meta"], core)
 
 

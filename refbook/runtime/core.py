@@ -695,12 +695,17 @@ class CoreWorker:
 
     def deserialized_ref(self, oid: bytes, owner: str) -> ObjectRef:
         """A ref came out of a value we unpickled (see ReferenceTable.deserialized)."""
+        self.register_deserialized(oid, owner)
+        return ObjectRef(oid, owner, self)
+
+    def register_deserialized(self, oid: bytes, owner: str) -> None:
+        """Count one new local handle of ``oid`` (an ObjectRef or an ActorHandle about
+        to be made) and get ourselves registered with its owner if needed."""
         with self.lock:
             fx = Effects()
             self.rt.deserialized(oid, owner, getattr(_tls, "covered", None),
                                  getattr(_tls, "cover", None), fx)
             self._apply(fx)
-        return ObjectRef(oid, owner, self)
 
     # --------------------------------------------------------- registration protocol
     def _on_inc(self, msg):
