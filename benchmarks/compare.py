@@ -18,9 +18,17 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from refbook.bench import TARGETS, RefbookBackend, fmt, machine, run_workloads  # noqa: E402
+from refbook.bench import (  # noqa: E402
+    ACTOR_TARGETS,
+    TARGETS,
+    RefbookBackend,
+    fmt,
+    machine,
+    run_actor_workloads,
+    run_workloads,
+)
 
-LOWER_IS_BETTER = {k for k, (op, _) in TARGETS.items() if op == "<="}
+LOWER_IS_BETTER = {k for k, (op, _) in {**TARGETS, **ACTOR_TARGETS}.items() if op == "<="}
 
 
 class RayBackend:
@@ -61,6 +69,12 @@ class RayBackend:
                 f"    return ray.get(one.remote())\n"
                 f"def stop(): ray.shutdown()\n")
 
+    def make_actor(self, cls, *args):
+        return self.ray.remote(cls).remote(*args)
+
+    def actor_call(self, handle, method, *args):
+        return getattr(handle, method).remote(*args)
+
     def nested_fn(self, inner):
         def nested(n):
             import ray
@@ -95,8 +109,16 @@ class DaskBackend:
 
     def get(self, r):
         if isinstance(r, list):
+            if r and not hasattr(r[0], "key"):      # actor futures
+                return [x.result() for x in r]
             return self.client.gather(r)
         return r.result()
+
+    def make_actor(self, cls, *args):
+        return self.client.submit(cls, *args, actor=True).result()
+
+    def actor_call(self, handle, method, *args):
+        return getattr(handle, method)(*args)
 
     def init_snippet(self) -> str:
         return (f"from distributed import Client, LocalCluster\n"
@@ -143,6 +165,7 @@ def main(argv=None) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         try:
             results[name] = run_workloads(backend, quick=args.quick)
+            results[name].update(run_actor_workloads(backend, quick=args.quick))
         except Exception as e:  # noqa: BLE001 - one system failing must not hide the rest
             print(f"{name} failed: {type(e).__name__}: {e}", file=sys.stderr)
     names = list(results)

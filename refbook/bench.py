@@ -58,6 +58,12 @@ class RefbookBackend:
                 f"    return rb.get(one.remote())\n"
                 f"def stop(): rb.shutdown()\n")
 
+    def make_actor(self, cls, *args):
+        return self.rb.remote(cls).remote(*args)
+
+    def actor_call(self, handle, method, *args):
+        return getattr(handle, method).remote(*args)
+
     def nested_fn(self, inner):
         rb = self.rb
 
@@ -144,6 +150,45 @@ def run_workloads(b, quick: bool = False, init_runs: int = 5) -> dict:
             del refs
         r["put_1KiB"] = (statistics.median(rates_put), "ops/s")
         r["get_1KiB"] = (statistics.median(rates_get), "ops/s")
+    finally:
+        b.shutdown()
+    return r
+
+
+class _Counter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+
+def run_actor_workloads(b, quick: bool = False) -> dict:
+    """One actor: a synchronous call's round trip, pipelined calls from one caller, and
+    the time from creating an actor to its first result (workers are pre-started)."""
+    r: dict = {}
+    b.init()
+    try:
+        a = b.make_actor(_Counter)
+        b.get(b.actor_call(a, "incr"))
+        n = 300 if quick else 2000
+        r["actor_call_sync"] = (_median_time(lambda: b.get(b.actor_call(a, "incr")), n, 50)
+                                * 1e6, "us")
+        ncalls = 5000
+
+        def burst():
+            b.get([b.actor_call(a, "incr") for _ in range(ncalls)])
+        r["actor_calls_async"] = (ncalls / _median_time(burst, 3 if quick else 7), "calls/s")
+        ts = []
+        for _ in range(5 if quick else 15):
+            t = time.perf_counter()
+            h = b.make_actor(_Counter)
+            b.get(b.actor_call(h, "incr"))
+            ts.append(time.perf_counter() - t)
+            del h
+            time.sleep(0.05)     # let the pool refill, as a notebook user would
+        r["actor_create_to_first"] = (statistics.median(ts) * 1e3, "ms")
     finally:
         b.shutdown()
     return r
@@ -269,6 +314,9 @@ def run_spill_workloads(quick: bool = False) -> dict:
     return r
 
 
+ACTOR_TARGETS = {"actor_call_sync": ("<=", 200), "actor_calls_async": (">=", 15000),
+                 "actor_create_to_first": ("<=", 50)}
+
 SPILL_TARGETS = {"spill_vs_disk": (">=", 70), "restore_vs_disk": (">=", 70),
                  "through_vs_disk_rw": ("<=", 2)}
 
@@ -316,15 +364,17 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write results here "
                     "(default: bench-results/refbook-<time>.json)")
     ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--only", choices=["core", "spill"], default=None,
+    ap.add_argument("--only", choices=["core", "actors", "spill"], default=None,
                     help="run one group of workloads")
     args = ap.parse_args(argv)
     res: dict = {}
     if args.only in (None, "core"):
         res.update(run_workloads(RefbookBackend(args.num_cpus), quick=args.quick))
+    if args.only in (None, "actors"):
+        res.update(run_actor_workloads(RefbookBackend(args.num_cpus), quick=args.quick))
     if args.only in (None, "spill"):
         res.update(run_spill_workloads(quick=args.quick))
-    print(table(res, {**TARGETS, **SPILL_TARGETS}))
+    print(table(res, {**TARGETS, **ACTOR_TARGETS, **SPILL_TARGETS}))
     path = args.json or os.path.join("bench-results",
                                      f"refbook-{time.strftime('%Y%m%d-%H%M%S')}.json")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -45,6 +45,7 @@ log = logging.getLogger("refbook.core")
 
 INLINE_MAX = 100 * 1024
 TICK_MS = 20           # the I/O thread's housekeeping period (releases, idle leases)
+LAZY_S = 0.002         # a thread that waited keeps polling the inbox this long after
 QUICK_TASK = 0.002     # tasks quicker than this may be pipelined on one worker
 INLINE, STORED, ERROR = 0, 1, 2
 
@@ -106,6 +107,13 @@ class CoreWorker:
         self.values: dict[bytes, tuple] = {}
         self.waiters: dict[bytes, list] = {}
         self._countdowns: set = set()            # blocked wait_ready calls
+        self._pcond = threading.Condition()      # who polls the inbox (see take_poller)
+        self._poll_owner: int | None = None
+        self._poll_depth = 0
+        self._poll_busy = False
+        self._poll_released = 0.0
+        self._io_parked = False
+        self._poller = None
         self._releases: deque = deque()
         self._view_releases: deque = deque()
         self.pins: dict[bytes, list] = {}        # oid -> [offset, size, live views]
@@ -164,6 +172,8 @@ class CoreWorker:
         self.alive = False
         self._stop = True
         self._wake()
+        with self._pcond:
+            self._pcond.notify_all()
         if self._io.is_alive() and threading.current_thread() is not self._io:
             self._io.join(timeout=2)
         try:
@@ -568,7 +578,22 @@ class CoreWorker:
         if blocked:
             self._block()
         try:
-            countdown.ev.wait(timeout)
+            if self.take_poller():
+                try:
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    ev = countdown.ev
+                    while not ev.is_set() and self.alive:
+                        wait_ms = TICK_MS
+                        if deadline is not None:
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                break
+                            wait_ms = max(1, min(TICK_MS, int(left * 1000) + 1))
+                        self.poll_once(wait_ms)
+                finally:
+                    self.give_poller()
+            else:
+                countdown.ev.wait(timeout)
         finally:
             self._countdowns.discard(countdown)
             if blocked:
@@ -923,20 +948,38 @@ class CoreWorker:
         except Exception:  # noqa: BLE001 - a bad message must not kill the process
             log.exception("error handling message type %r", msg[0])
 
+    # The inbox has one poller at a time.  Normally the I/O thread polls it.  A thread
+    # that is about to wait for a reply (a driver in get(), an idle worker waiting for
+    # tasks) takes the poller over and handles what arrives itself, so the reply it
+    # waits for reaches it without a hand-off between threads.  Taking it over happens
+    # while the request is in flight, off the critical path.
+
     def _io_loop(self) -> None:
         """The I/O thread.  It must never die while the process lives: an unexpected
         error is logged and the loop goes on; if it keeps failing, the core is marked
         broken so that callers get an error instead of waiting forever."""
-        poller = zmq.Poller()
+        poller = self._poller = zmq.Poller()
         poller.register(self.transport.inbox, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         for fd in self._extra_fds:
             poller.register(fd, zmq.POLLIN)
         self._last_tick = time.monotonic()
         failures = 0
+        cond = self._pcond
         while not self._stop:
+            if self._poll_owner is not None:
+                with cond:
+                    while self._poll_owner is not None and not self._stop:
+                        self._io_parked = True
+                        cond.notify_all()
+                        cond.wait(LAZY_S)
+                        if not self._poll_busy and \
+                                time.monotonic() - self._poll_released >= LAZY_S:
+                            self._poll_owner = None      # its owner moved on: take it back
+                    self._io_parked = False
+                continue
             try:
-                self._io_step(poller)
+                self._io_step(poller, TICK_MS)
                 failures = 0
             except Exception as e:  # noqa: BLE001
                 if self._stop:
@@ -948,9 +991,51 @@ class CoreWorker:
                     return
                 time.sleep(0.001)
 
-    def _io_step(self, poller) -> None:
+    def take_poller(self) -> bool:
+        """Become the inbox's poller (False if another thread already is)."""
+        cond = self._pcond
+        me = threading.get_ident()
+        with cond:
+            owner = self._poll_owner
+            if owner == me or (owner is not None and not self._poll_busy):
+                # still ours from the last wait (no hand-off at all), nested, or left
+                # idle by another thread
+                self._poll_owner = me
+                self._poll_depth += 1
+                self._poll_busy = True
+                return True
+            if owner is not None or self._poller is None or self._stop:
+                return False
+            self._poll_owner = me
+            self._poll_depth = 1
+            self._poll_busy = True
+        self._wake()                        # get the I/O thread out of its poll
+        with cond:
+            while not self._io_parked and not self._stop:
+                cond.wait(0.05)
+        return not self._stop
+
+    def give_poller(self, now: bool = False) -> None:
+        """Done waiting.  The poller stays with this thread for ``LAZY_S`` in case it
+        waits again at once (a loop of calls); then the I/O thread takes it back.
+        ``now``: give it back at once (before running user code that may be long)."""
+        with self._pcond:
+            self._poll_depth -= 1
+            if self._poll_depth <= 0:
+                self._poll_depth = 0
+                self._poll_busy = False
+                self._poll_released = time.monotonic()
+                if now:
+                    self._poll_owner = None
+                    self._pcond.notify_all()
+
+    def poll_once(self, timeout_ms: int) -> None:
+        """Handle what arrives within ``timeout_ms`` (the caller owns the poller)."""
+        self._io_step(self._poller, timeout_ms)
+
+    def _io_step(self, poller, timeout_ms: int) -> None:
         inbox = self.transport.inbox
-        events = dict(poller.poll(TICK_MS))
+        events = dict(poller.poll(timeout_ms))
         if self._stop:
             return
         msgs = []

@@ -139,38 +139,56 @@ class WorkerRuntime:
     def run(self) -> None:
         """Run tasks in arrival order.  Results are batched only across tasks whose
         function has been quick so far (< SHORT_TASK s): a result never waits behind a
-        task that may be long."""
+        task that may be long.
+
+        While idle, this thread polls the inbox itself (no hand-off from the I/O thread
+        when a task arrives), and it keeps polling through quick tasks; before anything
+        that may take long it hands the inbox back to the I/O thread, which serves this
+        process's duties as an owner while user code runs."""
+        core = self.core
+        holding = False
         while True:
-            if self.nresults:
-                try:
-                    item = self.queue.get_nowait()
-                except Empty:
-                    self.flush()
-                    item = self.queue.get()
-            else:
+            try:
+                item = self.queue.get_nowait()
+            except Empty:
+                self.flush()
+                if not holding and self.pool is None:
+                    holding = core.take_poller()
+                if holding:
+                    while self.queue.empty():
+                        core.poll_once(1000)
                 item = self.queue.get()
             if item is None:
                 self.flush()
                 return
             kind, owner, spec = item
+            key = spec[1] if kind in ("task", "call") else None
+            quick = key is not None and self.durations.get(key, 1.0) <= SHORT_TASK
+            if holding and not quick:
+                core.give_poller(now=True)
+                holding = False
             if kind != "task":
                 self.flush()
+                t0 = time.monotonic()
                 self._actor_item(kind, owner, spec)
+                if key is not None:
+                    self._record(key, time.monotonic() - t0)
                 continue
-            fn_id = spec[1]
-            if self.nresults and (self.durations.get(fn_id, 1.0) > SHORT_TASK
-                                  or self.nresults >= FLUSH_BATCH
+            if self.nresults and (not quick or self.nresults >= FLUSH_BATCH
                                   or time.monotonic() - self.first_result_at > FLUSH_AFTER):
                 self.flush()
             t0 = time.monotonic()
             result = self.execute(owner, spec, t0)
             t1 = time.monotonic()
-            prev = self.durations.get(fn_id)
-            self.durations[fn_id] = t1 - t0 if prev is None else 0.5 * prev + 0.5 * (t1 - t0)
+            self._record(key, t1 - t0)
             if not self.nresults:
                 self.first_result_at = t1
             self.results.setdefault(owner, []).append(result)
             self.nresults += 1
+
+    def _record(self, key, seconds: float) -> None:
+        prev = self.durations.get(key)
+        self.durations[key] = seconds if prev is None else 0.5 * prev + 0.5 * seconds
 
     def flush(self) -> None:
         if not self.nresults:
