@@ -86,7 +86,7 @@ class ActorClass:
         core = _core()
         o = dict(self._options)
         name = o.get("name")
-        if name is not None and _query(core.node_address, ("actor_named", name)) is not None:
+        if name is not None and _query(core.head_address, ("actor_named", name)) is not None:
             raise ValueError(f"an actor named {name!r} already exists; use "
                              f"refbook.get_actor({name!r}) to get a handle to it")
         try:

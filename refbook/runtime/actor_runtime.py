@@ -54,8 +54,7 @@ class ActorRuntime:
         res = {"CPU": float(rec.options.get("num_cpus", 0))}
         for k, v in (rec.options.get("resources") or {}).items():
             res[k] = float(v)
-        self.core.transport.send(self.core.node_address,
-                                 (P.LEASE_REQUEST, self.core.me, req, res, True))
+        self.core.request_lease(req, res, True)
 
     def owns_request(self, req_id: int) -> bool:
         return req_id in self.lease_reqs
@@ -69,13 +68,14 @@ class ActorRuntime:
                 f"actor {rec.name or rec.class_name} cannot be scheduled: {worker}"))
             return
         if rec is None or rec.state == DEAD:
-            core.transport.send(core.node_address, (P.KILL_WORKER, worker, "actor is gone"))
+            core.transport.send(core._lease_nm.get(lease_id, core.node_address),
+                                (P.KILL_WORKER, worker, "actor is gone"))
             return
         class_id, class_blob, args_entry, top_refs, _arg_refs, unresolved = rec.create_payload
         missing = [oid for oid in unresolved if oid not in core.values]
         if missing:      # constructor arguments not ready: try again when they are
-            self.lease_reqs[req_id] = actor_id
-            core.transport.send(core.node_address, (P.LEASE_RETURN, lease_id))
+            core.transport.send(core._lease_nm.pop(lease_id, core.node_address),
+                                (P.LEASE_RETURN, lease_id))
             for oid in missing:
                 self.waiting.setdefault(oid, set()).add(("create", actor_id))
             return
@@ -92,7 +92,7 @@ class ActorRuntime:
                 self._dead(rec, exc.ActorError(
                     f"actor {rec.name or rec.class_name}: a constructor argument failed: "
                     f"{entry[1]}"))
-                core.transport.send(core.node_address, (P.KILL_WORKER, worker, "ctor arg"))
+                core.transport.send(self._nm_of(rec), (P.KILL_WORKER, worker, "ctor arg"))
                 return
         spec = (task_id, actor_id, class_id, class_blob, args_entry, resolved,
                 rec.name or rec.class_name, int(rec.options.get("max_concurrency", 1)))
@@ -115,10 +115,14 @@ class ActorRuntime:
                 f"the constructor of actor {rec.name or rec.class_name} "
                 f"({actor_id.hex()}) raised, so every call fails:\n{payload}")
             rec.created(False, err)
-            core.transport.send(core.node_address,
+            core.transport.send(self._nm_of(rec),
                                 (P.KILL_WORKER, rec.address, "constructor failed"))
             self._dead(rec, err)
         self._update_directory(rec)
+
+    def _nm_of(self, rec: OwnedActor) -> str:
+        """The node manager of the node the actor runs on."""
+        return self.core._lease_nm.get(rec.lease_id, self.core.node_address)
 
     def _dead(self, rec: OwnedActor, err: BaseException) -> None:
         rec.state = DEAD
@@ -155,7 +159,7 @@ class ActorRuntime:
             v["state"] = state
         v["owner"] = self.core.me
         v["meta"] = rec.options.get("_meta")
-        self.core.transport.send(self.core.node_address, (P.ACTOR_UPDATE, v))
+        self.core.transport.send(self.core.head_address, (P.ACTOR_UPDATE, v))
 
     # ---------------------------------------------------------------- killing
     def kill(self, actor_id: bytes, owner: str, no_restart: bool) -> None:
@@ -168,7 +172,7 @@ class ActorRuntime:
             return
         rec.kill(no_restart)
         if rec.address is not None:
-            core.transport.send(core.node_address,
+            core.transport.send(self._nm_of(rec),
                                 (P.KILL_WORKER, rec.address, "killed with refbook.kill()"))
         elif no_restart:
             self._dead(rec, exc.ActorError(

@@ -53,10 +53,10 @@ class Session:
         self.capacity = capacity
         self.dir = tempfile.mkdtemp(prefix="refbook-")
         self.spill_dir = spill_dir or os.path.join(self.dir, "spill")
-        sock_dir = os.path.join(self.dir, "s")
+        self.node_id = os.urandom(4).hex()
+        sock_dir = os.path.join(self.dir, f"n-{self.node_id}")
         os.mkdir(sock_dir, 0o700)
         os.mkdir(os.path.join(self.dir, "logs"), 0o700)
-        self.node_id = os.urandom(4).hex()
         self.node_address = f"ipc://{sock_dir}/nm"
         secret = os.urandom(32)
         self.arena = Arena.create(capacity)
@@ -120,6 +120,79 @@ class Session:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+        arena = getattr(self, "arena", None)
+        if arena is not None:
+            try:
+                os.close(arena.fd)     # the mapping goes when nothing uses it anymore
+            except OSError:
+                pass
+
+
+class JoinedSession:
+    """This process joins a cluster someone else started (``init(address=...)``): it
+    attaches to a node on this host and leaves the cluster running when it exits."""
+
+    def __init__(self, address: str, secret: bytes | None):
+        from .transport import Transport
+        if not address.startswith("ipc://"):
+            raise exc.RefbookError(
+                f"cannot join {address!r}: only clusters on this host (ipc:// addresses, "
+                f"e.g. refbook.testing.Cluster().address) can be joined in this build")
+        root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
+        if secret is None:
+            secret = _read_secret(root)
+        probe = Transport(f"ipc://{root}/p-{os.urandom(4).hex()}", secret, os.urandom(8))
+        try:
+            probe.send(address, (P.STATE_QUERY, probe.address, 1, "nodes"))
+            if not probe.inbox.poll(10_000):
+                raise exc.RefbookError(
+                    f"no answer from the cluster at {address}: it is not running, or the "
+                    f"secret does not match (REFBOOK_SECRET, or {root}/secret)")
+            reply = probe.recv()
+        finally:
+            probe.close()
+        if reply is None:
+            raise exc.RefbookError(f"the cluster at {address} sent an unreadable reply")
+        alive = [n for n in reply[2] if n["alive"]]
+        node = next((n for n in alive if n.get("is_head")), None) or alive[0]
+        self.dir = root
+        self.node_id = node["node_id"]
+        self.node_address = node["address"]
+        self.num_cpus = int(sum(n["resources"].get("CPU", 0) for n in alive))
+        self.capacity = node["store"]["capacity"]
+        self.spill_dir = None
+        fd = os.open(f"/proc/{node['pid']}/fd/{node['arena_fd']}", os.O_RDWR)
+        self.arena = Arena(fd, self.capacity)
+        self.core = CoreWorker(kind="driver",
+                               address=f"ipc://{root}/n-{self.node_id}/d-{os.urandom(6).hex()}",
+                               node_address=self.node_address, node_id=self.node_id,
+                               secret=secret, arena=self.arena)
+        node_fd = os.pidfd_open(node["pid"])
+        self.core.add_fd(node_fd, lambda: self.core.node_died(
+            f"node manager {node['pid']} of node {self.node_id} exited"))
+        self.core.start()
+        self.core.register()
+
+    def close(self) -> None:
+        self.core.stop()
+        try:
+            os.close(self.arena.fd)
+        except OSError:
+            pass
+
+
+def _read_secret(root: str) -> bytes:
+    env = os.environ.get("REFBOOK_SECRET")
+    if env:
+        return bytes.fromhex(env)
+    path = os.path.join(root, "secret")
+    try:
+        with open(path) as f:
+            return bytes.fromhex(f.read().strip())
+    except OSError as e:
+        raise exc.RefbookError(
+            f"cannot join the cluster: its secret is not readable at {path} ({e}); set "
+            f"REFBOOK_SECRET") from None
 
 
 def _default_store_memory() -> int:
@@ -149,9 +222,9 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
             raise TypeError(f"init() got unexpected argument(s): {', '.join(sorted(unknown))}")
         address = address or os.environ.get("REFBOOK_ADDRESS")
         if address:
-            raise exc.RefbookError(
-                f"joining an existing cluster at {address!r} is not supported by this "
-                f"build yet; call refbook.init() without address= to start a local one")
+            _session = JoinedSession(address, None)
+            core_mod.set_current(_session.core)
+            return RuntimeContext(_session)
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, int) or num_cpus < 1:
@@ -282,17 +355,23 @@ def nodes() -> list[dict]:
 def objects() -> list[dict]:
     """One dict per live object, as its owner sees it (see API.md)."""
     core = _core()
-    procs = _query(core.node_address, "processes")
-    states = _query(core.node_address, "object_states") or {}
-    out = []
-    out += core.describe("objects")
-    for p in procs:
-        if p == core.me:
+    out = list(core.describe("objects"))
+    states: dict = {}
+    for node in nodes():
+        if not node["alive"]:
             continue
         try:
-            out += _query(p, "objects", timeout=2.0) or []
+            states.update(_query(node["address"], "object_states") or {})
+            procs = _query(node["address"], "processes") or []
         except exc.RefbookError:
-            pass     # the process died or is stuck; its objects are not listed
+            continue     # the node died meanwhile
+        for p in procs:
+            if p == core.me:
+                continue
+            try:
+                out += _query(p, "objects", timeout=2.0) or []
+            except exc.RefbookError:
+                pass     # the process died or is stuck; its objects are not listed
     for o in out:
         st = states.get(o["object_id"])
         if st in ("spilled", "restoring"):
@@ -305,7 +384,14 @@ def events(kinds=None) -> list[dict]:
     """What the cluster did under pressure, oldest first: ``spill``, ``restore``,
     ``oom_kill``, ``spill_failed`` (each a dict with ``time``, ``kind``, ``node_id``
     and details such as ``object_ids`` and ``bytes``)."""
-    evs = _query(_core().node_address, "events") or []
+    evs = []
+    for node in nodes():
+        if node["alive"]:
+            try:
+                evs += _query(node["address"], "events") or []
+            except exc.RefbookError:
+                pass
+    evs.sort(key=lambda e: e["time"])
     if kinds is not None:
         kinds = {kinds} if isinstance(kinds, str) else set(kinds)
         evs = [e for e in evs if e["kind"] in kinds]
@@ -346,7 +432,7 @@ def get_actor(name: str):
     if not isinstance(name, str):
         raise TypeError(f"get_actor() takes a name, not {type(name).__name__}")
     core = _core()
-    rec = _query(core.node_address, ("actor_named", name))
+    rec = _query(core.head_address, ("actor_named", name))
     if rec is None:
         raise ValueError(f"no live actor is named {name!r}")
     actor_id = bytes.fromhex(rec["actor_id"])
@@ -369,7 +455,7 @@ def actors() -> list[dict]:
     """One dict per actor the cluster knows (see API.md)."""
     core = _core()
     out = []
-    for rec in _query(core.node_address, "actors") or []:
+    for rec in _query(core.head_address, "actors") or []:
         pending = 0
         if rec["state"] == "alive" and rec.get("address"):
             try:

@@ -155,7 +155,13 @@ class CoreWorker:
             P.CANCEL_TASK: self._on_cancel,
             P.UNPIN_REQUEST: self._on_unpin_request,
             P.TASK_QUERY: self._on_task_query,
+            P.LEASE_SPILLBACK: self._on_spillback,
+            P.NODE_DIED: self._on_node_died,
         }
+        self._lease_reqs: dict[int, tuple] = {}   # lease request id -> (resources, dedicated)
+        self._lease_nm: dict[int, str] = {}       # lease id -> the node manager that granted it
+        self.dead_nodes: set[str] = set()
+        self.head_address = node_address
         from .actor_runtime import ActorRuntime
         self.actors = ActorRuntime(self)
 
@@ -164,9 +170,11 @@ class CoreWorker:
         self._io.start()
 
     def register(self, timeout: float = 10.0) -> dict:
-        return self.call(self.node_address,
+        info = self.call(self.node_address,
                          lambda req: (P.REGISTER, self.me, self.kind, os.getpid(), req),
                          timeout)
+        self.head_address = info.get("head", self.node_address)
+        return info
 
     def stop(self) -> None:
         self.alive = False
@@ -203,7 +211,7 @@ class CoreWorker:
                 self.tm.tasks.pop(task.task_id, None)
                 self._fail_task(task, err)
             for oid in list(self.rt.refs):
-                if oid not in self.values and self.rt.owns(oid):
+                if oid not in self.values:
                     self._do(self._set_value(oid, (ERROR, err)))
             for slot in self._replies.values():
                 slot[0].set()
@@ -228,12 +236,30 @@ class CoreWorker:
         self._replies[req] = slot
         self._check_usable()
         self.send(addr, make_msg(req))
-        if not slot[0].wait(timeout):
+        if not self._wait_event(slot[0], timeout):
             self._replies.pop(req, None)
             raise exc.RefbookError(f"no reply from {addr} within {timeout} s")
         self._replies.pop(req, None)
         self._check_usable()
         return slot[1]
+
+    def _wait_event(self, ev: threading.Event, timeout: float | None) -> bool:
+        """Wait for ``ev``, polling the inbox in this thread if nobody else does."""
+        if threading.current_thread() is self._io or not self.take_poller():
+            return ev.wait(timeout)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not ev.is_set() and self.alive and not self.broken:
+                wait_ms = TICK_MS
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    wait_ms = max(1, min(TICK_MS, int(left * 1000) + 1))
+                self.poll_once(wait_ms)
+        finally:
+            self.give_poller()
+        return ev.is_set()
 
     def _check_usable(self) -> None:
         if not self.alive:
@@ -293,7 +319,9 @@ class CoreWorker:
                 entry = self.values.pop(oid, None)
                 if entry is not None and entry[0] == STORED:
                     frees.append(oid)
-                    self.pins.pop(oid, None)
+                    p = self.pins.get(oid)
+                    if p is not None and p[2] <= 0:
+                        del self.pins[oid]
                 self.waiters.pop(oid, None)
             if frees:
                 self.transport.send(self.node_address, (P.FREE, frees))
@@ -301,7 +329,9 @@ class CoreWorker:
             unpins = []
             for oid in fx.dropped:
                 self.values.pop(oid, None)
-                if self.pins.pop(oid, None) is not None:
+                p = self.pins.get(oid)
+                if p is not None and p[2] <= 0:
+                    del self.pins[oid]
                     unpins.append(oid)
             if unpins:
                 self.transport.send(self.node_address, (P.UNPIN, self.me, unpins))
@@ -315,7 +345,10 @@ class CoreWorker:
         """A value became known; wake waiters and return follow-up task actions."""
         self.values[oid] = entry
         for cb in self.waiters.pop(oid, ()):
-            cb()
+            try:
+                cb()
+            except Exception:  # noqa: BLE001 - one bad waiter must not starve the rest
+                log.exception("a waiter for %s failed", oid.hex())
         actors = self.actors
         if actors.queues or actors.waiting:
             actors.on_value(oid, entry)
@@ -362,11 +395,11 @@ class CoreWorker:
         try:
             _, status, detail = self.transport.request(
                 self.node_address,
-                lambda reply_to: (P.ALLOC, self.me, reply_to, oid, size, owner), 60)
+                lambda reply_to: (P.ALLOC, self.me, reply_to, oid, size, owner), 180)
         except TimeoutError:
             self._check_usable()
             raise exc.RefbookError("the node manager did not answer an allocation request "
-                                   "within 60 s") from None
+                                   "within 180 s") from None
         if status == "full":
             raise exc.ObjectStoreFullError(detail)
         if status == "ok":
@@ -463,10 +496,10 @@ class CoreWorker:
                 specs = [self._wire_spec(t, lease.worker) for t in batch]
                 self.transport.send(lease.worker, (P.PUSH_TASKS, self.me, lease.lease_id, specs))
             elif kind == "request":
-                self.transport.send(self.node_address,
-                                    (P.LEASE_REQUEST, self.me, a[1], a[2], False))
+                self.request_lease(a[1], a[2], False)
             elif kind == "return":
-                self.transport.send(self.node_address, (P.LEASE_RETURN, a[1]))
+                self.transport.send(self._lease_nm.pop(a[1], self.node_address),
+                                    (P.LEASE_RETURN, a[1]))
             elif kind == "fail":
                 self._fail_task(a[1], a[2])
             elif kind == "cancel":
@@ -578,24 +611,16 @@ class CoreWorker:
         if blocked:
             self._block()
         try:
-            if self.take_poller():
-                try:
-                    deadline = None if timeout is None else time.monotonic() + timeout
-                    ev = countdown.ev
-                    while not ev.is_set() and self.alive:
-                        wait_ms = TICK_MS
-                        if deadline is not None:
-                            left = deadline - time.monotonic()
-                            if left <= 0:
-                                break
-                            wait_ms = max(1, min(TICK_MS, int(left * 1000) + 1))
-                        self.poll_once(wait_ms)
-                finally:
-                    self.give_poller()
-            else:
-                countdown.ev.wait(timeout)
+            self._wait_event(countdown.ev, timeout)
         finally:
             self._countdowns.discard(countdown)
+            with self.lock:            # a timed-out wait leaves no callbacks behind
+                for oid in missing:
+                    ws = self.waiters.get(oid)
+                    if ws and countdown.hit in ws:
+                        ws.remove(countdown.hit)
+                        if not ws:
+                            del self.waiters[oid]
             if blocked:
                 self.transport.send(self.node_address, (P.UNBLOCKED, self.me))
         if not self.alive:
@@ -651,17 +676,17 @@ class CoreWorker:
                     p[2] += 1
         if not missing:
             return
+        where = {}
+        entries = dict(items)
         for oid in missing:
-            node = self.values[oid][1] if oid in self.values else self.node_id
+            node = entries[oid][1]
             if node != self.node_id:
-                self.unreserve([o for o in stored if o not in missing], self.values)
-                raise exc.ObjectLostError(
-                    f"object {oid.hex()} lives on node {node}; transfer between nodes is "
-                    f"not available in this build")
+                where[oid] = node          # the node pulls it over first
         want = list(dict.fromkeys(missing))
         try:
             _, status, detail = self.transport.request(
-                self.node_address, lambda reply_to: (P.PIN, self.me, reply_to, want), 300)
+                self.node_address, lambda reply_to: (P.PIN, self.me, reply_to, want, where),
+                300)
         except TimeoutError:
             status, detail = "full", "the node did not make the objects resident in 300 s"
         if status != "ok":
@@ -772,6 +797,7 @@ class CoreWorker:
                 if task is None:
                     if ok:
                         self._discard_returns(task_id, payload, fx)
+                    self.rt.task_borrowed(borrowed, worker, [], fx)
                     continue
             else:
                 fn_id = task.payload[0]
@@ -780,6 +806,7 @@ class CoreWorker:
             if not ok:
                 error = payload
                 if self.tm.should_retry_exception(task, getattr(error, "cause_cls", None)):
+                    self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
                     follow += self.tm.retry(task)
                     continue
                 for oid in task.return_ids:
@@ -814,7 +841,10 @@ class CoreWorker:
             self.rt.release_if_unreferenced(oid, fx)
 
     def _on_lease_granted(self, msg):
-        _, req_id, lease_id, worker = msg
+        _, req_id, lease_id, worker, nm = msg
+        self._lease_reqs.pop(req_id, None)
+        if lease_id is not None:
+            self._lease_nm[lease_id] = nm
         if self.actors.owns_request(req_id):
             self.actors.lease_granted(req_id, lease_id, worker)
             return
@@ -823,6 +853,56 @@ class CoreWorker:
             self._do(self.tm.lease_rejected(req_id, worker))
         else:
             self._do(self.tm.lease_granted(req_id, lease_id, worker))
+
+    def request_lease(self, req_id: int, resources: dict, dedicated: bool,
+                      nm: str | None = None) -> None:
+        """Ask a node manager (ours unless told otherwise) for a worker."""
+        self._lease_reqs[req_id] = (resources, dedicated)
+        self.transport.send(nm or self.node_address,
+                            (P.LEASE_REQUEST, self.me, req_id, resources, dedicated))
+
+    def _on_spillback(self, msg):
+        _, req_id, nm = msg
+        req = self._lease_reqs.get(req_id)
+        if req is not None:
+            self.request_lease(req_id, req[0], req[1], nm)
+
+    def _on_node_died(self, msg):
+        """Every process on that node is gone, and every object stored only there."""
+        _, node_id, reason = msg
+        self.dead_nodes.add(node_id)
+        marker = f"/n-{node_id}/"
+        addrs = set()
+        for r in self.rt.refs.values():
+            if marker in r.owner:
+                addrs.add(r.owner)
+        for lease in self.tm.leases.values():
+            if marker in lease.worker:
+                addrs.add(lease.worker)
+        for q in self.actors.queues.values():
+            if q.address and marker in q.address:
+                addrs.add(q.address)
+        for rec in self.actors.owned.values():
+            if rec.address and marker in rec.address:
+                addrs.add(rec.address)
+        why = f"its node {node_id} died ({reason})"
+        for addr in addrs:
+            self._on_process_died((P.PROCESS_DIED, addr, why, False))
+        follow = []
+        for oid, entry in list(self.values.items()):
+            if entry[0] == STORED and entry[1] == node_id and self.rt.owns(oid):
+                follow += self._object_lost(oid, node_id)
+        self._do(follow)
+
+    def _object_lost(self, oid: bytes, node_id: str) -> list:
+        from .ids import is_put
+        what = "created by put()" if is_put(oid) else "made by a task"
+        self.values.pop(oid, None)
+        self.pins.pop(oid, None)
+        return self._set_value(oid, (ERROR, exc.ObjectLostError(
+            f"object {oid.hex()} ({what}) was stored only on node {node_id}, which died; "
+            f"it cannot be recovered" + ("" if is_put(oid) else
+                                         " (lineage reconstruction is not available yet)"))))
 
     def _on_reclaim(self, msg):
         self._do(self.tm.reclaim())
@@ -910,6 +990,9 @@ class CoreWorker:
             fx = Effects()
             self._drain_releases(fx)
             self._apply(fx)
+            return self._describe_objects()
+
+    def _describe_objects(self) -> list:
         out = []
         for oid, r in self.rt.refs.items():
             if r.owner != self.me or oid in self.actors.owned:
@@ -1009,10 +1092,22 @@ class CoreWorker:
             self._poll_owner = me
             self._poll_depth = 1
             self._poll_busy = True
-        self._wake()                        # get the I/O thread out of its poll
-        with cond:
-            while not self._io_parked and not self._stop:
-                cond.wait(0.05)
+        try:
+            self._wake()                    # get the I/O thread out of its poll
+            with cond:
+                while not self._io_parked and not self._stop:
+                    if not self._io.is_alive():
+                        raise exc.RefbookError("the I/O thread is gone")
+                    cond.wait(0.05)
+        except BaseException:
+            with cond:
+                self._poll_owner = None
+                self._poll_depth = 0
+                self._poll_busy = False
+                cond.notify_all()
+            if isinstance(sys.exc_info()[1], exc.RefbookError):
+                return False
+            raise
         return not self._stop
 
     def give_poller(self, now: bool = False) -> None:

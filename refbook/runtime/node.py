@@ -26,6 +26,7 @@ import zmq
 
 from . import protocol as P
 from .arena import Arena
+from .head import Membership, choose_node
 from .monitor import MemoryMonitor, TaskInfo
 from .scheduler import LeaseScheduler
 from .storeserver import StoreServer
@@ -119,9 +120,20 @@ class NodeManager:
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
         self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8),
-                                    pool_size=num_cpus)
+                                    pool_size=num_cpus,
+                                    lease_base=int.from_bytes(os.urandom(3), "big") << 32)
+        # membership: the head keeps the table; every node keeps the latest view
+        self.head = cfg.get("head_address")             # None: this node is the head
+        self.heartbeat_s = cfg.get("heartbeat_s", 0.5)
+        self.heartbeat_timeout = cfg.get("heartbeat_timeout_s", 3.0)
+        self.members = Membership(self.heartbeat_timeout) if self.head is None else None
+        self.view: list[dict] = []
+        self.last_heartbeat = 0.0
+        self.last_view_at = time.monotonic()
+        self.dead_nodes: set[str] = set()
         self.actor_dir: dict[str, dict] = {}
-        self.store = StoreServer(self.transport, arena, self.node_id, cfg["spill_dir"])
+        self.store = StoreServer(self.transport, arena, self.node_id, cfg["spill_dir"],
+                                 address_of=lambda n: self.node_address_of(n))
         self.monitor = MemoryMonitor(cfg.get("memory_threshold", 0.95))
         self.oom_kills: dict[str, str] = {}        # worker -> why the monitor killed it
         self.procs: dict[str, dict] = {}          # registered processes
@@ -146,7 +158,12 @@ class NodeManager:
             P.KILL_WORKER: self._on_kill_worker,
             P.STATE_QUERY: self._on_state_query,
             P.SHUTDOWN: self._on_shutdown,
+            P.NODE_REGISTER: self._on_node_register,
+            P.HEARTBEAT: self._on_heartbeat,
+            P.HEAD_VIEW: self._on_head_view,
+            P.NODE_DIED: self._on_node_died,
         }
+        self._handlers.update(self.store.handlers())
 
     # -- workers -------------------------------------------------------------------------
     def start_worker(self) -> None:
@@ -170,7 +187,10 @@ class NodeManager:
         self.poller.unregister(fd)
         os.close(fd)
         pid = self.worker_pids.pop(addr, None)
-        self._process_died(addr, f"worker process {pid} exited")
+        what = "worker" if pid is not None else "driver"
+        if pid is None:
+            pid = self.procs.get(addr, {}).get("pid")
+        self._process_died(addr, f"{what} process {pid} exited")
 
     def _process_died(self, addr: str, reason: str) -> None:
         was_worker = addr in self.sched.workers or addr.rsplit("/", 1)[-1].startswith("w-")
@@ -205,13 +225,92 @@ class NodeManager:
     def _on_register(self, m):
         _, addr, kind, pid, req = m
         self.procs[addr] = {"kind": kind, "pid": pid}
+        if kind == "driver" and pid != self.cfg["driver_pid"]:
+            try:                      # a driver that joined: its death frees what it owned
+                fd = os.pidfd_open(pid)
+                self.pidfds[fd] = addr
+                self.poller.register(fd, zmq.POLLIN)
+            except OSError:
+                pass
         self.transport.send(addr, (P.REGISTERED, req, self.info()))
         if kind == "worker":
             self._do(self.sched.worker_registered(addr))
 
     def _on_lease_request(self, m):
         _, owner, req_id, resources, dedicated = m
+        node, feasible = choose_node(self.cluster_view(), resources, self.node_id)
+        if node is not None:
+            addr = self.node_address_of(node)
+            if addr is not None:
+                self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, addr))
+                return
         self._do(self.sched.request(owner, req_id, resources, dedicated))
+
+    # -- membership ---------------------------------------------------------------------------
+    def cluster_view(self) -> list[dict]:
+        me = self.node_view()
+        if self.members is not None:
+            self.members.nodes[self.node_id] = me
+            return self.members.view()
+        return [me] + [n for n in self.view if n["node_id"] != self.node_id]
+
+    def node_address_of(self, node_id: str) -> str | None:
+        for n in self.cluster_view():
+            if n["node_id"] == node_id and n["alive"]:
+                return n["address"]
+        return None
+
+    def _on_node_register(self, m):
+        self.members.register(m[1], time.monotonic())
+        self.transport.send(m[1]["address"], (P.HEAD_VIEW, self.cluster_view()))
+
+    def _on_heartbeat(self, m):
+        view = m[1]
+        if self.members.heartbeat(view, time.monotonic()):
+            self.transport.send(view["address"], (P.HEAD_VIEW, self.cluster_view()))
+        else:    # declared dead already: it must go (its processes were written off)
+            self.transport.send(view["address"], (P.NODE_DIED, view["node_id"],
+                                                  "missed its heartbeats"))
+
+    def _on_head_view(self, m):
+        self.view = m[1]
+        self.last_view_at = time.monotonic()
+        for n in self.view:
+            if not n["alive"] and n["node_id"] not in self.dead_nodes:
+                self._node_died(n["node_id"], "declared dead by the head")
+
+    def _on_node_died(self, m):
+        self._node_died(m[1], m[2])
+
+    def _node_died(self, node_id: str, reason: str) -> None:
+        if node_id == self.node_id:
+            log.error("the head declared this node dead (%s); shutting down", reason)
+            self.running = False
+            return
+        if node_id in self.dead_nodes:
+            return
+        self.dead_nodes.add(node_id)
+        log.warning("node %s died: %s", node_id, reason)
+        self.store.node_died(node_id)
+        if self.members is not None:
+            self.members.mark_dead(node_id)
+            for n in self.members.view():     # tell every other node
+                if n["alive"] and n["node_id"] != self.node_id:
+                    self.transport.send(n["address"], (P.NODE_DIED, node_id, reason))
+        for p in self.procs:
+            self.transport.send(p, (P.NODE_DIED, node_id, reason))
+
+    def _membership_tick(self, now: float) -> None:
+        if self.members is not None:
+            for node_id in self.members.expire(now, self.node_id):
+                self._node_died(node_id, f"no heartbeat for {self.heartbeat_timeout:g} s")
+            return
+        if now - self.last_heartbeat >= self.heartbeat_s:
+            self.last_heartbeat = now
+            self.transport.send(self.head, (P.HEARTBEAT, self.node_view()))
+        if now - self.last_view_at > max(3 * self.heartbeat_timeout, 5.0):
+            log.error("lost contact with the head at %s; shutting down", self.head)
+            self.running = False
 
     def _on_actor_update(self, m):
         rec = dict(m[1])
@@ -272,7 +371,7 @@ class NodeManager:
     def _on_state_query(self, m):
         _, requester, req, what = m
         if what == "nodes":
-            data = [self.node_view()]
+            data = self.cluster_view()
         elif what == "processes":
             data = list(self.procs)
         elif what == "events":
@@ -298,10 +397,12 @@ class NodeManager:
             kind = a[0]
             if kind == "grant":
                 _, owner, req_id, lease_id, worker = a
-                self.transport.send(owner, (P.LEASE_GRANTED, req_id, lease_id, worker))
+                self.transport.send(owner, (P.LEASE_GRANTED, req_id, lease_id, worker,
+                                            self.address))
             elif kind == "reject":
                 _, owner, req_id, message = a
-                self.transport.send(owner, (P.LEASE_GRANTED, req_id, None, message))
+                self.transport.send(owner, (P.LEASE_GRANTED, req_id, None, message,
+                                            self.address))
             elif kind == "start_worker":
                 self.start_worker()
             elif kind == "reclaim":
@@ -310,14 +411,15 @@ class NodeManager:
     # -- views -----------------------------------------------------------------------------
     def info(self) -> dict:
         return {"node_id": self.node_id, "address": self.address,
-                "capacity": self.arena.capacity}
+                "capacity": self.arena.capacity, "head": self.head or self.address}
 
     def node_view(self) -> dict:
         s = self.sched.snapshot()
         return {"node_id": self.node_id, "address": self.address, "alive": True,
                 "resources": s["total"], "available": s["available"],
                 "store": self.store.table.stats(), "workers": s["workers"],
-                "pid": os.getpid()}
+                "pid": os.getpid(), "arena_fd": self.arena.fd,
+                "is_head": self.head is None}
 
     # -- loop ------------------------------------------------------------------------------
     def run(self, parent_fd: int, ready_fd: int) -> None:
@@ -333,13 +435,17 @@ class NodeManager:
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
         last_tick = 0.0
+        if self.head is not None:
+            self.transport.send(self.head, (P.NODE_REGISTER, self.node_view()))
+        tick = min(0.1, self.heartbeat_s / 2)
         while self.running:
-            events = dict(self.poller.poll(100))
+            events = dict(self.poller.poll(int(tick * 1000)))
             now = time.monotonic()
-            if now - last_tick >= 0.1:
+            if now - last_tick >= tick:
                 last_tick = now
                 self.store.tick()
                 self._memory_tick(now)
+                self._membership_tick(now)
             elif self.monitor.query is not None:
                 self._memory_tick(now)
             if self.store.io.fd in events:
@@ -398,7 +504,11 @@ def main() -> None:
     parent_fd = os.pidfd_open(cfg["driver_pid"])
     if os.getppid() != cfg["driver_pid"]:
         sys.exit("refbook node: the driver exited before the node started")
-    arena = Arena(cfg["arena_fd"], cfg["capacity"])
+    if cfg.get("arena_fd") is None:      # a node of a cluster makes its own arena
+        arena = Arena.create(cfg["capacity"])
+        cfg["arena_fd"] = arena.fd
+    else:
+        arena = Arena(cfg["arena_fd"], cfg["capacity"])
     # import everything a worker needs before forking the zygote, so workers start warm
     from . import worker  # noqa: F401
     zygote = Zygote(cfg, secret, arena)

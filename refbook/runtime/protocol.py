@@ -94,8 +94,8 @@ def encode(msg: tuple) -> bytes:
 # -- process <-> node manager
 REGISTER = 1           # proc -> nm: (addr, kind, pid, tag)
 REGISTERED = 2         # nm -> proc: (info dict)
-LEASE_REQUEST = 3      # owner -> nm: (owner, req_id, resources)
-LEASE_GRANTED = 4      # nm -> owner: (req_id, lease_id, worker_addr, node_id)
+LEASE_REQUEST = 3      # owner -> nm: (owner, req_id, resources, dedicated)
+LEASE_GRANTED = 4      # nm -> owner: (req_id, lease_id or None, worker or message, nm)
 LEASE_RETURN = 5       # owner -> nm: (lease_id,)
 LEASE_RECLAIM = 6      # nm -> owner: ()  return any idle lease
 PROCESS_DIED = 7       # nm -> procs: (addr, reason)
@@ -122,7 +122,8 @@ INC_REF = 32           # holder -> owner: (addr, oid, for_addr, ack_id)
 INC_ACK = 33           # owner -> holder: (ack_id,)
 DEC_REF = 34           # borrower -> owner: (addr, oid, n)
 # -- store pins and memory pressure
-PIN = 40               # proc -> nm rpc socket: (addr, reply_to, [oid, ...])  all or nothing
+PIN = 40               # proc -> nm rpc socket: (addr, reply_to, [oid, ...], {oid: node})
+                       #   all or nothing; objects on other nodes are pulled here first
 PIN_REPLY = 41         # nm -> proc: ("ok", {oid: (offset, size)}) or (status, message)
 UNPIN = 42             # proc -> nm: (addr, [oid, ...])  cached pins it gave up
 UNPIN_REQUEST = 43     # nm -> proc: ([oid, ...],)  please drop these pins if unused
@@ -136,3 +137,15 @@ ACTOR_EXIT = 52        # owner -> actor: ()  no handle is left: finish pending c
 ACTOR_UPDATE = 53      # owner -> nm: (record dict)  the actor directory
 ACTOR_KILL = 54        # holder -> owner: (actor_id, no_restart)
 ACTOR_REGISTER = 55    # owner -> nm: (addr, req_id, name, actor_id)  claim a name
+# -- membership (node managers <-> head) and transfer between nodes
+NODE_REGISTER = 60     # nm -> head: (node view)
+HEARTBEAT = 61         # nm -> head: (node view)
+HEAD_VIEW = 62         # head -> nm: ([node view, ...])
+NODE_DIED = 63         # head -> nm, nm -> its processes: (node_id, reason)
+LEASE_SPILLBACK = 64   # nm -> owner: (req_id, nm address)  ask that node instead
+PULL = 65              # nm -> nm: (oid, requester nm, requester node id)  send your copy
+PULL_META = 66         # nm -> nm: (oid, size, owner)
+PULL_CHUNK = 67        # nm -> nm: (oid, requester nm, offset, length)
+CHUNK = 68             # nm -> nm: (oid, offset, data)
+PULL_DONE = 69         # nm -> nm: (oid, requester nm)  copy complete: unpin yours
+PULL_FAIL = 70         # nm -> nm: (oid, message)

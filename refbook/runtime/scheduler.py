@@ -43,7 +43,8 @@ class Lease:
 
 
 class LeaseScheduler:
-    def __init__(self, resources: dict, max_workers: int, pool_size: int = 0):
+    def __init__(self, resources: dict, max_workers: int, pool_size: int = 0,
+                 lease_base: int = 0):
         self.pool_size = pool_size          # shared (not dedicated) workers to keep
         self.total = dict(resources)
         self.available = dict(resources)
@@ -53,7 +54,7 @@ class LeaseScheduler:
         self.starting = 0
         self.leases: dict[int, Lease] = {}
         self.queue: deque[tuple[str, int, dict, bool]] = deque()
-        self._next_lease = 1
+        self._next_lease = lease_base + 1     # lease ids differ across nodes
 
     # -- workers -------------------------------------------------------------------
     def worker_starting(self) -> None:

@@ -134,6 +134,7 @@ class ObjectTable:
         self.spilled_total = 0          # bytes written, ever
         self.restored_bytes = 0         # bytes read back, ever
         self.spilling_bytes = 0         # being written now
+        self._doomed: dict[bytes, int] = {}   # freed while a restore writes its range
 
     @property
     def capacity(self) -> int:
@@ -328,6 +329,10 @@ class ObjectTable:
                 o.state = RESIDENT
 
     def restore_done(self, oid: bytes, ok: bool) -> None:
+        doomed = self._doomed.pop(oid, None)
+        if doomed is not None:
+            self.alloc.free(doomed)
+            return
         o = self.objects.get(oid)
         if o is None or o.state != RESTORING:
             return
@@ -349,7 +354,9 @@ class ObjectTable:
             return []
         if o.state == SPILLING:
             self.spilling_bytes -= o.size
-        if o.offset is not None:
+        if o.state == RESTORING:
+            self._doomed[oid] = o.offset       # the read still writes there: free later
+        elif o.offset is not None:
             self.alloc.free(o.offset)
         if o.state == SPILLED:
             self.spilled_bytes -= o.size

@@ -21,6 +21,8 @@ from .store import SPILLED, ObjectTable
 log = logging.getLogger("refbook.store")
 
 WAIT_LIMIT = 120.0     # seconds a request may wait for memory before it fails
+CHUNK = 4 << 20        # bytes per transfer message between nodes
+WINDOW = 4             # chunks in flight per transfer
 
 
 class Waiting:
@@ -37,9 +39,16 @@ class Waiting:
 
 
 class StoreServer:
-    def __init__(self, transport, arena, node_id: str, spill_dir: str):
+    def __init__(self, transport, arena, node_id: str, spill_dir: str, address_of=None):
         self.t = transport
         self.node_id = node_id
+        self.arena = arena
+        self.address_of = address_of or (lambda node_id: None)
+        self.pulls: dict[bytes, dict] = {}      # oid -> transfer into this node
+        self.sending: dict[tuple, int] = {}     # (oid, requester) -> pinned while we send
+        self.copies: dict[bytes, set] = {}      # oid -> nodes that pulled a copy from us
+        self.pull_errors: dict[bytes, str] = {}
+        self._requester_node: dict[str, str] = {}     # node manager address -> node id
         self.table = ObjectTable(arena.capacity)
         os.makedirs(spill_dir, mode=0o700, exist_ok=True)
         self.spill_dir = spill_dir
@@ -59,8 +68,11 @@ class StoreServer:
             _, proc, reply_to, oid, size, owner = m
             w = Waiting("alloc", ident, reply_to, proc, (oid, size, owner), size)
         elif m[0] == P.PIN:
-            _, proc, reply_to, oids = m
+            _, proc, reply_to, oids, where = m
             w = Waiting("pin", ident, reply_to, proc, oids, 0)
+            for oid, node in where.items():       # stored on another node: fetch it
+                if node != self.node_id and oid not in self.table.objects:
+                    self._start_pull(oid, node)
         else:
             log.warning("unexpected request type %r", m[0])
             return
@@ -69,10 +81,20 @@ class StoreServer:
             self._make_room(w.size)
 
     def _reply(self, w: Waiting, msg: tuple) -> None:
-        self.t.reply_rpc(w.ident, w.reply_to, msg)
+        if w.ident is not None:
+            self.t.reply_rpc(w.ident, w.reply_to, msg)
 
     def _serve(self, w: Waiting) -> bool:
         """Try to answer ``w`` now; False if it must wait."""
+        if w.kind == "send":                 # a transfer out, waiting for a restore
+            status, _ = self.table.pin_many(w.proc, w.args)
+            if status == "wait":
+                return False
+            if status == "ok":
+                self._send_meta(w.args[0], w.reply_to)
+            else:
+                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], "object is gone"))
+            return True
         if w.kind == "alloc":
             oid, size, owner = w.args
             status, detail = self.table.create(oid, size, owner, w.proc)
@@ -80,6 +102,13 @@ class StoreServer:
                 return False
             self._reply(w, (P.ALLOC_REPLY, status, detail))
             return True
+        for oid in w.args:
+            if oid in self.pulls:
+                return False                   # still arriving from another node
+            err = self.pull_errors.get(oid)
+            if err is not None and oid not in self.table.objects:
+                self._reply(w, (P.PIN_REPLY, "error", err))
+                return True
         status, detail = self.table.pin_many(w.proc, w.args)
         if status == "wait":
             for oid, fid, foff, aoff, size in detail:
@@ -100,7 +129,144 @@ class StoreServer:
     def on_free(self, oids) -> None:
         for oid in oids:
             self._close(self.table.delete(oid))
+            self.pull_errors.pop(oid, None)
+            for node in self.copies.pop(oid, ()):      # secondary copies go too
+                addr = self.address_of(node)
+                if addr is not None:
+                    self.t.send(addr, (P.FREE, [oid]))
         self.progress()
+
+    # -- transfer between nodes ---------------------------------------------------------------
+    # The node that needs an object pulls it from the node that has it, in chunks of
+    # CHUNK bytes with at most WINDOW chunks in flight, straight into its own arena.  The
+    # copy is secondary: the sender remembers it and frees it with the primary.
+
+    def handlers(self) -> dict:
+        return {P.PULL: self._on_pull, P.PULL_META: self._on_pull_meta,
+                P.PULL_CHUNK: self._on_pull_chunk, P.CHUNK: self._on_chunk,
+                P.PULL_DONE: self._on_pull_done, P.PULL_FAIL: self._on_pull_fail}
+
+    def _start_pull(self, oid: bytes, node: str) -> None:
+        if oid in self.pulls:
+            return
+        src = self.address_of(node)
+        if src is None:
+            self.pull_errors[oid] = (f"object {oid.hex()} was on node {node}, which is no "
+                                     f"longer part of the cluster")
+            return
+        self.pull_errors.pop(oid, None)
+        self.pulls[oid] = {"src": src, "node": node, "size": None, "offset": None,
+                           "next": 0, "received": 0, "since": time.monotonic()}
+        self.t.send(src, (P.PULL, oid, self.t.address, self.node_id))
+
+    def _on_pull(self, m) -> None:
+        _, oid, requester, requester_node = m
+        self._requester_node[requester] = requester_node
+        status, detail = self.table.pin_many(f"pull:{requester}", [oid])
+        if status == "error":
+            self.t.send(requester, (P.PULL_FAIL, oid, detail))
+        elif status == "wait":            # on disk here: restore it, then send
+            for r in detail:
+                self.io.restore(*r)
+            self.waiting.append(Waiting("send", None, requester, f"pull:{requester}",
+                                        [oid], 0))
+        else:
+            self._send_meta(oid, requester)
+
+    def _send_meta(self, oid: bytes, requester: str) -> None:
+        o = self.table.objects[oid]
+        self.sending[(oid, requester)] = o.offset
+        self.t.send(requester, (P.PULL_META, oid, o.size, o.owner))
+
+    def _on_pull_meta(self, m) -> None:
+        _, oid, size, owner = m
+        p = self.pulls.get(oid)
+        if p is None:
+            return
+        p["size"], p["owner"] = size, owner
+        self._alloc_pull(oid)
+
+    def _alloc_pull(self, oid: bytes) -> bool:
+        p = self.pulls[oid]
+        status, off = self.table.create(oid, p["size"], p["owner"], self.t.address)
+        if status == "wait":
+            p["waiting_space"] = True
+            self._make_room(p["size"])
+            return False
+        if status == "full":
+            self._pull_failed(oid, off)
+            return True
+        p["waiting_space"] = False
+        if status == "exists":
+            del self.pulls[oid]
+            self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
+            return True
+        p["offset"] = off
+        for _ in range(WINDOW):
+            self._request_chunk(oid)
+        return True
+
+    def _request_chunk(self, oid: bytes) -> None:
+        p = self.pulls[oid]
+        if p["next"] >= p["size"]:
+            return
+        n = min(CHUNK, p["size"] - p["next"])
+        self.t.send(p["src"], (P.PULL_CHUNK, oid, self.t.address, p["next"], n))
+        p["next"] += n
+
+    def _on_pull_chunk(self, m) -> None:
+        _, oid, requester, offset, n = m
+        base = self.sending.get((oid, requester))
+        if base is None:
+            return
+        data = self.arena.mm[base + offset:base + offset + n]
+        self.t.send(requester, (P.CHUNK, oid, offset, data))
+
+    def _on_chunk(self, m) -> None:
+        _, oid, offset, data = m
+        p = self.pulls.get(oid)
+        if p is None or p["offset"] is None:
+            return
+        start = p["offset"] + offset
+        self.arena.mm[start:start + len(data)] = data
+        p["received"] += len(data)
+        if p["received"] >= p["size"]:
+            del self.pulls[oid]
+            self.table.seal(oid)
+            self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
+            self.event("transfer", object_ids=[oid.hex()], bytes=p["size"],
+                       source=p["node"], seconds=time.monotonic() - p["since"])
+            self.progress()
+        else:
+            self._request_chunk(oid)
+
+    def _on_pull_done(self, m) -> None:
+        _, oid, requester = m
+        if self.sending.pop((oid, requester), None) is not None:
+            self.table.unpin(f"pull:{requester}", [oid])
+            node = self._requester_node.get(requester)
+            if node is not None:
+                self.copies.setdefault(oid, set()).add(node)
+        self.progress()
+
+    def _on_pull_fail(self, m) -> None:
+        self._pull_failed(m[1], m[2])
+
+    def _pull_failed(self, oid: bytes, message: str) -> None:
+        p = self.pulls.pop(oid, None)
+        if p is not None and p.get("offset") is not None:
+            self.table.delete(oid)
+        self.pull_errors[oid] = message
+        self.progress()
+
+    def node_died(self, node_id: str) -> None:
+        """Transfers from a dead node fail; copies it held are forgotten."""
+        for oid, p in list(self.pulls.items()):
+            if p["node"] == node_id:
+                self._pull_failed(oid, f"object {oid.hex()} was on node {node_id}, which "
+                                       f"died during the transfer")
+        for nodes in self.copies.values():
+            nodes.discard(node_id)
 
     def on_unpin(self, proc: str, oids) -> None:
         self.table.unpin(proc, oids)
@@ -148,6 +314,9 @@ class StoreServer:
     def progress(self) -> None:
         """Serve what now fits (in arrival order, skipping what does not fit yet), then
         make room for the rest."""
+        for oid, p in list(self.pulls.items()):
+            if p.get("waiting_space"):
+                self._alloc_pull(oid)
         if self.waiting:
             still = []
             for w in self.waiting:

@@ -37,6 +37,7 @@ class Transport:
         self.send_lock = threading.Lock()
         self.rejected = 0
         self._local = threading.local()     # per-thread request sockets
+        self._rpc_socks: list = []          # every one of them, to close at the end
         self.rpc = None
 
     def send(self, addr: str, msg: tuple) -> bool:
@@ -126,6 +127,8 @@ class Transport:
             me = f"{self.address}#rpc-{os.urandom(4).hex()}"
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            with self.send_lock:
+                self._rpc_socks.append(sock)
             st = self._local.rpc = {"me": me, "sock": sock, "peers": set(),
                                     "signer": Signer(self._secret, os.urandom(8)),
                                     "verifier": Verifier(self._secret, tag_for(me))}
@@ -137,6 +140,9 @@ class Transport:
         deadline_ms = int(timeout * 1000)
         while True:
             if not st["sock"].poll(deadline_ms):
+                # a late reply would answer the next request: start a fresh socket
+                self._local.rpc = None
+                st["sock"].close(linger=0)
                 raise TimeoutError(f"no reply from {addr} within {timeout} s")
             frames = st["sock"].recv_multipart()
             try:
@@ -146,12 +152,12 @@ class Transport:
                 log.warning("dropped a reply on %s: %s", st["me"], e)
 
     def close(self) -> None:
-        st = getattr(self._local, "rpc", None)
-        if st is not None:
-            st["sock"].close(linger=0)
         if self.rpc is not None:
             self.rpc.close(linger=0)
         with self.send_lock:
+            for sock in self._rpc_socks:
+                sock.close(linger=0)
+            self._rpc_socks.clear()
             for s, _ in self._peers.values():
                 s.close(linger=0)
             self._peers.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import sys
 import time
@@ -111,6 +112,14 @@ class WorkerRuntime:
             self.cancel_target = task_id
             os.kill(os.getpid(), signal.SIGINT)
 
+    def on_sigint(self, signum, frame) -> None:
+        """Raise in the task only if it is the one being cancelled (a late signal must
+        not hit the next task, or the worker's own loop)."""
+        cur = self.current
+        if cur is not None and self.cancel_target == cur[1]:
+            self.cancel_target = None
+            raise KeyboardInterrupt
+
     def task_info(self):
         """For the memory monitor: what this worker runs, and its memory use."""
         cur = self.current_info
@@ -146,17 +155,19 @@ class WorkerRuntime:
         that may take long it hands the inbox back to the I/O thread, which serves this
         process's duties as an owner while user code runs."""
         core = self.core
-        holding = False
         while True:
             try:
                 item = self.queue.get_nowait()
             except Empty:
                 self.flush()
-                if not holding and self.pool is None:
-                    holding = core.take_poller()
-                if holding:
-                    while self.queue.empty():
-                        core.poll_once(1000)
+                if self.pool is None and core.take_poller():
+                    try:
+                        while self.queue.empty():
+                            core.poll_once(1000)
+                    finally:
+                        # lazily: if the task is quick we poll again without a hand-off;
+                        # if it is not, the I/O thread takes the inbox back within LAZY_S
+                        core.give_poller()
                 item = self.queue.get()
             if item is None:
                 self.flush()
@@ -164,9 +175,6 @@ class WorkerRuntime:
             kind, owner, spec = item
             key = spec[1] if kind in ("task", "call") else None
             quick = key is not None and self.durations.get(key, 1.0) <= SHORT_TASK
-            if holding and not quick:
-                core.give_poller(now=True)
-                holding = False
             if kind != "task":
                 self.flush()
                 t0 = time.monotonic()
@@ -231,11 +239,21 @@ class WorkerRuntime:
                 if blob_oid is not None:
                     reads.append((blob_oid, args_entry))
                 core.pin_for_read(reads)     # waits until they are resident
-                tops = [core.decode(oid, o, entry, cover=False) for oid, o, entry in resolved]
-                if blob_oid is not None:
-                    args, kwargs = core.decode(blob_oid, owner, args_entry, cover=False)
-                else:
-                    args, kwargs = deserialize(args_entry[1], args_entry[2])
+                tops = []
+                try:
+                    for oid, o, entry in resolved:
+                        tops.append(core.decode(oid, o, entry, cover=False))
+                    if blob_oid is not None:
+                        args, kwargs = core.decode(blob_oid, owner, args_entry, cover=False)
+                        blob_oid = None
+                    else:
+                        args, kwargs = deserialize(args_entry[1], args_entry[2])
+                except BaseException:
+                    left = [oid for oid, _o, _e in resolved[len(tops) + 1:]]
+                    if blob_oid is not None:
+                        left.append(blob_oid)
+                    core.unreserve(left, dict(reads))
+                    raise
             finally:
                 core_mod._tls.covered = None
             args = [tops[a.i] if isinstance(a, _TopArg) else a for a in args]
@@ -353,12 +371,12 @@ def _task_error(name: str, e: BaseException) -> exc.TaskError:
     tb_str = "".join(traceback.format_exception(type(e), e, tb))
     cause_cls = type(e)
     try:
-        cloudpickle.dumps(cause_cls)
+        pickle.loads(cloudpickle.dumps(cause_cls))
     except Exception:  # noqa: BLE001
         cause_cls = None
     cause = e
-    try:
-        cloudpickle.dumps(e)
+    try:     # it must load again on the other side, not only pickle here
+        pickle.loads(cloudpickle.dumps(e))
     except Exception:  # noqa: BLE001
         cause = None
     e.__traceback__ = None     # frames hold the task's arguments; let them go
@@ -391,6 +409,7 @@ def worker_main(cfg: dict, secret: bytes, address: str, arena, nm_pid: int) -> N
     nm_fd = os.pidfd_open(nm_pid)
     core.add_fd(nm_fd, lambda: os._exit(0))   # the node manager is gone: so are we
     rt = WorkerRuntime(core)
+    signal.signal(signal.SIGINT, rt.on_sigint)
     sys.stdout = TaskStream(rt, "out", out)
     sys.stderr = TaskStream(rt, "err", err)
     core.start()

@@ -47,9 +47,15 @@ def all_gone(pids, timeout=10.0) -> bool:
 
 def worker_pids() -> list[int]:
     node_pid = refbook.nodes()[0]["pid"]
-    procs = psutil.Process(node_pid).children(recursive=True)
-    # the zygote is the node manager's direct child; workers are its children
-    return [c.pid for c in procs if c.ppid() != node_pid]
+    out = []
+    for c in psutil.Process(node_pid).children(recursive=True):
+        try:
+            # the zygote is the node manager's direct child; workers are its children
+            if c.ppid() != node_pid and c.status() != psutil.STATUS_ZOMBIE:
+                out.append(c.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 def no_files(path) -> bool:

@@ -25,7 +25,7 @@ def square(x):
 
 def addresses(ctx) -> list[str]:
     """Every bound socket of the session, once both workers are up."""
-    sock_dir = os.path.join(ctx.session_dir, "s")
+    sock_dir = os.path.join(ctx.session_dir, f"n-{ctx.node_id}")
     assert wait_for(lambda: len(os.listdir(sock_dir)) >= 5)
     return [f"ipc://{sock_dir}/{name}" for name in os.listdir(sock_dir)]
 

@@ -1,0 +1,148 @@
+"""``refbook.testing.Cluster``: a head and node managers as separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from ..exceptions import RefbookError
+from ..runtime import protocol as P
+from ..runtime.transport import Transport
+
+
+class Node:
+    def __init__(self, node_id: str, address: str, proc: subprocess.Popen, log_path: str):
+        self.node_id = node_id
+        self.address = address
+        self.proc = proc
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def __repr__(self) -> str:
+        return f"Node({self.node_id}, pid={self.pid})"
+
+
+class Cluster:
+    """A head node (with ``head_num_cpus`` CPUs, 0 by default) and the nodes added to
+    it.  Drivers join with ``refbook.init(address=cluster.address)``.  Every process
+    started here dies with this object's process."""
+
+    def __init__(self, head_num_cpus: int = 0, head_object_store_memory: int = 256 << 20,
+                 heartbeat_s: float = 0.1, heartbeat_timeout_s: float = 0.6):
+        self.dir = tempfile.mkdtemp(prefix="refbook-cluster-")
+        os.mkdir(os.path.join(self.dir, "logs"), 0o700)
+        self.secret = os.urandom(32)
+        fd = os.open(os.path.join(self.dir, "secret"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, self.secret.hex().encode())
+        os.close(fd)
+        self.heartbeat_s = heartbeat_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.nodes: list[Node] = []
+        self._client: Transport | None = None
+        self.head = self._start(head_num_cpus, head_object_store_memory, {}, None)
+        self.address = self.head.address
+
+    def _start(self, num_cpus: int, capacity: int, resources: dict,
+               head: str | None) -> Node:
+        node_id = os.urandom(4).hex()
+        sock_dir = os.path.join(self.dir, f"n-{node_id}")
+        os.mkdir(sock_dir, 0o700)
+        address = f"ipc://{sock_dir}/nm"
+        ready_r, ready_w = os.pipe()
+        cfg = {"session_dir": self.dir, "sock_dir": sock_dir, "node_id": node_id,
+               "node_address": address, "num_cpus": num_cpus, "resources": resources,
+               "capacity": capacity, "arena_fd": None, "driver_pid": os.getpid(),
+               "ready_fd": ready_w, "owns_session": False,
+               "spill_dir": os.path.join(sock_dir, "spill"), "memory_threshold": 0.95,
+               "head_address": head, "heartbeat_s": self.heartbeat_s,
+               "heartbeat_timeout_s": self.heartbeat_timeout_s}
+        env = dict(os.environ, REFBOOK_SECRET=self.secret.hex())
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", ""))
+                                            if p)
+        log_path = os.path.join(self.dir, "logs", f"node-{node_id}.log")
+        with open(log_path, "ab") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
+                pass_fds=(ready_w,), env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                stderr=logf, start_new_session=True)
+        os.close(ready_w)
+        try:
+            r, _, _ = select.select([ready_r], [], [], 30)
+            ok = r and os.read(ready_r, 64).startswith(b"ready")
+        finally:
+            os.close(ready_r)
+        if not ok:
+            proc.kill()
+            with open(log_path, errors="replace") as f:
+                raise RefbookError(f"node {node_id} did not start:\n{f.read()[-2000:]}")
+        node = Node(node_id, address, proc, log_path)
+        self.nodes.append(node)
+        return node
+
+    def add_node(self, num_cpus: int = 1, object_store_memory: int | None = None,
+                 resources: dict | None = None) -> Node:
+        """Start a node manager (with ``num_cpus`` workers) that joins the head."""
+        return self._start(num_cpus, object_store_memory or (256 << 20),
+                           dict(resources or {}), self.address)
+
+    def _query(self, what, timeout: float = 5.0):
+        if self._client is None:
+            addr = f"ipc://{self.dir}/c-{os.urandom(4).hex()}"
+            self._client = Transport(addr, self.secret, os.urandom(8))
+        self._client.send(self.address, (P.STATE_QUERY, self._client.address, 1, what))
+        if not self._client.inbox.poll(int(timeout * 1000)):
+            raise RefbookError(f"the head did not answer within {timeout} s")
+        msg = self._client.recv()
+        return msg[2] if msg is not None else None
+
+    def live_nodes(self) -> list[dict]:
+        return [n for n in self._query("nodes") if n["alive"]]
+
+    def wait_for_nodes(self, timeout: float = 10.0) -> None:
+        """Wait until the head sees every node added (and not removed) as alive."""
+        want = {n.node_id for n in self.nodes}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if want <= {n["node_id"] for n in self.live_nodes()}:
+                return
+            time.sleep(0.02)
+        raise RefbookError(f"nodes {sorted(want)} did not all join within {timeout} s")
+
+    def remove_node(self, node: Node) -> None:
+        """SIGKILL the node's manager: its workers, store and spill files go with it."""
+        try:
+            os.kill(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.proc.wait()
+        self.nodes.remove(node)
+
+    def shutdown(self) -> None:
+        for node in list(self.nodes):
+            try:
+                os.kill(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            node.proc.wait()
+        self.nodes.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
