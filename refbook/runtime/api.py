@@ -384,7 +384,9 @@ def events(kinds=None) -> list[dict]:
     """What the cluster did under pressure, oldest first: ``spill``, ``restore``,
     ``oom_kill``, ``spill_failed`` (each a dict with ``time``, ``kind``, ``node_id``
     and details such as ``object_ids`` and ``bytes``)."""
-    evs = []
+    core = _core()
+    with core.lock:
+        evs = list(core.recovery.events)      # what this process rebuilt
     for node in nodes():
         if node["alive"]:
             try:

@@ -163,7 +163,9 @@ class CoreWorker:
         self.dead_nodes: set[str] = set()
         self.head_address = node_address
         from .actor_runtime import ActorRuntime
+        from .recovery import Recovery
         self.actors = ActorRuntime(self)
+        self.recovery = Recovery(self)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -312,19 +314,20 @@ class CoreWorker:
     def _apply(self, fx: Effects) -> None:
         """Carry out what the reference table decided.  Caller holds the lock."""
         if fx.free:
-            frees = []
+            frees: dict[str, list] = {}
             for oid in fx.free:
                 if oid in self.actors.owned:
                     self.actors.out_of_scope(oid)
                 entry = self.values.pop(oid, None)
                 if entry is not None and entry[0] == STORED:
-                    frees.append(oid)
+                    frees.setdefault(entry[1], []).append(oid)
                     p = self.pins.get(oid)
                     if p is not None and p[2] <= 0:
                         del self.pins[oid]
                 self.waiters.pop(oid, None)
-            if frees:
-                self.transport.send(self.node_address, (P.FREE, frees))
+            for node_id, oids in frees.items():
+                if node_id not in self.dead_nodes:
+                    self.transport.send(self.nm_of_node(node_id), (P.FREE, oids))
         if fx.dropped:
             unpins = []
             for oid in fx.dropped:
@@ -340,6 +343,20 @@ class CoreWorker:
         fx.free.clear()
         fx.dropped.clear()
         fx.send.clear()
+        while fx.released:       # entries gone: the lineage that only they needed goes
+            released, fx.released = fx.released, []
+            for oid in released:
+                self._lineage_released(oid, fx)
+            self._apply(fx)
+
+    def _lineage_released(self, oid: bytes, fx: Effects) -> None:
+        self.recovery.released(oid, fx)
+
+    def nm_of_node(self, node_id: str) -> str:
+        """The node manager of a node (nodes of one cluster share a session directory)."""
+        if node_id == self.node_id:
+            return self.node_address
+        return self.node_address.replace(f"/n-{self.node_id}/", f"/n-{node_id}/")
 
     def _set_value(self, oid: bytes, entry: tuple) -> list:
         """A value became known; wake waiters and return follow-up task actions."""
@@ -493,8 +510,19 @@ class CoreWorker:
             kind = a[0]
             if kind == "push":
                 lease, batch = a[1], a[2]
-                specs = [self._wire_spec(t, lease.worker) for t in batch]
-                self.transport.send(lease.worker, (P.PUSH_TASKS, self.me, lease.lease_id, specs))
+                specs = []
+                for t in batch:
+                    missing = {oid for oid, _ in t.payload[3] if oid not in self.values}
+                    if missing:          # lost since it was queued: wait for it again
+                        self.tm.unpush(t, missing)
+                        for oid, owner in t.payload[3]:
+                            if oid in missing and owner != self.me:
+                                self._fetch(oid, owner)
+                        continue
+                    specs.append(self._wire_spec(t, lease.worker))
+                if specs:
+                    self.transport.send(lease.worker,
+                                        (P.PUSH_TASKS, self.me, lease.lease_id, specs))
             elif kind == "request":
                 self.request_lease(a[1], a[2], False)
             elif kind == "return":
@@ -805,6 +833,15 @@ class CoreWorker:
                 fn_time[fn_id] = seconds if prev is None else 0.7 * prev + 0.3 * seconds
             if not ok:
                 error = payload
+                cause = getattr(error, "cause_cls", None)
+                if isinstance(cause, type) and issubclass(cause, exc.ObjectLostError) and \
+                        any(o == self.me and oid not in self.values
+                            for oid, o in task.payload[3]):
+                    # an argument was lost while the task ran: rebuild it, run again
+                    self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
+                    follow += self.recovery.rebuild(task, "lost an argument while running")
+                    self.rt.remove_submitted(task.arg_refs, fx)
+                    continue
                 if self.tm.should_retry_exception(task, getattr(error, "cause_cls", None)):
                     self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
                     follow += self.tm.retry(task)
@@ -814,9 +851,12 @@ class CoreWorker:
             else:
                 for oid, (kind, data, nested) in zip(task.return_ids, payload, strict=True):
                     self.rt.task_returned(oid, nested, task.arg_refs, fx)
+                    self.recovery.rebuilt(oid)
                     entry = (INLINE, data[0], data[1]) if kind == INLINE else (STORED, *data)
                     follow += self._set_value(oid, entry)
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
+            if ok and task.resources:       # a task (not an actor call): keep its lineage
+                self.recovery.keep(task)
             self.rt.remove_submitted(task.arg_refs, fx)
             for oid in task.return_ids:
                 self.rt.release_if_unreferenced(oid, fx)
@@ -857,14 +897,16 @@ class CoreWorker:
     def request_lease(self, req_id: int, resources: dict, dedicated: bool,
                       nm: str | None = None) -> None:
         """Ask a node manager (ours unless told otherwise) for a worker."""
-        self._lease_reqs[req_id] = (resources, dedicated)
-        self.transport.send(nm or self.node_address,
-                            (P.LEASE_REQUEST, self.me, req_id, resources, dedicated))
+        nm = nm or self.node_address
+        self._lease_reqs[req_id] = (resources, dedicated, nm)
+        self.transport.send(nm, (P.LEASE_REQUEST, self.me, req_id, resources, dedicated))
 
     def _on_spillback(self, msg):
         _, req_id, nm = msg
         req = self._lease_reqs.get(req_id)
         if req is not None:
+            if any(f"/n-{n}/" in nm for n in self.dead_nodes):
+                nm = None                        # stale advice: ask our own node again
             self.request_lease(req_id, req[0], req[1], nm)
 
     def _on_node_died(self, msg):
@@ -885,24 +927,22 @@ class CoreWorker:
         for rec in self.actors.owned.values():
             if rec.address and marker in rec.address:
                 addrs.add(rec.address)
+        for req_id, (res, dedicated, nm) in list(self._lease_reqs.items()):
+            if marker in nm:                     # asked a node that is gone: ask again
+                self.request_lease(req_id, res, dedicated)
         why = f"its node {node_id} died ({reason})"
         for addr in addrs:
             self._on_process_died((P.PROCESS_DIED, addr, why, False))
         follow = []
         for oid, entry in list(self.values.items()):
-            if entry[0] == STORED and entry[1] == node_id and self.rt.owns(oid):
-                follow += self._object_lost(oid, node_id)
+            if entry[0] != STORED or entry[1] != node_id:
+                continue
+            if self.rt.owns(oid):
+                follow += self.recovery.lost(oid, f"was stored only on node {node_id}, "
+                                                  f"which died")
+            else:
+                del self.values[oid]         # ask its owner again: it rebuilds it
         self._do(follow)
-
-    def _object_lost(self, oid: bytes, node_id: str) -> list:
-        from .ids import is_put
-        what = "created by put()" if is_put(oid) else "made by a task"
-        self.values.pop(oid, None)
-        self.pins.pop(oid, None)
-        return self._set_value(oid, (ERROR, exc.ObjectLostError(
-            f"object {oid.hex()} ({what}) was stored only on node {node_id}, which died; "
-            f"it cannot be recovered" + ("" if is_put(oid) else
-                                         " (lineage reconstruction is not available yet)"))))
 
     def _on_reclaim(self, msg):
         self._do(self.tm.reclaim())
@@ -995,13 +1035,14 @@ class CoreWorker:
     def _describe_objects(self) -> list:
         out = []
         for oid, r in self.rt.refs.items():
-            if r.owner != self.me or oid in self.actors.owned:
+            if r.owner != self.me or oid in self.actors.owned or r.freed:
                 continue
             entry = self.values.get(oid)
             if entry is not None and entry[0] == 3:     # an actor's location
                 continue
             if entry is None:
-                state, size, nodes = "pending", None, []
+                state = "reconstructing" if oid in self.recovery.rebuilding else "pending"
+                size, nodes = None, []
             elif entry[0] == ERROR:
                 state, size, nodes = "failed", None, []
             elif entry[0] == STORED:

@@ -252,7 +252,8 @@ class NodeManager:
         if self.members is not None:
             self.members.nodes[self.node_id] = me
             return self.members.view()
-        return [me] + [n for n in self.view if n["node_id"] != self.node_id]
+        return [me] + [dict(n, alive=n["alive"] and n["node_id"] not in self.dead_nodes)
+                       for n in self.view if n["node_id"] != self.node_id]
 
     def node_address_of(self, node_id: str) -> str | None:
         for n in self.cluster_view():
@@ -291,14 +292,14 @@ class NodeManager:
             return
         self.dead_nodes.add(node_id)
         log.warning("node %s died: %s", node_id, reason)
+        for p in self.procs:          # owners first: they rebuild what was lost there
+            self.transport.send(p, (P.NODE_DIED, node_id, reason))
         self.store.node_died(node_id)
         if self.members is not None:
             self.members.mark_dead(node_id)
             for n in self.members.view():     # tell every other node
                 if n["alive"] and n["node_id"] != self.node_id:
                     self.transport.send(n["address"], (P.NODE_DIED, node_id, reason))
-        for p in self.procs:
-            self.transport.send(p, (P.NODE_DIED, node_id, reason))
 
     def _membership_tick(self, now: float) -> None:
         if self.members is not None:

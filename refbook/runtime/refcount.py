@@ -39,7 +39,7 @@ from .protocol import DEC_REF, INC_ACK, INC_REF
 
 class Ref:
     __slots__ = ("owner", "local", "submitted", "contained", "pinned",
-                 "borrowers", "registered", "nested", "owner_dead")
+                 "borrowers", "registered", "nested", "owner_dead", "lineage", "freed")
 
     def __init__(self, owner: str):
         self.owner = owner              # address of the owning process
@@ -51,6 +51,8 @@ class Ref:
         self.registered = 0             # borrower only: registrations to repay
         self.nested: tuple = ()         # owner only: (oid, owner) pairs inside the value
         self.owner_dead = False         # borrower only: the owner died (fate sharing)
+        self.lineage = 0                # owner only: kept tasks that take it as an argument
+        self.freed = False              # owner only: value gone, entry kept for lineage
 
     def held(self) -> bool:
         return bool(self.local or self.submitted or self.contained or self.pinned)
@@ -61,12 +63,13 @@ class Effects:
     """What the caller must do after an event: free owned objects (store memory,
     inline values, lineage) and send messages ``(address, message tuple)``."""
 
-    free: list = field(default_factory=list)      # owned oids to free everywhere
+    free: list = field(default_factory=list)      # owned oids whose value goes, everywhere
     send: list = field(default_factory=list)      # (address, message) to send
     dropped: list = field(default_factory=list)   # borrowed oids no longer held here
+    released: list = field(default_factory=list)  # owned oids forgotten entirely
 
     def __bool__(self) -> bool:
-        return bool(self.free or self.send or self.dropped)
+        return bool(self.free or self.send or self.dropped or self.released)
 
 
 class ReferenceTable:
@@ -104,6 +107,7 @@ class ReferenceTable:
         r = self.refs.get(oid)
         if r is None:
             r = self.refs[oid] = Ref(self.me)
+        r.freed = False               # (again) a value: a rebuilt object comes back here
         if nested:
             r.nested = tuple(nested)
             for x, owner in nested:
@@ -174,18 +178,58 @@ class ReferenceTable:
         if r.owner == self.me:
             if r.borrowers:
                 return
-            del self.refs[oid]
-            fx.free.append(oid)
-            for x, _owner in r.nested:
-                xr = self.refs.get(x)
-                if xr is not None:
-                    xr.contained -= 1
-                    self._release_if_unheld(x, xr, fx)
+            if not r.freed:
+                r.freed = True
+                fx.free.append(oid)
+                nested, r.nested = r.nested, ()
+                for x, _owner in nested:
+                    xr = self.refs.get(x)
+                    if xr is not None:
+                        xr.contained -= 1
+                        self._release_if_unheld(x, xr, fx)
+            if r.lineage <= 0:
+                del self.refs[oid]
+                fx.released.append(oid)
         else:
             del self.refs[oid]
             fx.dropped.append(oid)
             if r.registered and not r.owner_dead:
                 fx.send.append((r.owner, (DEC_REF, self.me, oid, r.registered)))
+
+    # -- lineage ----------------------------------------------------------------
+    # A task we own is kept (its lineage) while one of its outputs may be needed, so a
+    # lost output can be rebuilt by running it again.  Its arguments that we own keep an
+    # entry (not their value) while such a task needs them: ``lineage`` counts those
+    # tasks; a freed value's entry stays until it reaches zero.
+
+    def add_lineage(self, oids) -> None:
+        for oid in oids:
+            r = self.refs.get(oid)
+            if r is not None and r.owner == self.me:
+                r.lineage += 1
+
+    def remove_lineage(self, oids, fx: Effects) -> None:
+        for oid in oids:
+            r = self.refs.get(oid)
+            if r is not None and r.owner == self.me:
+                r.lineage -= 1
+                self._release_if_unheld(oid, r, fx)
+
+    def clear_nested(self, oid: bytes, fx: Effects) -> None:
+        """An object is about to be rebuilt: the refs its old value held go."""
+        r = self.refs.get(oid)
+        if r is None:
+            return
+        nested, r.nested = r.nested, ()
+        for x, _owner in nested:
+            xr = self.refs.get(x)
+            if xr is not None:
+                xr.contained -= 1
+                self._release_if_unheld(x, xr, fx)
+
+    def has_value(self, oid: bytes) -> bool:
+        r = self.refs.get(oid)
+        return r is not None and not r.freed
 
     # -- owner side of the registration protocol --------------------------------
     def on_inc(self, oid: bytes, for_addr: str) -> bool:

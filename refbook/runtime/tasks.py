@@ -28,7 +28,7 @@ QUEUED, WAITING, RUNNING, DONE = "queued", "waiting", "running", "done"
 class Task:
     __slots__ = ("task_id", "name", "key", "resources", "return_ids", "arg_refs",
                  "deps", "max_retries", "retry_exceptions", "attempts", "state",
-                 "lease", "payload", "cancelled", "quick")
+                 "lease", "payload", "cancelled", "quick", "_rebuilds")
 
     def __init__(self, task_id: bytes, name: str, resources: dict, return_ids: list,
                  arg_refs: list, payload, max_retries: int = 3,
@@ -48,6 +48,7 @@ class Task:
         self.payload = payload            # opaque to the manager: what the core sends
         self.cancelled = False
         self.quick = False                # known to run in well under a millisecond
+        self._rebuilds = 0                # times run again to rebuild lost outputs
 
 
 class OwnerLease:
@@ -206,6 +207,21 @@ class TaskManager:
                 lease.idle_since = self.now
             actions = self._pump(lease.key)
         return task, actions
+
+    def unpush(self, task: Task, missing: set) -> None:
+        """``task`` was about to be sent but an argument's value has gone (lost with a
+        node, being rebuilt): it waits for it again instead."""
+        lease = task.lease
+        if lease is not None:
+            lease.inflight.pop(task.task_id, None)
+            if not lease.inflight:
+                lease.idle_since = self.now
+        task.lease = None
+        task.attempts -= 1
+        task.state = WAITING
+        task.deps = set(missing)
+        for oid in missing:
+            self.waiting.setdefault(oid, []).append(task)
 
     def should_retry_exception(self, task: Task, exc_type) -> bool:
         rx = task.retry_exceptions

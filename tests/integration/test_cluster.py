@@ -91,14 +91,64 @@ def test_a_task_on_a_dead_node_is_retried_elsewhere(cluster3):
     assert refbook.get(blocker) == b.node_id
 
 
-def test_an_object_only_on_a_dead_node_fails_fast(cluster3):
+def test_objects_lost_with_their_node_are_rebuilt_from_lineage(cluster3):
     c, a, b = cluster3
-    x = make.options(resources={"a": 1}).remote(1, 5)
-    refbook.wait([x])
+    xs = [make.options(resources={"any": 1}).remote(i, 5) for i in range(4)]
+    refbook.wait(xs, num_returns=4)
+    on_a = [x for x in xs if next(o for o in refbook.objects()
+                                  if o["object_id"] == x.hex())["nodes"] == [a.node_id]]
+    c.remove_node(a)
+    sums = refbook.get([digest.options(resources={"b": 1}).remote(x) for x in xs], timeout=60)
+    assert sums == [sha(np.random.default_rng(i).integers(0, 255, 5 * MB, dtype=np.uint8))
+                    for i in range(4)]
+    rebuilt = {e["object_ids"][0] for e in refbook.events("reconstruct")}
+    assert {x.hex() for x in on_a} <= rebuilt
+
+
+def test_a_chain_whose_intermediates_were_all_on_the_lost_node(cluster3):
+    c, a, b = cluster3
+
+    @refbook.remote(resources={"any": 1})
+    def step(prev, i):
+        from refbook.runtime import core
+        return np.asarray(prev) + i, core.current().node_id
+
+    @refbook.remote(resources={"b": 1})
+    def hold_b(s):
+        time.sleep(s)
+        return True
+
+    blocker = hold_b.remote(3)                 # node b is busy: the chain runs on a
+    time.sleep(0.3)
+    cur = refbook.put(np.zeros(200_000))
+    nodes = []
+    for i in range(20):
+        cur, node = step.options(num_returns=2).remote(cur, i)
+        nodes.append(node)
+    assert set(refbook.get(nodes)) == {a.node_id}
+    refbook.get(blocker)
+    c.remove_node(a)
+
+    @refbook.remote(resources={"b": 1})
+    def total(arr):
+        return float(arr.sum())
+
+    assert refbook.get(total.remote(cur), timeout=60) == 200_000 * sum(range(20))
+    assert len(refbook.events("reconstruct")) >= 20
+
+
+def test_a_put_object_on_a_lost_node_cannot_be_rebuilt(cluster3):
+    c, a, b = cluster3
+
+    @refbook.remote(resources={"a": 1})
+    def put_there():
+        return refbook.put(np.ones(MB))          # owned by a worker on a
+
+    inner = refbook.get(put_there.remote())
     c.remove_node(a)
     t = time.monotonic()
     with pytest.raises(ObjectLostError):
-        refbook.get(digest.options(resources={"b": 1}).remote(x), timeout=30)
+        refbook.get(inner, timeout=30)
     assert time.monotonic() - t < 10
 
 
