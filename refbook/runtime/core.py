@@ -165,7 +165,8 @@ class CoreWorker:
         from .actor_runtime import ActorRuntime
         from .recovery import Recovery
         self.actors = ActorRuntime(self)
-        self.recovery = Recovery(self)
+        self.recovery = Recovery(self, int(os.environ.get("REFBOOK_LINEAGE_MAX_BYTES",
+                                                          256 << 20)))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -960,7 +961,12 @@ class CoreWorker:
             self._fetching.discard(oid)
             follow += self._set_value(oid, (ERROR, _owner_died(oid, addr)))
         self.tm.now = time.monotonic()
+        inflight = [t for t in self.tm.inflight_on(addr)]
         follow += self.tm.worker_died(addr, reason, oom)
+        for t in inflight:
+            if t.task_id in self.tm.tasks:
+                self.recovery.event("task_retried", task_id=t.task_id.hex(), task=t.name,
+                                    attempt=t.attempts, reason=reason)
         self.actors.process_died(addr, reason)
         self._apply(fx)
         self._do(follow)

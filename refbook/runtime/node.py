@@ -292,6 +292,7 @@ class NodeManager:
             return
         self.dead_nodes.add(node_id)
         log.warning("node %s died: %s", node_id, reason)
+        self.store.event("node_died", dead_node=node_id, reason=reason)
         for p in self.procs:          # owners first: they rebuild what was lost there
             self.transport.send(p, (P.NODE_DIED, node_id, reason))
         self.store.node_died(node_id)
