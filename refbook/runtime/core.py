@@ -666,16 +666,27 @@ class CoreWorker:
 
     def get(self, refs: list, timeout: float | None):
         ids = [r._id for r in refs]
-        if not all(oid in self.values for oid in ids):
-            ready = self.wait_ready(refs, len(set(ids)), timeout)
-            if len(ready) < len(set(ids)):
-                pending = [r.hex() for r in refs if r._id not in ready]
-                raise exc.GetTimeoutError(
-                    f"get() timed out after {timeout} s; {len(pending)} of {len(refs)} "
-                    f"ref(s) not ready: {', '.join(pending[:5])}"
-                    f"{' ...' if len(pending) > 5 else ''}")
-        values = self.values
-        self.pin_for_read([(r._id, values[r._id]) for r in refs])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for attempt in range(20):
+            if not all(oid in self.values for oid in ids):
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ready = self.wait_ready(refs, len(set(ids)), left)
+                if len(ready) < len(set(ids)):
+                    pending = [r.hex() for r in refs if r._id not in ready]
+                    raise exc.GetTimeoutError(
+                        f"get() timed out after {timeout} s; {len(pending)} of {len(refs)} "
+                        f"ref(s) not ready: {', '.join(pending[:5])}"
+                        f"{' ...' if len(pending) > 5 else ''}")
+            values = self.values
+            entries = [(r._id, values[r._id]) for r in refs]
+            try:
+                self.pin_for_read(entries)
+                break
+            except exc.ObjectLostError:
+                # The copy we were pointed at is gone.  If its node died, the owner is
+                # rebuilding it (or will tell us it cannot): wait for the new value.
+                if attempt == 19 or not self._lost_in_flight(entries):
+                    raise
         out = []
         try:
             for r in refs:
@@ -684,6 +695,18 @@ class CoreWorker:
             self.unreserve([r._id for r in refs[len(out) + 1:]], values)
             raise
         return out
+
+    def _lost_in_flight(self, entries) -> bool:
+        """After a failed pin: did any of these values change or go away (its node was
+        declared dead, so its owner rebuilds it)?  Waits up to a few heartbeats."""
+        for _ in range(50):
+            with self.lock:
+                if any(self.values.get(oid) is not entry for oid, entry in entries):
+                    return True
+                if any(e[0] == STORED and e[1] in self.dead_nodes for _oid, e in entries):
+                    return True
+            time.sleep(0.05)
+        return False
 
     # ------------------------------------------------------------------- pins
     def pin_for_read(self, items) -> None:
