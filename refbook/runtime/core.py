@@ -161,6 +161,7 @@ class CoreWorker:
         self._lease_reqs: dict[int, tuple] = {}   # lease request id -> (resources, dedicated)
         self._lease_nm: dict[int, str] = {}       # lease id -> the node manager that granted it
         self.dead_nodes: set[str] = set()
+        self._stale: dict[bytes, set] = {}        # task id -> nodes of attempts that died
         self.head_address = node_address
         from .actor_runtime import ActorRuntime
         from .recovery import Recovery
@@ -539,7 +540,16 @@ class CoreWorker:
                 else:
                     self.transport.send(worker, (P.CANCEL_TASK, task.task_id))
 
+    def _free_stale(self, task: Task, keep_node: str | None) -> None:
+        """Outputs an attempt that died may have stored, on nodes other than where the
+        final copy is: nobody else knows about them."""
+        for node in self._stale.pop(task.task_id, ()):
+            if node != keep_node and node not in self.dead_nodes:
+                self.transport.send(self.nm_of_node(node), (P.FREE, list(task.return_ids)))
+
     def _fail_task(self, task: Task, error: BaseException) -> None:
+        if task.task_id in self._stale:
+            self._free_stale(task, None)
         entry = (ERROR, error)
         follow = []
         for oid in task.return_ids:
@@ -838,6 +848,9 @@ class CoreWorker:
         for task_id, ok, payload, borrowed, seconds in results:
             task, actions = self.tm.done(task_id)
             follow += actions
+            if task is not None and task_id in self._stale:
+                final = payload[0] if ok and payload else None
+                self._free_stale(task, final[1][0] if final and final[0] == STORED else None)
             if task is None:
                 if task_id in self.actors.creating:
                     rec = self.actors.owned.get(self.actors.creating[task_id])
@@ -985,6 +998,10 @@ class CoreWorker:
             follow += self._set_value(oid, (ERROR, _owner_died(oid, addr)))
         self.tm.now = time.monotonic()
         inflight = [t for t in self.tm.inflight_on(addr)]
+        node = _node_of(addr)
+        for t in inflight:       # it may have stored outputs before it died: free them later
+            if node is not None:
+                self._stale.setdefault(t.task_id, set()).add(node)
         follow += self.tm.worker_died(addr, reason, oom)
         for t in inflight:
             if t.task_id in self.tm.tasks:
@@ -1229,6 +1246,14 @@ class CoreWorker:
                 self._last_tick = now
                 self.tm.now = now
                 self._do(self.tm.tick())
+
+
+def _node_of(addr: str) -> str | None:
+    """The node id in a process address (``.../n-<node>/<process>``)."""
+    i = addr.rfind("/n-")
+    if i < 0:
+        return None
+    return addr[i + 3:].split("/", 1)[0]
 
 
 def _fresh(err: BaseException) -> BaseException:

@@ -162,6 +162,8 @@ class NodeManager:
             P.HEARTBEAT: self._on_heartbeat,
             P.HEAD_VIEW: self._on_head_view,
             P.NODE_DIED: self._on_node_died,
+            P.PROCESS_DIED: lambda m: self._process_died(m[1], m[2], local=False,
+                                                         oom_flag=m[3]),
         }
         self._handlers.update(self.store.handlers())
 
@@ -192,21 +194,30 @@ class NodeManager:
             pid = self.procs.get(addr, {}).get("pid")
         self._process_died(addr, f"{what} process {pid} exited")
 
-    def _process_died(self, addr: str, reason: str) -> None:
-        was_worker = addr in self.sched.workers or addr.rsplit("/", 1)[-1].startswith("w-")
+    def _process_died(self, addr: str, reason: str, local: bool = True,
+                      oom_flag: bool = False) -> None:
+        """A process died: here (``local``), or on another node, which told us so that
+        what it owned here goes too (fate sharing) and our processes learn of it."""
+        was_worker = local and (addr in self.sched.workers or
+                                addr.rsplit("/", 1)[-1].startswith("w-"))
         self.procs.pop(addr, None)
-        actions = self.sched.worker_died(addr) if was_worker else []
-        actions += self.sched.owner_died(addr)
-        self.store.process_died(addr)
         for lease in list(self.sched.leases.values()):
             if lease.owner == addr:   # its workers ran tasks for a dead owner
                 self._kill(lease.worker)
+        actions = self.sched.worker_died(addr) if was_worker else []
+        actions += self.sched.owner_died(addr)
+        self.store.process_died(addr)
         self._do(actions)
         oom = self.oom_kills.pop(addr, None)
         if oom is not None:
             reason = oom
+        oom = oom is not None or oom_flag
+        if local:
+            for n in self.cluster_view():
+                if n["alive"] and n["node_id"] != self.node_id:
+                    self.transport.send(n["address"], (P.PROCESS_DIED, addr, reason, oom))
         for p in self.procs:
-            self.transport.send(p, (P.PROCESS_DIED, addr, reason, oom is not None))
+            self.transport.send(p, (P.PROCESS_DIED, addr, reason, oom))
         self.transport.disconnect(addr)
         for rec in self.actor_dir.values():      # fate sharing: its actors died with it
             if rec.get("owner") == addr and rec["state"] != "dead":

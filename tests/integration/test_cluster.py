@@ -174,3 +174,30 @@ def test_removed_node_leaves_no_process(cluster3):
     assert wait_for(lambda: not any(alive(p) for p in kids + [a.pid]), timeout=10)
     assert refbook.get(where.options(resources={"b": 1}).remote()) == b.node_id
     assert os.path.exists(c.dir)
+
+
+def test_a_dead_workers_objects_on_other_nodes_go_with_it(cluster3):
+    c, a, b = cluster3
+
+    @refbook.remote(resources={"a": 1})
+    def owner_task():
+        import os
+        ref = refbook.put(np.ones(2 * MB))             # stored on node a, owned here
+        return [ref], os.getpid()
+
+    @refbook.remote(resources={"b": 1})
+    def copy_to_b(lst):
+        return float(refbook.get(lst[0]).sum())         # b pulls a copy
+
+    lst, pid = refbook.get(owner_task.remote())
+    assert refbook.get(copy_to_b.remote(lst)) == 2 * MB
+    import os
+    import signal
+    os.kill(pid, signal.SIGKILL)                        # the owner dies; node a lives
+    with pytest.raises(OwnerDiedError):
+        refbook.get(lst[0], timeout=30)
+
+    def store_objects(node_id):
+        return next(n for n in refbook.nodes() if n["node_id"] == node_id)["store"]
+    assert wait_for(lambda: store_objects(a.node_id)["num_objects"] == 0, timeout=10)
+    assert wait_for(lambda: store_objects(b.node_id)["num_objects"] == 0, timeout=10)
