@@ -62,7 +62,8 @@ class Cluster:
         cfg = {"session_dir": self.dir, "sock_dir": sock_dir, "node_id": node_id,
                "node_address": address, "num_cpus": num_cpus, "resources": resources,
                "capacity": capacity, "arena_fd": None, "driver_pid": os.getpid(),
-               "ready_fd": ready_w, "owns_session": False,
+               # the head removes the cluster's directory if this process dies first
+               "ready_fd": ready_w, "owns_session": head is None,
                "spill_dir": os.path.join(sock_dir, "spill"), "memory_threshold": 0.95,
                "head_address": head, "heartbeat_s": self.heartbeat_s,
                "heartbeat_timeout_s": self.heartbeat_timeout_s}
