@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import psutil
 
@@ -400,32 +399,24 @@ def events(kinds=None) -> list[dict]:
     return evs
 
 
-def cluster_resources() -> dict:
+def _sum_over_nodes(field: str) -> dict:
     total: dict = {}
     for n in nodes():
         if n["alive"]:
-            for k, v in n["resources"].items():
-                total[k] = total.get(k, 0) + v
-    return total
-
-
-def available_resources() -> dict:
-    total: dict = {}
-    for n in nodes():
-        if n["alive"]:
-            for k, v in n["available"].items():
+            for k, v in n[field].items():
                 total[k] = total.get(k, 0) + max(v, 0)
     return total
 
 
-def _wait_until(pred, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    """Poll ``pred`` until true; used by tests and benchmarks."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
+def cluster_resources() -> dict:
+    """Every resource of every live node, summed."""
+    return _sum_over_nodes("resources")
+
+
+def available_resources() -> dict:
+    """What is free right now on the live nodes, summed."""
+    return _sum_over_nodes("available")
+
 
 
 def get_actor(name: str):
