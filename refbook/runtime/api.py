@@ -120,11 +120,12 @@ class Session:
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
         arena = getattr(self, "arena", None)
-        if arena is not None:
-            try:
-                os.close(arena.fd)     # the mapping goes when nothing uses it anymore
-            except OSError:
-                pass
+        for fd in (arena.fd if arena is not None else None, getattr(self, "node_fd", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)      # the arena's memory goes when nothing maps it
+                except OSError:
+                    pass
 
 
 class JoinedSession:
@@ -166,18 +167,21 @@ class JoinedSession:
                                address=f"ipc://{root}/n-{self.node_id}/d-{os.urandom(6).hex()}",
                                node_address=self.node_address, node_id=self.node_id,
                                secret=secret, arena=self.arena)
-        node_fd = os.pidfd_open(node["pid"])
+        node_fd = self.node_fd = os.pidfd_open(node["pid"])
         self.core.add_fd(node_fd, lambda: self.core.node_died(
             f"node manager {node['pid']} of node {self.node_id} exited"))
         self.core.start()
         self.core.register()
 
     def close(self) -> None:
-        self.core.stop()
-        try:
-            os.close(self.arena.fd)
-        except OSError:
-            pass
+        core = self.core      # we leave: the node frees what we owned, as if we died
+        core.transport.send(self.node_address, (P.PROCESS_DIED, core.me, "driver left", False))
+        core.stop()
+        for fd in (self.arena.fd, self.node_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _read_secret(root: str) -> bytes:

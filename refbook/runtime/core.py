@@ -162,6 +162,7 @@ class CoreWorker:
         self._lease_nm: dict[int, str] = {}       # lease id -> the node manager that granted it
         self.dead_nodes: set[str] = set()
         self._stale: dict[bytes, set] = {}        # task id -> nodes of attempts that died
+        self._refetch: list = []                  # (when, oid, owner): ask the owner again
         self.head_address = node_address
         from .actor_runtime import ActorRuntime
         from .recovery import Recovery
@@ -372,6 +373,7 @@ class CoreWorker:
         if actors.queues or actors.waiting:
             actors.on_value(oid, entry)
         if entry[0] == ERROR:
+            self.recovery.rebuilding.discard(oid)
             return self.tm.dependency_failed(oid, entry[1])
         return self.tm.resolved(oid)
 
@@ -540,16 +542,17 @@ class CoreWorker:
                 else:
                     self.transport.send(worker, (P.CANCEL_TASK, task.task_id))
 
-    def _free_stale(self, task: Task, keep_node: str | None) -> None:
-        """Outputs an attempt that died may have stored, on nodes other than where the
-        final copy is: nobody else knows about them."""
+    def _free_stale(self, task: Task, keep: dict) -> None:
+        """Outputs an attempt that died may have stored, on nodes other than where each
+        final copy is (``keep``: oid -> node): nobody else knows about them."""
         for node in self._stale.pop(task.task_id, ()):
-            if node != keep_node and node not in self.dead_nodes:
-                self.transport.send(self.nm_of_node(node), (P.FREE, list(task.return_ids)))
+            oids = [oid for oid in task.return_ids if keep.get(oid) != node]
+            if oids and node not in self.dead_nodes:
+                self.transport.send(self.nm_of_node(node), (P.FREE, oids))
 
     def _fail_task(self, task: Task, error: BaseException) -> None:
         if task.task_id in self._stale:
-            self._free_stale(task, None)
+            self._free_stale(task, {})
         entry = (ERROR, error)
         follow = []
         for oid in task.return_ids:
@@ -608,8 +611,13 @@ class CoreWorker:
     def _on_object_reply(self, msg):
         _, _req, oid, entry = msg
         self._fetching.discard(oid)
-        if oid in self.rt:
-            self._do(self._set_value(oid, entry))
+        if oid not in self.rt:
+            return
+        if entry[0] == STORED and entry[1] in self.dead_nodes:
+            # the owner has not heard of that node's death yet: ask again shortly
+            self._refetch.append((time.monotonic() + 0.2, oid, self.rt.get(oid).owner))
+            return
+        self._do(self._set_value(oid, entry))
 
     # ----------------------------------------------------------------------- get
     def on_ready(self, ref: ObjectRef, callback) -> None:
@@ -711,6 +719,13 @@ class CoreWorker:
         declared dead, so its owner rebuilds it)?  Waits up to a few heartbeats."""
         for _ in range(50):
             with self.lock:
+                for oid, e in entries:     # borrowed copies on a dead node: ask again
+                    if e[0] == STORED and e[1] in self.dead_nodes and \
+                            self.values.get(oid) is e and not self.rt.owns(oid):
+                        del self.values[oid]
+                        r = self.rt.get(oid)
+                        if r is not None:
+                            self._fetch(oid, r.owner)
                 if any(self.values.get(oid) is not entry for oid, entry in entries):
                     return True
                 if any(e[0] == STORED and e[1] in self.dead_nodes for _oid, e in entries):
@@ -849,8 +864,12 @@ class CoreWorker:
             task, actions = self.tm.done(task_id)
             follow += actions
             if task is not None and task_id in self._stale:
-                final = payload[0] if ok and payload else None
-                self._free_stale(task, final[1][0] if final and final[0] == STORED else None)
+                keep = {}
+                if ok and task.resources:
+                    for oid, ret in zip(task.return_ids, payload, strict=False):
+                        if ret[0] == STORED:
+                            keep[oid] = ret[1][0]
+                self._free_stale(task, keep)
             if task is None:
                 if task_id in self.actors.creating:
                     rec = self.actors.owned.get(self.actors.creating[task_id])
@@ -871,13 +890,26 @@ class CoreWorker:
             if not ok:
                 error = payload
                 cause = getattr(error, "cause_cls", None)
-                if isinstance(cause, type) and issubclass(cause, exc.ObjectLostError) and \
-                        any(o == self.me and oid not in self.values
-                            for oid, o in task.payload[3]):
+                lost_arg = task.resources and isinstance(cause, type) and \
+                    issubclass(cause, exc.ObjectLostError)
+                if lost_arg and any(o == self.me and oid not in self.values
+                                    for oid, o in task.payload[3]):
                     # an argument was lost while the task ran: rebuild it, run again
                     self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
                     follow += self.recovery.rebuild(task, "lost an argument while running")
                     self.rt.remove_submitted(task.arg_refs, fx)
+                    continue
+                if lost_arg and task._rebuilds < max(3, task.max_retries) and any(
+                        o == self.me and self.values.get(oid, (None,))[0] == STORED
+                        and self.values[oid][1] != self.node_id
+                        for oid, o in task.payload[3]):
+                    # the worker saw a node die before we did: run it again a little
+                    # later, when its arguments have been marked lost (and are rebuilt)
+                    task._rebuilds += 1
+                    self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
+                    task.state = "waiting"
+                    self.tm.tasks[task.task_id] = task
+                    self.tm.delayed.append((self.tm.now + 0.3, task))
                     continue
                 if self.tm.should_retry_exception(task, getattr(error, "cause_cls", None)):
                     self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
@@ -891,6 +923,9 @@ class CoreWorker:
                     self.recovery.rebuilt(oid)
                     entry = (INLINE, data[0], data[1]) if kind == INLINE else (STORED, *data)
                     follow += self._set_value(oid, entry)
+                    if kind == STORED and data[0] in self.dead_nodes:
+                        follow += self.recovery.lost(oid, f"was stored on node {data[0]}, "
+                                                          f"which died")
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
             if ok and task.resources:       # a task (not an actor call): keep its lineage
                 self.recovery.keep(task)
@@ -919,6 +954,11 @@ class CoreWorker:
 
     def _on_lease_granted(self, msg):
         _, req_id, lease_id, worker, nm = msg
+        if lease_id is not None and _node_of(worker) in self.dead_nodes:
+            req = self._lease_reqs.get(req_id)   # a node already written off: ask again
+            if req is not None:
+                self.request_lease(req_id, req[0], req[1])
+            return
         self._lease_reqs.pop(req_id, None)
         if lease_id is not None:
             self._lease_nm[lease_id] = nm
@@ -1246,6 +1286,12 @@ class CoreWorker:
                 self._last_tick = now
                 self.tm.now = now
                 self._do(self.tm.tick())
+                if self._refetch:
+                    due = [r for r in self._refetch if r[0] <= now]
+                    self._refetch = [r for r in self._refetch if r[0] > now]
+                    for _, oid, owner in due:
+                        if oid in self.rt and oid not in self.values:
+                            self._fetch(oid, owner)
 
 
 def _node_of(addr: str) -> str | None:

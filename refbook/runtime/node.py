@@ -162,8 +162,8 @@ class NodeManager:
             P.HEARTBEAT: self._on_heartbeat,
             P.HEAD_VIEW: self._on_head_view,
             P.NODE_DIED: self._on_node_died,
-            P.PROCESS_DIED: lambda m: self._process_died(m[1], m[2], local=False,
-                                                         oom_flag=m[3]),
+            P.PROCESS_DIED: lambda m: self._process_died(
+                m[1], m[2], local=m[1] in self.procs, oom_flag=m[3]),
         }
         self._handlers.update(self.store.handlers())
 
@@ -307,6 +307,12 @@ class NodeManager:
         for p in self.procs:          # owners first: they rebuild what was lost there
             self.transport.send(p, (P.NODE_DIED, node_id, reason))
         self.store.node_died(node_id)
+        marker = f"/n-{node_id}/"      # fate sharing for every process it had
+        gone = {lease.owner for lease in self.sched.leases.values() if marker in lease.owner}
+        gone |= {q[0] for q in self.sched.queue if marker in q[0]}
+        gone |= {o.owner for o in self.store.table.objects.values() if marker in o.owner}
+        for addr in gone:
+            self._process_died(addr, f"its node {node_id} died", local=False)
         if self.members is not None:
             self.members.mark_dead(node_id)
             for n in self.members.view():     # tell every other node

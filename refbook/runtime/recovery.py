@@ -15,6 +15,7 @@ import time
 from collections import deque
 
 from .. import exceptions as exc
+from . import protocol as P
 from .ids import is_put, task_of
 from .refcount import Effects
 from .tasks import WAITING, Task
@@ -89,7 +90,8 @@ class Recovery:
         """Every copy of ``oid`` (ours) is gone: rebuild it, or fail it clearly."""
         core = self.core
         core.values.pop(oid, None)
-        core.pins.pop(oid, None)
+        if core.pins.pop(oid, None) is not None:
+            core.transport.send(core.node_address, (P.UNPIN, core.me, [oid]))
         if is_put(oid):
             return core._set_value(oid, (2, exc.ObjectLostError(
                 f"object {oid.hex()} was created by put() and {why}; a put value has no "

@@ -49,6 +49,7 @@ class StoreServer:
         self.copies: dict[bytes, set] = {}      # oid -> nodes that pulled a copy from us
         self.pull_errors: dict[bytes, str] = {}
         self._requester_node: dict[str, str] = {}     # node manager address -> node id
+        self.pulled_from: dict[bytes, str] = {}       # our secondary copies: oid -> source
         self.table = ObjectTable(arena.capacity)
         os.makedirs(spill_dir, mode=0o700, exist_ok=True)
         self.spill_dir = spill_dir
@@ -130,6 +131,7 @@ class StoreServer:
         for oid in oids:
             self._close(self.table.delete(oid))
             self.pull_errors.pop(oid, None)
+            self.pulled_from.pop(oid, None)
             for node in self.copies.pop(oid, ()):      # secondary copies go too
                 addr = self.address_of(node)
                 if addr is not None:
@@ -233,6 +235,7 @@ class StoreServer:
         if p["received"] >= p["size"]:
             del self.pulls[oid]
             self.table.seal(oid)
+            self.pulled_from[oid] = p["node"]
             self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
             self.event("transfer", object_ids=[oid.hex()], bytes=p["size"],
                        source=p["node"], seconds=time.monotonic() - p["since"])
@@ -267,6 +270,16 @@ class StoreServer:
                                        f"died during the transfer")
         for nodes in self.copies.values():
             nodes.discard(node_id)
+        for (oid, requester), _off in list(self.sending.items()):
+            if self._requester_node.get(requester) == node_id:   # it will never finish
+                del self.sending[(oid, requester)]
+                self.table.unpin(f"pull:{requester}", [oid])
+        for oid, src in list(self.pulled_from.items()):
+            if src == node_id:        # nobody will free our copy now: drop it if unused
+                o = self.table.objects.get(oid)
+                if o is None or not o.pins:
+                    del self.pulled_from[oid]
+                    self._close(self.table.delete(oid))
 
     def on_unpin(self, proc: str, oids) -> None:
         self.table.unpin(proc, oids)
@@ -344,6 +357,10 @@ class StoreServer:
 
     def tick(self) -> None:
         now = time.monotonic()
+        for oid, p in list(self.pulls.items()):
+            if now - p["since"] > WAIT_LIMIT:
+                self._pull_failed(oid, f"the transfer of object {oid.hex()} from node "
+                                       f"{p['node']} did not finish in {WAIT_LIMIT:.0f} s")
         self._fail_waiting(lambda w: now - w.since > WAIT_LIMIT,
                            f" after waiting {WAIT_LIMIT:.0f} s")
         if len(self._asked) > 10_000:
@@ -354,6 +371,10 @@ class StoreServer:
         for w in self.waiting:
             if not pred(w):
                 keep.append(w)
+                continue
+            if w.kind == "send":
+                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], "could not restore the "
+                                         "object to send it" + detail))
                 continue
             if w.kind == "alloc":
                 oid, size, _ = w.args
