@@ -133,27 +133,43 @@ class JoinedSession:
     attaches to a node on this host and leaves the cluster running when it exits."""
 
     def __init__(self, address: str, secret: bytes | None):
-        from .transport import Transport
-        if not address.startswith("ipc://"):
-            raise exc.RefbookError(
-                f"cannot join {address!r}: only clusters on this host (ipc:// addresses, "
-                f"e.g. refbook.testing.Cluster().address) can be joined in this build")
-        root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
-        if secret is None:
-            secret = _read_secret(root)
-        probe = Transport(f"ipc://{root}/p-{os.urandom(4).hex()}", secret, os.urandom(8))
+        from .launch import find_secret, local_ip_towards, parse_address
+        from .transport import Transport, free_port
+        if address.startswith("ipc://"):             # a refbook.testing.Cluster
+            root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
+            head, me_host = address, None
+            if secret is None:
+                secret = _read_secret(root)
+            probe_addr = f"ipc://{root}/p-{os.urandom(4).hex()}"
+        else:                                        # HOST:PORT of `refbook start --head`
+            host, port = parse_address(address.removeprefix("tcp://"))
+            root = None
+            head = f"tcp://{host}:{port}"
+            me_host = local_ip_towards(host)
+            if secret is None:
+                secret = find_secret(host, port)
+            probe_addr = f"tcp://{me_host}:{free_port(me_host)}/probe"
+        probe = Transport(probe_addr, secret, os.urandom(8))
         try:
-            probe.send(address, (P.STATE_QUERY, probe.address, 1, "nodes"))
+            probe.send(head, (P.STATE_QUERY, probe.address, 1, "nodes"))
             if not probe.inbox.poll(10_000):
                 raise exc.RefbookError(
-                    f"no answer from the cluster at {address}: it is not running, or the "
-                    f"secret does not match (REFBOOK_SECRET, or {root}/secret)")
+                    f"no answer from the cluster at {address}: it is not running, or it "
+                    f"refused us because the secret does not match (REFBOOK_SECRET, "
+                    f"--secret-file, or the file `refbook start --head` wrote)")
             reply = probe.recv()
         finally:
             probe.close()
         if reply is None:
             raise exc.RefbookError(f"the cluster at {address} sent an unreadable reply")
         alive = [n for n in reply[2] if n["alive"]]
+        if me_host is not None:     # only a node on this host can share its store with us
+            local = [n for n in alive if n["address"].startswith(f"tcp://{me_host}:")]
+            if not local:
+                raise exc.RefbookError(
+                    f"no refbook node runs on this host ({me_host}); start one with "
+                    f"`refbook start --address {address.removeprefix('tcp://')}` first")
+            alive = local
         node = next((n for n in alive if n.get("is_head")), None) or alive[0]
         self.dir = root
         self.node_id = node["node_id"]
@@ -163,8 +179,11 @@ class JoinedSession:
         self.spill_dir = None
         fd = os.open(f"/proc/{node['pid']}/fd/{node['arena_fd']}", os.O_RDWR)
         self.arena = Arena(fd, self.capacity)
-        self.core = CoreWorker(kind="driver",
-                               address=f"ipc://{root}/n-{self.node_id}/d-{os.urandom(6).hex()}",
+        if me_host is None:
+            me = f"ipc://{root}/n-{self.node_id}/d-{os.urandom(6).hex()}"
+        else:
+            me = f"tcp://{me_host}:{free_port(me_host)}/n-{self.node_id}/d-{os.urandom(6).hex()}"
+        self.core = CoreWorker(kind="driver", address=me,
                                node_address=self.node_address, node_id=self.node_id,
                                secret=secret, arena=self.arena)
         node_fd = self.node_fd = os.pidfd_open(node["pid"])

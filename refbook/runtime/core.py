@@ -330,7 +330,7 @@ class CoreWorker:
                 self.waiters.pop(oid, None)
             for node_id, oids in frees.items():
                 if node_id not in self.dead_nodes:
-                    self.transport.send(self.nm_of_node(node_id), (P.FREE, oids))
+                    self.transport.send(self.node_address, (P.FREE, oids, node_id))
         if fx.dropped:
             unpins = []
             for oid in fx.dropped:
@@ -354,12 +354,6 @@ class CoreWorker:
 
     def _lineage_released(self, oid: bytes, fx: Effects) -> None:
         self.recovery.released(oid, fx)
-
-    def nm_of_node(self, node_id: str) -> str:
-        """The node manager of a node (nodes of one cluster share a session directory)."""
-        if node_id == self.node_id:
-            return self.node_address
-        return self.node_address.replace(f"/n-{self.node_id}/", f"/n-{node_id}/")
 
     def _set_value(self, oid: bytes, entry: tuple) -> list:
         """A value became known; wake waiters and return follow-up task actions."""
@@ -548,7 +542,7 @@ class CoreWorker:
         for node in self._stale.pop(task.task_id, ()):
             oids = [oid for oid in task.return_ids if keep.get(oid) != node]
             if oids and node not in self.dead_nodes:
-                self.transport.send(self.nm_of_node(node), (P.FREE, oids))
+                self.transport.send(self.node_address, (P.FREE, oids, node))
 
     def _fail_task(self, task: Task, error: BaseException) -> None:
         if task.task_id in self._stale:

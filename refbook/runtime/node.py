@@ -115,7 +115,12 @@ class NodeManager:
         self.sock_dir = cfg["sock_dir"]
         self.arena = arena
         self.zygote = zygote
-        self.transport = Transport(self.address, secret, os.urandom(8))
+        self.bind_host = cfg.get("bind_host")          # None: one host, ipc sockets
+        aliases = ()
+        if self.bind_host and cfg.get("head_address") is None:
+            from .transport import endpoint
+            aliases = (endpoint(self.address),)         # how other hosts first reach us
+        self.transport = Transport(self.address, secret, os.urandom(8), aliases=aliases)
         self.transport.serve_rpc()
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
@@ -148,7 +153,7 @@ class NodeManager:
             P.LEASE_REQUEST: self._on_lease_request,
             P.LEASE_RETURN: lambda m: self._do(self.sched.release(m[1])),
             P.SEAL: self.store.on_seal,
-            P.FREE: lambda m: self.store.on_free(m[1]),
+            P.FREE: self._on_free,
             P.UNPIN: lambda m: self.store.on_unpin(m[1], m[2]),
             P.PREFETCH: lambda m: self.store.on_prefetch(m[1]),
             P.TASK_INFO: self._on_task_info,
@@ -170,7 +175,13 @@ class NodeManager:
     # -- workers -------------------------------------------------------------------------
     def start_worker(self) -> None:
         self._n += 1
-        addr = f"ipc://{self.sock_dir}/w-{os.urandom(6).hex()}"
+        name = f"w-{os.urandom(6).hex()}"
+        if self.bind_host:
+            from .transport import free_port
+            port = free_port(self.bind_host)
+            addr = f"tcp://{self.bind_host}:{port}/n-{self.node_id}/{name}"
+        else:
+            addr = f"ipc://{self.sock_dir}/{name}"
         self.zygote.spawn(addr)
 
     def _on_spawned(self) -> None:
@@ -384,6 +395,16 @@ class NodeManager:
             info = TaskInfo(worker, *info)
         self.monitor.on_info(worker, qid, info)
 
+    def _on_free(self, m):
+        """FREE from an owner here, possibly for objects on another node: pass it on."""
+        node = m[2] if len(m) > 2 else self.node_id
+        if node == self.node_id:
+            self.store.on_free(m[1])
+        else:
+            addr = self.node_address_of(node)
+            if addr is not None:
+                self.transport.send(addr, (P.FREE, m[1], node))
+
     def _on_kill_worker(self, m):
         self._kill(m[1])
 
@@ -520,9 +541,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s node %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent_fd = os.pidfd_open(cfg["driver_pid"])
-    if os.getppid() != cfg["driver_pid"]:
-        sys.exit("refbook node: the driver exited before the node started")
+    if cfg.get("driver_pid"):
+        parent_fd = os.pidfd_open(cfg["driver_pid"])
+        if os.getppid() != cfg["driver_pid"]:
+            sys.exit("refbook node: the driver exited before the node started")
+    else:                  # started by `refbook start`: it runs until `refbook stop`
+        parent_fd, never = os.pipe()
     if cfg.get("arena_fd") is None:      # a node of a cluster makes its own arena
         arena = Arena.create(cfg["capacity"])
         cfg["arena_fd"] = arena.fd

@@ -53,11 +53,11 @@ class RejectedMessage(Exception):
 class Verifier:
     """Checks incoming messages for one receiving process."""
 
-    __slots__ = ("_key", "_tag", "_last")
+    __slots__ = ("_key", "_tags", "_last")
 
-    def __init__(self, key: bytes, receiver_tag: bytes):
+    def __init__(self, key: bytes, receiver_tag: bytes, *aliases: bytes):
         self._key = key
-        self._tag = receiver_tag
+        self._tags = (receiver_tag, *aliases)   # a head also answers to "tcp://host:port"
         self._last: dict[bytes, int] = {}
 
     def verify(self, frames: list[bytes]) -> tuple:
@@ -69,7 +69,7 @@ class Verifier:
         if not hmac.compare_digest(mac, hmac.digest(self._key, env, "sha256")):
             raise RejectedMessage("bad signature")
         receiver, sender, seq = _HDR.unpack_from(env)
-        if receiver != self._tag:
+        if receiver not in self._tags:
             raise RejectedMessage("addressed to another process")
         if seq <= self._last.get(sender, 0):
             raise RejectedMessage(f"replayed or reordered sequence number {seq}")

@@ -21,7 +21,8 @@ log = logging.getLogger("refbook.transport")
 
 
 class Transport:
-    def __init__(self, address: str, secret: bytes, tag: bytes, bind: bool = True):
+    def __init__(self, address: str, secret: bytes, tag: bytes, bind: bool = True,
+                 aliases: tuple = ()):
         self.address = address
         self.ctx = zmq.Context()
         self.inbox = self.ctx.socket(zmq.PULL)
@@ -29,9 +30,9 @@ class Transport:
         self.inbox.setsockopt(zmq.RCVHWM, 0)
         self.inbox.setsockopt(zmq.MAXMSGSIZE, 256 << 20)
         if bind:
-            self.inbox.bind(address)
+            self.inbox.bind(endpoint(address))
         self._signer = Signer(secret, tag)
-        self._verifier = Verifier(secret, tag_for(address))
+        self._verifier = Verifier(secret, tag_for(address), *(tag_for(a) for a in aliases))
         self._secret = secret
         self._peers: dict[str, tuple] = {}
         self.send_lock = threading.Lock()
@@ -64,7 +65,7 @@ class Transport:
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 10)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
-        s.connect(addr)
+        s.connect(endpoint(addr))
         peer = self._peers[addr] = (s, tag_for(addr))
         return peer
 
@@ -95,7 +96,7 @@ class Transport:
         self.rpc = self.ctx.socket(zmq.ROUTER)
         self.rpc.setsockopt(zmq.LINGER, 0)
         self.rpc.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
-        self.rpc.bind(rpc_address(self.address))
+        self.rpc.bind(endpoint(rpc_address(self.address)))
         self._rpc_verifier = Verifier(self._secret, tag_for(rpc_address(self.address)))
 
     def recv_rpc(self):
@@ -134,7 +135,7 @@ class Transport:
                                     "verifier": Verifier(self._secret, tag_for(me))}
         target = rpc_address(addr)
         if target not in st["peers"]:
-            st["sock"].connect(target)
+            st["sock"].connect(endpoint(target))
             st["peers"].add(target)
         st["sock"].send_multipart(st["signer"].sign(tag_for(target), encode(msg_for(st["me"]))))
         deadline_ms = int(timeout * 1000)
@@ -165,9 +166,33 @@ class Transport:
             self.ctx.term()
 
 
+def endpoint(addr: str) -> str:
+    """The ZeroMQ endpoint of a process address.  An ipc address is its endpoint; a TCP
+    address is ``tcp://host:port`` followed by the process's name in the cluster
+    (``/n-<node>/<process>``), which identifies it but is not part of the endpoint."""
+    if addr.startswith("tcp://"):
+        rest = addr[6:]
+        i = rest.find("/")
+        return addr if i < 0 else "tcp://" + rest[:i]
+    return addr
+
+
 def rpc_address(addr: str) -> str:
-    """Where a process that serves synchronous requests binds its ROUTER."""
+    """Where a process that serves synchronous requests binds its ROUTER: next to its
+    inbox (ipc), or on the next port (TCP)."""
+    if addr.startswith("tcp://"):
+        ep = endpoint(addr)
+        host, port = ep[6:].rsplit(":", 1)
+        return f"tcp://{host}:{int(port) + 1}{addr[len(ep):]}-rpc"
     return addr + "-rpc"
 
 
-__all__ = ["Transport", "protocol", "rpc_address"]
+def free_port(host: str) -> int:
+    """A TCP port free on ``host`` right now (for a process about to bind it)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+__all__ = ["Transport", "protocol", "rpc_address", "endpoint", "free_port"]

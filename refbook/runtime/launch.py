@@ -1,0 +1,131 @@
+"""Starting node processes that outlive the command that started them
+(``refbook start``), and finding a cluster's secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+
+from ..exceptions import RefbookError
+
+STATE_DIR = os.path.expanduser("~/.refbook")
+
+
+def secret_path(host: str, port: int) -> str:
+    return os.path.join(STATE_DIR, f"{host}_{port}.secret")
+
+
+def write_secret(host: str, port: int, secret: bytes) -> str:
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    path = secret_path(host, port)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex())
+    return path
+
+
+def find_secret(host: str, port: int, secret_file: str | None = None) -> bytes:
+    """``--secret-file``, then ``REFBOOK_SECRET``, then the file ``refbook start
+    --head`` wrote for this user on this host."""
+    if secret_file:
+        with open(secret_file) as f:
+            return bytes.fromhex(f.read().strip())
+    env = os.environ.get("REFBOOK_SECRET")
+    if env:
+        return bytes.fromhex(env.strip())
+    path = secret_path(host, port)
+    try:
+        with open(path) as f:
+            return bytes.fromhex(f.read().strip())
+    except OSError:
+        raise RefbookError(
+            f"no secret for the cluster at {host}:{port}: pass --secret-file PATH or set "
+            f"REFBOOK_SECRET (on the head's host it is in {path})") from None
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise RefbookError(f"an address is HOST:PORT, not {address!r}")
+    return host, int(port)
+
+
+def local_ip_towards(host: str) -> str:
+    """The address of this host on the network that reaches ``host``."""
+    if host in ("127.0.0.1", "localhost"):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, 9))
+        return s.getsockname()[0]
+
+
+def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpus: int,
+               capacity: int, resources: dict, heartbeat_s: float = 0.5,
+               heartbeat_timeout_s: float = 3.0) -> dict:
+    """Start a node manager on ``host:port`` (and ``port + 1``), detached from this
+    process.  Returns what ``refbook stop`` needs to stop it."""
+    node_id = os.urandom(4).hex()
+    session = os.path.join("/tmp", f"refbook-{os.getuid()}-{host}-{port}")
+    os.makedirs(os.path.join(session, "logs"), mode=0o700, exist_ok=True)
+    address = f"tcp://{host}:{port}/n-{node_id}/nm"
+    ready_r, ready_w = os.pipe()
+    cfg = {"session_dir": session, "sock_dir": session, "node_id": node_id,
+           "node_address": address, "num_cpus": num_cpus, "resources": resources,
+           "capacity": capacity, "arena_fd": None, "driver_pid": None,
+           "ready_fd": ready_w, "owns_session": True,
+           "spill_dir": os.path.join(session, "spill"), "memory_threshold": 0.95,
+           "head_address": head, "bind_host": host, "heartbeat_s": heartbeat_s,
+           "heartbeat_timeout_s": heartbeat_timeout_s}
+    env = dict(os.environ, REFBOOK_SECRET=secret.hex())
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+    log_path = os.path.join(session, "logs", "node.log")
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
+                                pass_fds=(ready_w,), env=env, stdin=subprocess.DEVNULL,
+                                stdout=logf, stderr=logf, start_new_session=True)
+    os.close(ready_w)
+    try:
+        r, _, _ = select.select([ready_r], [], [], 30)
+        ok = bool(r) and os.read(ready_r, 64).startswith(b"ready")
+    finally:
+        os.close(ready_r)
+    if not ok:
+        proc.kill()
+        with open(log_path, errors="replace") as f:
+            raise RefbookError(f"the node did not start:\n{f.read()[-2000:]}")
+    record = {"pid": proc.pid, "address": address, "session": session,
+              "host": host, "port": port, "head": head is None}
+    _remember(record)
+    return record
+
+
+def _state_file() -> str:
+    return os.path.join(STATE_DIR, "started.json")
+
+
+def _remember(record: dict) -> None:
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    started = started_here()
+    started.append(record)
+    with open(_state_file(), "w") as f:
+        json.dump(started, f)
+
+
+def started_here() -> list[dict]:
+    try:
+        with open(_state_file()) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def forget_all() -> None:
+    try:
+        os.unlink(_state_file())
+    except OSError:
+        pass
