@@ -492,6 +492,11 @@ class CoreWorker:
                         (fn_id, fn_blob, args_entry, top_refs), max_retries,
                         retry_exceptions)
             task.quick = self._fn_time.get(fn_id, 1.0) < QUICK_TASK
+            if not unresolved:
+                near = self._where_args_are(task)
+                if near is not None and near != self.node_id:
+                    # its own queue and leases, so that it runs where its data is
+                    task.key = task.key + (("@node", near),)
             actions = self.tm.submit(task, unresolved)
             self._do(actions)
             if task.state == "queued":
@@ -522,7 +527,7 @@ class CoreWorker:
                     self.transport.send(lease.worker,
                                         (P.PUSH_TASKS, self.me, lease.lease_id, specs))
             elif kind == "request":
-                self.request_lease(a[1], a[2], False)
+                self.request_lease(a[1], a[2], False, prefer=self._where_args_are(a[3]))
             elif kind == "return":
                 self.transport.send(self._lease_nm.pop(a[1], self.node_address),
                                     (P.LEASE_RETURN, a[1]))
@@ -966,11 +971,28 @@ class CoreWorker:
             self._do(self.tm.lease_granted(req_id, lease_id, worker))
 
     def request_lease(self, req_id: int, resources: dict, dedicated: bool,
-                      nm: str | None = None) -> None:
-        """Ask a node manager (ours unless told otherwise) for a worker."""
+                      nm: str | None = None, prefer: str | None = None) -> None:
+        """Ask a node manager (ours unless told otherwise) for a worker, preferably on
+        node ``prefer`` (where the task's arguments are)."""
         nm = nm or self.node_address
-        self._lease_reqs[req_id] = (resources, dedicated, nm)
-        self.transport.send(nm, (P.LEASE_REQUEST, self.me, req_id, resources, dedicated))
+        self._lease_reqs[req_id] = (resources, dedicated, nm, prefer)
+        self.transport.send(nm, (P.LEASE_REQUEST, self.me, req_id, resources, dedicated,
+                                 prefer))
+
+    def _where_args_are(self, task) -> str | None:
+        """Locality: the node holding the most bytes of ``task``'s stored arguments, if
+        that is a good share of them (at least 1 MiB)."""
+        if task is None or not task.resources:
+            return None
+        by_node: dict[str, int] = {}
+        for oid, _owner in task.payload[3]:
+            e = self.values.get(oid)
+            if e is not None and e[0] == STORED:
+                by_node[e[1]] = by_node.get(e[1], 0) + e[3]
+        if not by_node:
+            return None
+        node, size = max(by_node.items(), key=lambda kv: kv[1])
+        return node if size >= (1 << 20) else None
 
     def _on_spillback(self, msg):
         _, req_id, nm = msg
@@ -978,7 +1000,7 @@ class CoreWorker:
         if req is not None:
             if any(f"/n-{n}/" in nm for n in self.dead_nodes):
                 nm = None                        # stale advice: ask our own node again
-            self.request_lease(req_id, req[0], req[1], nm)
+            self.request_lease(req_id, req[0], req[1], nm, req[3])
 
     def _on_node_died(self, msg):
         """Every process on that node is gone, and every object stored only there."""
@@ -998,7 +1020,7 @@ class CoreWorker:
         for rec in self.actors.owned.values():
             if rec.address and marker in rec.address:
                 addrs.add(rec.address)
-        for req_id, (res, dedicated, nm) in list(self._lease_reqs.items()):
+        for req_id, (res, dedicated, nm, _prefer) in list(self._lease_reqs.items()):
             if marker in nm:                     # asked a node that is gone: ask again
                 self.request_lease(req_id, res, dedicated)
         why = f"its node {node_id} died ({reason})"

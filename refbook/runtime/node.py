@@ -28,7 +28,7 @@ from . import protocol as P
 from .arena import Arena
 from .head import Membership, choose_node
 from .monitor import MemoryMonitor, TaskInfo
-from .scheduler import LeaseScheduler
+from .scheduler import LeaseScheduler, fits
 from .storeserver import StoreServer
 from .transport import Transport
 
@@ -259,8 +259,20 @@ class NodeManager:
             self._do(self.sched.worker_registered(addr))
 
     def _on_lease_request(self, m):
-        _, owner, req_id, resources, dedicated = m
-        node, feasible = choose_node(self.cluster_view(), resources, self.node_id)
+        _, owner, req_id, resources, dedicated, prefer = m
+        view = self.cluster_view()
+        if prefer == self.node_id and fits(resources, self.sched.total):
+            # locality: the task's data is here; wait for a worker here if need be (idle
+            # leases elsewhere are reclaimed) rather than move the data
+            self._do(self.sched.request(owner, req_id, resources, dedicated))
+            return
+        if prefer is not None:
+            target = next((n for n in view if n["node_id"] == prefer and n["alive"]
+                           and fits(resources, n["resources"])), None)
+            if target is not None:
+                self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, target["address"]))
+                return
+        node, feasible = choose_node(view, resources, self.node_id)
         if node is not None:
             addr = self.node_address_of(node)
             if addr is not None:

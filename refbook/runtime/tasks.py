@@ -8,7 +8,7 @@ decides what happens to tasks whose worker died: retry or fail.
 
 Methods return actions for the caller (the core) to carry out:
   ``("push", lease, [task, ...])``   send PUSH_TASKS to ``lease.worker``
-  ``("request", req_id, resources)`` send LEASE_REQUEST to the node manager
+  ``("request", req_id, resources, task)`` send LEASE_REQUEST (``task``: for locality)
   ``("return", lease_id)``           send LEASE_RETURN
   ``("fail", task, error)``          finish the task with ``error`` for every return
   ``("cancel", task, worker, force)``the task is running: interrupt or kill it
@@ -187,7 +187,7 @@ class TaskManager:
             if pending < self.max_requests:
                 req_id = next(self._req_ids)
                 self.requests[req_id] = key
-                actions.append(("request", req_id, q[0].resources))
+                actions.append(("request", req_id, q[0].resources, q[0]))
         return actions
 
     # -- completion ------------------------------------------------------------------

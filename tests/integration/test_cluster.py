@@ -201,3 +201,17 @@ def test_a_dead_workers_objects_on_other_nodes_go_with_it(cluster3):
         return next(n for n in refbook.nodes() if n["node_id"] == node_id)["store"]
     assert wait_for(lambda: store_objects(a.node_id)["num_objects"] == 0, timeout=10)
     assert wait_for(lambda: store_objects(b.node_id)["num_objects"] == 0, timeout=10)
+
+
+def test_tasks_go_to_the_node_that_holds_their_data(cluster3):
+    c, a, b = cluster3
+
+    @refbook.remote(resources={"any": 1})
+    def node_of(arr):
+        from refbook.runtime import core
+        return core.current().node_id
+
+    for node, res in ((a, {"a": 1}), (b, {"b": 1})):
+        x = make.options(resources=res).remote(3, 20)
+        refbook.wait([x])
+        assert refbook.get([node_of.remote(x) for _ in range(4)]) == [node.node_id] * 4
