@@ -145,7 +145,7 @@ class JoinedSession:
             host, port = parse_address(address.removeprefix("tcp://"))
             root = None
             head = f"tcp://{host}:{port}"
-            me_host = local_ip_towards(host)
+            me_host = os.environ.get("REFBOOK_BIND") or local_ip_towards(host)
             if secret is None:
                 secret = find_secret(host, port)
             probe_addr = f"tcp://{me_host}:{free_port(me_host)}/probe"

@@ -64,10 +64,14 @@ def local_ip_towards(host: str) -> str:
 
 
 def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpus: int,
-               capacity: int, resources: dict, heartbeat_s: float = 0.5,
-               heartbeat_timeout_s: float = 3.0) -> dict:
+               capacity: int, resources: dict, heartbeat_s: float | None = None,
+               heartbeat_timeout_s: float | None = None) -> dict:
     """Start a node manager on ``host:port`` (and ``port + 1``), detached from this
     process.  Returns what ``refbook stop`` needs to stop it."""
+    if heartbeat_s is None:
+        heartbeat_s = float(os.environ.get("REFBOOK_HEARTBEAT_S", 0.5))
+    if heartbeat_timeout_s is None:
+        heartbeat_timeout_s = float(os.environ.get("REFBOOK_HEARTBEAT_TIMEOUT_S", 3.0))
     node_id = os.urandom(4).hex()
     session = os.path.join("/tmp", f"refbook-{os.getuid()}-{host}-{port}")
     os.makedirs(os.path.join(session, "logs"), mode=0o700, exist_ok=True)

@@ -41,17 +41,25 @@ def free_port_pair():
 @pytest.fixture
 def tcp_cluster(tmp_path):
     port = free_port_pair()
-    cli(tmp_path, "start", "--head", "--port", str(port), "--num-cpus", "0",
-        "--object-store-memory", str(64 << 20))
-    cli(tmp_path, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2",
-        "--object-store-memory", str(64 << 20), "--resources", '{"tcpnode": 1}')
-    yield tmp_path, port
-    cli(tmp_path, "stop", check=False)
+    try:
+        cli(tmp_path, "start", "--head", "--port", str(port), "--num-cpus", "0",
+            "--object-store-memory", str(64 << 20))
+        cli(tmp_path, "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2",
+            "--object-store-memory", str(64 << 20), "--resources", '{"tcpnode": 1}')
+        yield tmp_path, port
+    finally:
+        cli(tmp_path, "stop", check=False)      # the nodes outlive `refbook start`
 
 
-def node_pids():
-    return [p.pid for p in psutil.process_iter(["cmdline"])
-            if "refbook.runtime.node" in " ".join(p.info["cmdline"] or [])]
+def node_pids(home):
+    """The node processes `refbook start` started with this HOME."""
+    import json
+    try:
+        with open(home / ".refbook" / "started.json") as f:
+            pids = [r["pid"] for r in json.load(f)]
+    except OSError:
+        return []
+    return [p for p in pids if psutil.pid_exists(p)]
 
 
 def test_start_status_join_and_stop(tcp_cluster):
@@ -78,10 +86,10 @@ def test_start_status_join_and_stop(tcp_cluster):
     p = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
                        env=env, timeout=60)
     assert p.stdout.strip() == "ok", p.stderr
-    before = node_pids()
-    assert before
+    before = node_pids(home)
+    assert len(before) == 2
     cli(home, "stop")
-    assert wait_for(lambda: not (set(before) & set(node_pids())), timeout=15)
+    assert wait_for(lambda: not any(psutil.pid_exists(p) for p in before), timeout=15)
 
 
 def test_a_driver_or_node_without_the_secret_is_refused(tcp_cluster, tmp_path_factory):
