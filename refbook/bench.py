@@ -356,6 +356,125 @@ def run_recovery_workloads(quick: bool = False) -> dict:
             "heartbeat_timeout": (timeout, "s")}
 
 
+def raw_tcp_throughput(host: str, nbytes: int) -> float:
+    """Bytes/s of a plain TCP stream from one process to another on ``host`` (the
+    iperf-style yardstick for transfers between nodes)."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind((host, 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    got = []
+
+    def receive():
+        conn, _ = srv.accept()
+        buf = bytearray(4 << 20)
+        n = 0
+        while n < nbytes:
+            k = conn.recv_into(buf)
+            if not k:
+                break
+            n += k
+        got.append(n)
+        conn.close()
+
+    t = threading.Thread(target=receive)
+    t.start()
+    c = socket.create_connection((host, port))
+    chunk = memoryview(os.urandom(4 << 20))
+    start = time.perf_counter()
+    sent = 0
+    while sent < nbytes:
+        sent += c.send(chunk[: min(len(chunk), nbytes - sent)])
+    c.close()
+    t.join()
+    elapsed = time.perf_counter() - start
+    srv.close()
+    return nbytes / elapsed
+
+
+def run_net_workloads(quick: bool = False) -> dict:
+    """Two nodes over TCP on loopback: moving a 1 GB object between them against raw TCP,
+    and a task's round trip to a node other than the driver's."""
+    import tempfile
+
+    import refbook
+    from refbook.runtime.launch import start_node
+    from refbook.runtime.transport import free_port
+    size = (256 if quick else 1024) * MB
+    old_home = os.environ.get("HOME")
+    r: dict = {}
+    with tempfile.TemporaryDirectory(prefix="refbook-bench-home-") as home:
+        os.environ["HOME"] = home
+        secret = os.urandom(32)
+        procs = []
+        try:
+            port = free_port("127.0.0.1")
+            procs.append(start_node(host="127.0.0.1", port=port, secret=secret, head=None,
+                                    num_cpus=1, capacity=2 * size, resources={"here": 1}))
+            head = f"tcp://127.0.0.1:{port}"
+            for res in ({"a": 1}, {"b": 1}):
+                procs.append(start_node(host="127.0.0.1", port=free_port("127.0.0.1"),
+                                        secret=secret, head=head, num_cpus=1,
+                                        capacity=2 * size, resources=res))
+            os.environ["REFBOOK_SECRET"] = secret.hex()
+            deadline = time.monotonic() + 20
+            refbook.init(address=f"127.0.0.1:{port}", log_to_stderr=False)
+            while len([n for n in refbook.nodes() if n["alive"]]) < 3:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nodes did not join")
+                time.sleep(0.05)
+
+            @refbook.remote
+            def make(n):
+                return np.ones(n // 8)
+
+            @refbook.remote
+            def touch(a):
+                return a.nbytes
+
+            speeds = []
+            for _ in range(2 if quick else 3):
+                x = make.options(resources={"a": 1}).remote(size)
+                refbook.wait([x])
+                refbook.get(touch.options(resources={"b": 1}).remote(x))
+                ev = [e for e in refbook.events("transfer")][-1]
+                speeds.append(ev["bytes"] / ev["seconds"])
+                del x
+            raw = raw_tcp_throughput("127.0.0.1", size)
+            r["transfer_1GB_loopback"] = (statistics.median(speeds) / 1e9, "GB/s")
+            r["raw_tcp_loopback"] = (raw / 1e9, "GB/s")
+            r["transfer_vs_tcp"] = (100 * statistics.median(speeds) / raw, "%")
+
+            @refbook.remote
+            def noop():
+                return 0
+
+            local = noop.options(resources={"here": 1})
+            remote = noop.options(resources={"a": 1})
+            refbook.get([local.remote(), remote.remote()])
+            n = 100 if quick else 500
+            t_local = _median_time(lambda: refbook.get(local.remote()), n, 20)
+            t_remote = _median_time(lambda: refbook.get(remote.remote()), n, 20)
+            r["task_rtt_same_node"] = (t_local * 1e6, "us")
+            r["task_rtt_other_node"] = (t_remote * 1e6, "us")
+            r["remote_vs_local_rtt"] = (t_remote / t_local, "x")
+        finally:
+            refbook.shutdown()
+            for rec in procs:
+                try:
+                    os.kill(rec["pid"], 15)
+                except ProcessLookupError:
+                    pass
+            os.environ.pop("REFBOOK_SECRET", None)
+            if old_home is not None:
+                os.environ["HOME"] = old_home
+    return r
+
+
+NET_TARGETS = {"transfer_vs_tcp": (">=", 70), "remote_vs_local_rtt": ("<=", 2)}
+
 RECOVERY_TARGETS = {"recovery_after_node_death": ("<=", 1.6)}
 
 ACTOR_TARGETS = {"actor_call_sync": ("<=", 200), "actor_calls_async": (">=", 15000),
@@ -408,7 +527,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write results here "
                     "(default: bench-results/refbook-<time>.json)")
     ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--only", choices=["core", "actors", "spill", "recovery"], default=None,
+    ap.add_argument("--only", choices=["core", "actors", "spill", "recovery", "net"],
+                    default=None,
                     help="run one group of workloads")
     args = ap.parse_args(argv)
     res: dict = {}
@@ -420,7 +540,10 @@ def main(argv=None) -> int:
         res.update(run_spill_workloads(quick=args.quick))
     if args.only in (None, "recovery"):
         res.update(run_recovery_workloads(quick=args.quick))
-    print(table(res, {**TARGETS, **ACTOR_TARGETS, **SPILL_TARGETS, **RECOVERY_TARGETS}))
+    if args.only in (None, "net"):
+        res.update(run_net_workloads(quick=args.quick))
+    print(table(res, {**TARGETS, **ACTOR_TARGETS, **SPILL_TARGETS, **RECOVERY_TARGETS,
+                      **NET_TARGETS}))
     path = args.json or os.path.join("bench-results",
                                      f"refbook-{time.strftime('%Y%m%d-%H%M%S')}.json")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
