@@ -4,9 +4,7 @@ and the introspection calls.  Mirrors Ray's for the common subset."""
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from . import core as core_mod
 from . import protocol as P
 from .arena import Arena
 from .core import CoreWorker
+from .launch import spawn_node, wait_ready
 from .object_ref import ObjectRef
 
 _lock = threading.RLock()
@@ -59,51 +58,32 @@ class Session:
         self.node_address = f"ipc://{sock_dir}/nm"
         secret = os.urandom(32)
         self.arena = Arena.create(capacity)
-        ready_r, ready_w = os.pipe()
         cfg = {
             "session_dir": self.dir, "sock_dir": sock_dir, "node_id": self.node_id,
             "node_address": self.node_address, "num_cpus": num_cpus,
             "resources": resources, "capacity": capacity, "arena_fd": self.arena.fd,
-            "driver_pid": os.getpid(), "ready_fd": ready_w, "owns_session": True,
+            "driver_pid": os.getpid(), "owns_session": True,
             "spill_dir": self.spill_dir, "memory_threshold": memory_threshold,
         }
-        env = dict(os.environ, REFBOOK_SECRET=secret.hex())
-        pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
         self.log_path = os.path.join(self.dir, "logs", "node.log")
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
-                pass_fds=(self.arena.fd, ready_w), env=env, stdin=subprocess.DEVNULL,
-                stdout=logf, stderr=logf, start_new_session=True)
-        os.close(ready_w)
+        self.proc, ready_r = spawn_node(cfg, secret, self.log_path, (self.arena.fd,))
         try:
+            # the driver's side starts while the node process imports
             self.core = CoreWorker(kind="driver", address=f"ipc://{sock_dir}/d-{os.urandom(6).hex()}",
                                    node_address=self.node_address, node_id=self.node_id,
                                    secret=secret, arena=self.arena)
-            self._wait_ready(ready_r)
-            node_fd = os.pidfd_open(self.proc.pid)
+            wait_ready(self.proc, ready_r, self.log_path)
+            ready_r = None
+            node_fd = self.node_fd = os.pidfd_open(self.proc.pid)
             self.core.add_fd(node_fd, lambda: self.core.node_died(
                 f"process {self.proc.pid} exited; see {self.log_path}"))
             self.core.start()
             self.core.register()
         except BaseException:
+            if ready_r is not None:
+                os.close(ready_r)
             self.close()
             raise
-        finally:
-            os.close(ready_r)
-
-    def _wait_ready(self, fd: int, timeout: float = 30.0) -> None:
-        r, _, _ = select.select([fd], [], [], timeout)
-        line = os.read(fd, 64) if r else b""
-        if not line.startswith(b"ready"):
-            try:
-                with open(self.log_path, errors="replace") as f:
-                    tail = f.read()[-2000:]
-            except OSError:
-                tail = ""
-            raise exc.RefbookError(f"the refbook node process did not start:\n{tail}")
 
     def close(self) -> None:
         core = getattr(self, "core", None)

@@ -63,6 +63,42 @@ def local_ip_towards(host: str) -> str:
         return s.getsockname()[0]
 
 
+def spawn_node(cfg: dict, secret: bytes, log_path: str, extra_fds: tuple = ()):
+    """Start a node manager process (``python -m refbook.runtime.node``) in a session
+    of its own.  Returns the process and the read end of its ready pipe, for
+    :func:`wait_ready` (the caller may do other work in between)."""
+    ready_r, ready_w = os.pipe()
+    cfg = dict(cfg, ready_fd=ready_w)
+    env = dict(os.environ, REFBOOK_SECRET=secret.hex())
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
+                                pass_fds=(*extra_fds, ready_w), env=env,
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                start_new_session=True)
+    os.close(ready_w)
+    return proc, ready_r
+
+
+def wait_ready(proc, ready_r: int, log_path: str, timeout: float = 30.0) -> None:
+    """Wait until the node manager says it is ready; if it does not, kill it and raise
+    with the end of its log."""
+    try:
+        r, _, _ = select.select([ready_r], [], [], timeout)
+        ok = bool(r) and os.read(ready_r, 64).startswith(b"ready")
+    finally:
+        os.close(ready_r)
+    if not ok:
+        proc.kill()
+        try:
+            with open(log_path, errors="replace") as f:
+                tail = f.read()[-2000:]
+        except OSError:
+            tail = ""
+        raise RefbookError(f"the refbook node process did not start:\n{tail}")
+
+
 def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpus: int,
                capacity: int, resources: dict, heartbeat_s: float | None = None,
                heartbeat_timeout_s: float | None = None) -> dict:
@@ -76,32 +112,16 @@ def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpu
     session = os.path.join("/tmp", f"refbook-{os.getuid()}-{host}-{port}")
     os.makedirs(os.path.join(session, "logs"), mode=0o700, exist_ok=True)
     address = f"tcp://{host}:{port}/n-{node_id}/nm"
-    ready_r, ready_w = os.pipe()
     cfg = {"session_dir": session, "sock_dir": session, "node_id": node_id,
            "node_address": address, "num_cpus": num_cpus, "resources": resources,
            "capacity": capacity, "arena_fd": None, "driver_pid": None,
-           "ready_fd": ready_w, "owns_session": True,
+           "owns_session": True,
            "spill_dir": os.path.join(session, "spill"), "memory_threshold": 0.95,
            "head_address": head, "bind_host": host, "heartbeat_s": heartbeat_s,
            "heartbeat_timeout_s": heartbeat_timeout_s}
-    env = dict(os.environ, REFBOOK_SECRET=secret.hex())
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
     log_path = os.path.join(session, "logs", "node.log")
-    with open(log_path, "ab") as logf:
-        proc = subprocess.Popen([sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
-                                pass_fds=(ready_w,), env=env, stdin=subprocess.DEVNULL,
-                                stdout=logf, stderr=logf, start_new_session=True)
-    os.close(ready_w)
-    try:
-        r, _, _ = select.select([ready_r], [], [], 30)
-        ok = bool(r) and os.read(ready_r, 64).startswith(b"ready")
-    finally:
-        os.close(ready_r)
-    if not ok:
-        proc.kill()
-        with open(log_path, errors="replace") as f:
-            raise RefbookError(f"the node did not start:\n{f.read()[-2000:]}")
+    proc, ready_r = spawn_node(cfg, secret, log_path)
+    wait_ready(proc, ready_r, log_path)
     record = {"pid": proc.pid, "address": address, "session": session,
               "host": host, "port": port, "head": head is None}
     _remember(record)

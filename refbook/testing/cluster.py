@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 
 from ..exceptions import RefbookError
 from ..runtime import protocol as P
+from ..runtime.launch import spawn_node, wait_ready
 from ..runtime.transport import Transport
 
 
@@ -58,35 +56,17 @@ class Cluster:
         sock_dir = os.path.join(self.dir, f"n-{node_id}")
         os.mkdir(sock_dir, 0o700)
         address = f"ipc://{sock_dir}/nm"
-        ready_r, ready_w = os.pipe()
         cfg = {"session_dir": self.dir, "sock_dir": sock_dir, "node_id": node_id,
                "node_address": address, "num_cpus": num_cpus, "resources": resources,
                "capacity": capacity, "arena_fd": None, "driver_pid": os.getpid(),
                # the head removes the cluster's directory if this process dies first
-               "ready_fd": ready_w, "owns_session": head is None,
+               "owns_session": head is None,
                "spill_dir": os.path.join(sock_dir, "spill"), "memory_threshold": 0.95,
                "head_address": head, "heartbeat_s": self.heartbeat_s,
                "heartbeat_timeout_s": self.heartbeat_timeout_s}
-        env = dict(os.environ, REFBOOK_SECRET=self.secret.hex())
-        pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", ""))
-                                            if p)
         log_path = os.path.join(self.dir, "logs", f"node-{node_id}.log")
-        with open(log_path, "ab") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
-                pass_fds=(ready_w,), env=env, stdin=subprocess.DEVNULL, stdout=logf,
-                stderr=logf, start_new_session=True)
-        os.close(ready_w)
-        try:
-            r, _, _ = select.select([ready_r], [], [], 30)
-            ok = r and os.read(ready_r, 64).startswith(b"ready")
-        finally:
-            os.close(ready_r)
-        if not ok:
-            proc.kill()
-            with open(log_path, errors="replace") as f:
-                raise RefbookError(f"node {node_id} did not start:\n{f.read()[-2000:]}")
+        proc, ready_r = spawn_node(cfg, self.secret, log_path)
+        wait_ready(proc, ready_r, log_path)
         node = Node(node_id, address, proc, log_path)
         self.nodes.append(node)
         return node
