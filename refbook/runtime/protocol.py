@@ -38,12 +38,17 @@ class Signer:
         self._tag = sender_tag
         self._seq = 0
 
-    def sign(self, receiver_tag: bytes, body: bytes) -> list[bytes]:
+    def sign(self, receiver_tag: bytes, body: bytes, data=None) -> list:
         """Caller holds the send lock, so sequence numbers are strictly increasing
-        on every connection this process has."""
+        on every connection this process has.  ``data``: raw bytes sent as a third
+        frame (a chunk of an object), covered by the same MAC, never unpickled."""
         self._seq += 1
         env = _HDR.pack(receiver_tag, self._tag, self._seq) + body
-        return [hmac.digest(self._key, env, "sha256"), env]
+        if data is None:
+            return [hmac.digest(self._key, env, "sha256"), env]
+        mac = hmac.new(self._key, env, "sha256")
+        mac.update(data)
+        return [mac.digest(), env, data]
 
 
 class RejectedMessage(Exception):
@@ -61,12 +66,19 @@ class Verifier:
         self._last: dict[bytes, int] = {}
 
     def verify(self, frames: list[bytes]) -> tuple:
-        if len(frames) != 2:
-            raise RejectedMessage(f"expected 2 frames, got {len(frames)}")
-        mac, env = frames
+        """The message tuple; a third frame (raw data) is appended to it."""
+        if len(frames) not in (2, 3):
+            raise RejectedMessage(f"expected 2 or 3 frames, got {len(frames)}")
+        mac, env = frames[0], frames[1]
         if len(mac) != MAC_LEN or len(env) < HDR_LEN + 1:
             raise RejectedMessage("truncated frame")
-        if not hmac.compare_digest(mac, hmac.digest(self._key, env, "sha256")):
+        if len(frames) == 2:
+            want = hmac.digest(self._key, env, "sha256")
+        else:
+            h = hmac.new(self._key, env, "sha256")
+            h.update(frames[2])
+            want = h.digest()
+        if not hmac.compare_digest(mac, want):
             raise RejectedMessage("bad signature")
         receiver, sender, seq = _HDR.unpack_from(env)
         if receiver not in self._tags:
@@ -80,6 +92,8 @@ class Verifier:
             raise RejectedMessage(f"undecodable body: {e!r}") from None
         if not isinstance(msg, tuple) or not msg:
             raise RejectedMessage("body is not a message tuple")
+        if len(frames) == 3:
+            return msg + (frames[2],)
         return msg
 
     def forget(self, sender_tag: bytes) -> None:
@@ -146,6 +160,6 @@ LEASE_SPILLBACK = 64   # nm -> owner: (req_id, nm address)  ask that node instea
 PULL = 65              # nm -> nm: (oid, requester nm, requester node id)  send your copy
 PULL_META = 66         # nm -> nm: (oid, size, owner)
 PULL_CHUNK = 67        # nm -> nm: (oid, requester nm, offset, length)
-CHUNK = 68             # nm -> nm: (oid, offset, data)
+CHUNK = 68             # nm -> nm: (oid, offset) + a raw data frame
 PULL_DONE = 69         # nm -> nm: (oid, requester nm)  copy complete: unpin yours
 PULL_FAIL = 70         # nm -> nm: (oid, message)

@@ -21,7 +21,7 @@ from .store import SPILLED, ObjectTable
 log = logging.getLogger("refbook.store")
 
 WAIT_LIMIT = 120.0     # seconds a request may wait for memory before it fails
-CHUNK = 4 << 20        # bytes per transfer message between nodes
+CHUNK = 16 << 20       # bytes per transfer message between nodes
 WINDOW = 4             # chunks in flight per transfer
 
 
@@ -221,8 +221,9 @@ class StoreServer:
         base = self.sending.get((oid, requester))
         if base is None:
             return
-        data = self.arena.mm[base + offset:base + offset + n]
-        self.t.send(requester, (P.CHUNK, oid, offset, data))
+        # straight from the arena: the object stays pinned until the requester has it all
+        self.t.send(requester, (P.CHUNK, oid, offset),
+                    data=memoryview(self.arena.mm)[base + offset:base + offset + n])
 
     def _on_chunk(self, m) -> None:
         _, oid, offset, data = m

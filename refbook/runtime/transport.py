@@ -41,15 +41,18 @@ class Transport:
         self._rpc_socks: list = []          # every one of them, to close at the end
         self.rpc = None
 
-    def send(self, addr: str, msg: tuple) -> bool:
+    def send(self, addr: str, msg: tuple, data=None) -> bool:
+        """``data``: a large buffer sent as a frame of its own, without copying it
+        into the message (it must stay unchanged until the peer has it)."""
         body = encode(msg)
         with self.send_lock:
             peer = self._peers.get(addr)
             if peer is None:
                 peer = self._connect(addr)
-            frames = self._signer.sign(peer[1], body)
+            frames = self._signer.sign(peer[1], body, data)
             try:
-                peer[0].send_multipart(frames, flags=zmq.NOBLOCK, copy=len(body) < 65536)
+                peer[0].send_multipart(frames, flags=zmq.NOBLOCK,
+                                       copy=data is None and len(body) < 65536)
                 return True
             except zmq.Again:
                 log.warning("dropping message to %s: its queue is full", addr)

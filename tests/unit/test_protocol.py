@@ -41,3 +41,17 @@ def test_random_frames_only_ever_raise_rejected_message():
         frames = [rng.randbytes(rng.randint(0, 100)) for _ in range(rng.randint(0, 4))]
         with pytest.raises(RejectedMessage):
             v.verify(frames)
+
+
+def test_a_data_frame_is_covered_by_the_mac():
+    s, v = pair()
+    data = os.urandom(1 << 20)
+    frames = s.sign(tag_for(ME), encode((68, "x")), data)
+    assert v.verify(frames) == (68, "x", data)
+    s2, v2 = pair()
+    frames = s2.sign(tag_for(ME), encode((68, "x")), data)
+    tampered = frames[:2] + [data[:-1] + b"!"]
+    with pytest.raises(RejectedMessage, match="signature"):
+        v2.verify(tampered)
+    with pytest.raises(RejectedMessage, match="signature"):
+        v2.verify(frames[:2] + [b""])              # data dropped: the MAC no longer fits
