@@ -27,6 +27,18 @@ from .runtime.remote_function import remote
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ip):
+    """``%load_ext refbook``"""
+    from .kernel import load_ipython_extension as load
+    load(ip)
+
+
+def unload_ipython_extension(ip):
+    """``%unload_ext refbook``: shuts the cluster down."""
+    from .kernel import unload_ipython_extension as unload
+    unload(ip)
+
 __all__ = [
     "init", "shutdown", "is_initialized", "remote", "put", "get", "wait", "cancel",
     "ObjectRef", "nodes", "objects", "events", "cluster_resources", "available_resources",
