@@ -153,6 +153,9 @@ def main(argv=None) -> int:
     if argv and argv[0] == "bench":
         from .bench import main as bench_main
         return bench_main(argv[1:])
+    if argv and argv[0] == "kernel":
+        from .kernel.kernelspec import main as kernel_main
+        return kernel_main(argv[1:])
     ap = argparse.ArgumentParser(prog="refbook", description="refbook command line")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("bench", help="run the benchmarks (refbook bench --help)")
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
     ss.add_argument("--address")
     ss.add_argument("--secret-file")
     sub.add_parser("stop", help="stop what `refbook start` started on this host")
-    sub.add_parser("kernel", help="install the Jupyter kernelspec (not available yet)")
+    sub.add_parser("kernel", help='install the "Python 3 (refbook)" Jupyter kernel')
     args = ap.parse_args(argv)
     try:
         if args.cmd == "start":

@@ -79,3 +79,35 @@ def test_killing_the_kernel_leaves_no_refbook_process(kernel):
         time.sleep(0.1)
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
                    for p in pids)
+
+
+def test_kernelspec_starts_with_refbook_loaded(tmp_path):
+    import subprocess
+    import sys
+
+    from jupyter_client.manager import KernelManager
+    prefix = tmp_path / "prefix"
+    home = tmp_path / "home"
+    p = subprocess.run([sys.executable, "-m", "refbook.cli", "kernel", "install", "--user"],
+                       capture_output=True, text=True, env=dict(os.environ, HOME=str(home)))
+    assert p.returncode == 0, p.stderr
+    assert list(home.rglob("kernels/refbook/kernel.json"))
+    from refbook.kernel import kernelspec
+    dest = kernelspec.install(prefix=str(prefix))
+    assert os.path.exists(os.path.join(dest, "kernel.json"))
+    km = KernelManager(kernel_name="refbook")
+    km.kernel_spec_manager.kernel_dirs.insert(0, os.path.dirname(dest))
+    km.start_kernel(env=dict(os.environ, REFBOOK_QUIET="1"))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        out, err = run(kc, "print(refbook.is_initialized())")
+        assert err is None and out.strip() == "True", (out, err)
+        out, err = run(kc, "%%remote --wait\ny = 2")
+        assert err is None, err
+        out, err = run(kc, "print(refbook.is_initialized(), refbook.get(y))")
+        assert out.strip() == "True 2", (out, err)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -39,7 +39,8 @@ DRIVER = textwrap.dedent("""
         return core.current().node_id
 
     @refbook.remote(resources={"b": 1})
-    def hold_b(s):
+    def hold_b(path, s):
+        open(path, "w").close()        # b is busy from now on
         time.sleep(s)
 
     node_ids = {n["node_id"]: n["address"] for n in refbook.nodes()}
@@ -63,8 +64,8 @@ DRIVER = textwrap.dedent("""
         time.sleep(0.1)
     out["c_node"] = refbook.get(where.options(resources={"c": 1}).remote(), timeout=30)
     # a host cut off mid-job: its objects are rebuilt on the others
-    busy = hold_b.remote(2)
-    time.sleep(0.3)
+    busy = hold_b.remote(os.path.join(flags, "b_busy"), 3)
+    wait_flag("b_busy")
     parts = [make.options(resources={"any": 1}).remote(10 + i, 5) for i in range(4)]
     refbook.wait(parts, num_returns=4)
     placed = [o["nodes"] for o in refbook.objects() if o["object_id"] in
