@@ -32,6 +32,9 @@ def _forget_refs_in_history(result=None) -> None:
     ip = get_ipython()
     if ip is None:
         return
+    for r in (result, getattr(ip, "last_execution_result", None)):
+        if isinstance(getattr(r, "result", None), refbook.ObjectRef):
+            r.result = None          # IPython keeps the last cell's value here too
     out = ip.user_ns.get("Out", {})
     for k in [k for k, v in out.items() if isinstance(v, refbook.ObjectRef)]:
         out[k] = f"<ObjectRef {out[k].hex()}, not kept in the history>"
