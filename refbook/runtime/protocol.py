@@ -9,18 +9,42 @@ checks, in this order and before anything is unpickled: the frame count, the MAC
 the message is addressed to it, and that the sequence number is larger than the last
 one it accepted from that sender (replays are dropped).  Only then is ``body``
 unpickled: it is a tuple ``(MSG_TYPE, *fields)``.
+
+A message may carry a third frame of raw data (a chunk of an object moving between
+nodes, a few MiB).  SHA-256 runs at about 2 GB/s, slower than TCP, so the data is
+authenticated with GMAC (AES-GCM with no plaintext, 30 GB/s with AES-NI) under a key
+used for that one message: ``K = HMAC-SHA256(data key, envelope | salt)``.  The
+envelope is unique per sender (its sequence number), the salt is random per signer (a
+restarted process does not reuse keys), and the data key is derived from the secret
+but is not the secret, so ``K`` is never sent and never reused.  The mac frame is then
+``HMAC(envelope) | salt (16) | GMAC tag (16)``.  Data frames are never unpickled.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import pickle
 import struct
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 _HDR = struct.Struct(">8s8sQ")
 HDR_LEN = _HDR.size
 MAC_LEN = 32
+SALT_LEN = 16
+TAG_LEN = 16
+_NONCE = bytes(12)        # every data key is used once, so a fixed nonce is safe
+
+
+def _data_key(secret: bytes) -> bytes:
+    return hmac.digest(secret, b"refbook data frames", "sha256")
+
+
+def _data_tag(data_key: bytes, env: bytes, salt: bytes, data) -> bytes:
+    one_time = hmac.digest(data_key, env + salt, "sha256")
+    return AESGCM(one_time).encrypt(_NONCE, b"", data)
 
 
 def tag_for(address: str) -> bytes:
@@ -31,12 +55,14 @@ def tag_for(address: str) -> bytes:
 class Signer:
     """Signs outgoing messages for one sending process."""
 
-    __slots__ = ("_key", "_tag", "_seq")
+    __slots__ = ("_key", "_tag", "_seq", "_data_key", "_salt")
 
     def __init__(self, key: bytes, sender_tag: bytes):
         self._key = key
         self._tag = sender_tag
         self._seq = 0
+        self._data_key = _data_key(key)
+        self._salt = os.urandom(SALT_LEN)
 
     def sign(self, receiver_tag: bytes, body: bytes, data=None) -> list:
         """Caller holds the send lock, so sequence numbers are strictly increasing
@@ -46,9 +72,9 @@ class Signer:
         env = _HDR.pack(receiver_tag, self._tag, self._seq) + body
         if data is None:
             return [hmac.digest(self._key, env, "sha256"), env]
-        mac = hmac.new(self._key, env, "sha256")
-        mac.update(data)
-        return [mac.digest(), env, data]
+        mac = (hmac.digest(self._key, env, "sha256") + self._salt
+               + _data_tag(self._data_key, env, self._salt, data))
+        return [mac, env, data]
 
 
 class RejectedMessage(Exception):
@@ -58,10 +84,11 @@ class RejectedMessage(Exception):
 class Verifier:
     """Checks incoming messages for one receiving process."""
 
-    __slots__ = ("_key", "_tags", "_last")
+    __slots__ = ("_key", "_tags", "_last", "_data_key")
 
     def __init__(self, key: bytes, receiver_tag: bytes, *aliases: bytes):
         self._key = key
+        self._data_key = _data_key(key)
         self._tags = (receiver_tag, *aliases)   # a head also answers to "tcp://host:port"
         self._last: dict[bytes, int] = {}
 
@@ -70,16 +97,16 @@ class Verifier:
         if len(frames) not in (2, 3):
             raise RejectedMessage(f"expected 2 or 3 frames, got {len(frames)}")
         mac, env = frames[0], frames[1]
-        if len(mac) != MAC_LEN or len(env) < HDR_LEN + 1:
+        want_len = MAC_LEN if len(frames) == 2 else MAC_LEN + SALT_LEN + TAG_LEN
+        if len(mac) != want_len or len(env) < HDR_LEN + 1:
             raise RejectedMessage("truncated frame")
-        if len(frames) == 2:
-            want = hmac.digest(self._key, env, "sha256")
-        else:
-            h = hmac.new(self._key, env, "sha256")
-            h.update(frames[2])
-            want = h.digest()
-        if not hmac.compare_digest(mac, want):
+        if not hmac.compare_digest(mac[:MAC_LEN], hmac.digest(self._key, env, "sha256")):
             raise RejectedMessage("bad signature")
+        if len(frames) == 3:
+            salt = mac[MAC_LEN:MAC_LEN + SALT_LEN]
+            tag = _data_tag(self._data_key, env, salt, frames[2])
+            if not hmac.compare_digest(mac[MAC_LEN + SALT_LEN:], tag):
+                raise RejectedMessage("bad signature on the data frame")
         receiver, sender, seq = _HDR.unpack_from(env)
         if receiver not in self._tags:
             raise RejectedMessage("addressed to another process")
@@ -163,3 +190,4 @@ PULL_CHUNK = 67        # nm -> nm: (oid, requester nm, offset, length)
 CHUNK = 68             # nm -> nm: (oid, offset) + a raw data frame
 PULL_DONE = 69         # nm -> nm: (oid, requester nm)  copy complete: unpin yours
 PULL_FAIL = 70         # nm -> nm: (oid, message)
+OBJECT_COPY = 71       # nm -> owner: (oid, node id, present)  a secondary copy came or went

@@ -55,3 +55,22 @@ def test_a_data_frame_is_covered_by_the_mac():
         v2.verify(tampered)
     with pytest.raises(RejectedMessage, match="signature"):
         v2.verify(frames[:2] + [b""])              # data dropped: the MAC no longer fits
+
+
+def test_data_frames_use_a_key_per_message():
+    s, v = pair()
+    data = os.urandom(4096)
+    a = s.sign(tag_for(ME), encode((68, "x")), data)
+    b = s.sign(tag_for(ME), encode((68, "x")), data)
+    assert a[0][32:48] == b[0][32:48]              # one salt per signer...
+    assert a[0][48:] != b[0][48:]                  # ...but never the same data key
+    other, _ = pair()
+    c = other.sign(tag_for(ME), encode((68, "x")), data)
+    assert c[0][32:48] != a[0][32:48]              # a new signer draws a new salt
+    with pytest.raises(RejectedMessage, match="signature"):   # salt changed in transit
+        v.verify([a[0][:32] + bytes(16) + a[0][48:], a[1], a[2]])
+    with pytest.raises(RejectedMessage, match="signature"):   # data of another message
+        v.verify([b[0], b[1], os.urandom(4096)])
+    with pytest.raises(RejectedMessage, match="truncated"):   # data frame dropped
+        v.verify(a[:2])
+    assert v.verify(a) == (68, "x", data)
