@@ -157,10 +157,12 @@ class CoreWorker:
             P.TASK_QUERY: self._on_task_query,
             P.LEASE_SPILLBACK: self._on_spillback,
             P.NODE_DIED: self._on_node_died,
+            P.OBJECT_COPY: self._on_object_copy,
         }
         self._lease_reqs: dict[int, tuple] = {}   # lease request id -> (resources, dedicated)
         self._lease_nm: dict[int, str] = {}       # lease id -> the node manager that granted it
         self.dead_nodes: set[str] = set()
+        self.copies: dict[bytes, set] = {}    # owned oid -> nodes with a secondary copy
         self._stale: dict[bytes, set] = {}        # task id -> nodes of attempts that died
         self._refetch: list = []                  # (when, oid, owner): ask the owner again
         self.head_address = node_address
@@ -322,6 +324,8 @@ class CoreWorker:
                 if oid in self.actors.owned:
                     self.actors.out_of_scope(oid)
                 entry = self.values.pop(oid, None)
+                for node_id in self.copies.pop(oid, ()):
+                    frees.setdefault(node_id, []).append(oid)
                 if entry is not None and entry[0] == STORED:
                     frees.setdefault(entry[1], []).append(oid)
                     p = self.pins.get(oid)
@@ -593,6 +597,9 @@ class CoreWorker:
         _, requester, req, oid = msg
         entry = self.values.get(oid)
         if entry is not None:
+            near = _node_of(requester)
+            if entry[0] == STORED and near in self.copies.get(oid, ()):
+                entry = (STORED, near, None, entry[3])     # it has a copy of its own
             self.transport.send(requester, (P.OBJECT_REPLY, req, oid, entry))
             return
         if self.rt.owns(oid):
@@ -988,7 +995,8 @@ class CoreWorker:
         for oid, _owner in task.payload[3]:
             e = self.values.get(oid)
             if e is not None and e[0] == STORED:
-                by_node[e[1]] = by_node.get(e[1], 0) + e[3]
+                for node in (e[1], *self.copies.get(oid, ())):
+                    by_node[node] = by_node.get(node, 0) + e[3]
         if not by_node:
             return None
         node, size = max(by_node.items(), key=lambda kv: kv[1])
@@ -1027,15 +1035,37 @@ class CoreWorker:
         for addr in addrs:
             self._on_process_died((P.PROCESS_DIED, addr, why, False))
         follow = []
+        for oid, nodes in list(self.copies.items()):
+            nodes.discard(node_id)
+            if not nodes:
+                del self.copies[oid]
         for oid, entry in list(self.values.items()):
             if entry[0] != STORED or entry[1] != node_id:
                 continue
             if self.rt.owns(oid):
+                others = self.copies.get(oid)
+                if others:           # a copy elsewhere survives: it is the primary now
+                    self.values[oid] = (STORED, others.pop(), None, entry[3])
+                    if not others:
+                        del self.copies[oid]
+                    continue
                 follow += self.recovery.lost(oid, f"was stored only on node {node_id}, "
                                                   f"which died")
             else:
                 del self.values[oid]         # ask its owner again: it rebuilds it
         self._do(follow)
+
+    def _on_object_copy(self, msg):
+        """A node gained or dropped a secondary copy of an object we own."""
+        _, oid, node_id, present = msg
+        entry = self.values.get(oid)
+        if present and entry is not None and entry[0] == STORED and self.rt.owns(oid) \
+                and node_id != entry[1] and node_id not in self.dead_nodes:
+            self.copies.setdefault(oid, set()).add(node_id)
+        elif not present and oid in self.copies:
+            self.copies[oid].discard(node_id)
+            if not self.copies[oid]:
+                del self.copies[oid]
 
     def _on_reclaim(self, msg):
         self._do(self.tm.reclaim())
@@ -1148,7 +1178,8 @@ class CoreWorker:
             elif entry[0] == ERROR:
                 state, size, nodes = "failed", None, []
             elif entry[0] == STORED:
-                state, size, nodes = "ready", entry[3], [entry[1]]
+                state, size = "ready", entry[3]
+                nodes = [entry[1], *sorted(self.copies.get(oid, ()))]
             else:
                 state = "ready"
                 size = len(entry[1]) + sum(len(b) for b in entry[2])

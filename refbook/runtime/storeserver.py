@@ -16,13 +16,13 @@ from collections import deque
 
 from . import protocol as P
 from .spill import SpillIO
-from .store import SPILLED, ObjectTable
+from .store import RESIDENT, SPILLED, ObjectTable
 
 log = logging.getLogger("refbook.store")
 
 WAIT_LIMIT = 120.0     # seconds a request may wait for memory before it fails
-CHUNK = 16 << 20       # bytes per transfer message between nodes
-WINDOW = 4             # chunks in flight per transfer
+CHUNK = 4 << 20        # bytes per transfer message between nodes (fits in cache)
+WINDOW = 16            # chunks in flight per transfer
 
 
 class Waiting:
@@ -49,7 +49,8 @@ class StoreServer:
         self.copies: dict[bytes, set] = {}      # oid -> nodes that pulled a copy from us
         self.pull_errors: dict[bytes, str] = {}
         self._requester_node: dict[str, str] = {}     # node manager address -> node id
-        self.pulled_from: dict[bytes, str] = {}       # our secondary copies: oid -> source
+        self.pulled_from: dict[bytes, tuple] = {}     # our secondary copies: oid ->
+        #                                               (source node, owner)
         self.table = ObjectTable(arena.capacity)
         os.makedirs(spill_dir, mode=0o700, exist_ok=True)
         self.spill_dir = spill_dir
@@ -129,6 +130,8 @@ class StoreServer:
 
     def on_free(self, oids) -> None:
         for oid in oids:
+            if oid in self.pulls:      # freed while arriving: the object is gone for good
+                self._pull_failed(oid, f"object {oid.hex()} was freed by its owner")
             self._close(self.table.delete(oid))
             self.pull_errors.pop(oid, None)
             self.pulled_from.pop(oid, None)
@@ -141,7 +144,10 @@ class StoreServer:
     # -- transfer between nodes ---------------------------------------------------------------
     # The node that needs an object pulls it from the node that has it, in chunks of
     # CHUNK bytes with at most WINDOW chunks in flight, straight into its own arena.  The
-    # copy is secondary: the sender remembers it and frees it with the primary.
+    # copy is secondary: the sender remembers it and frees it with the primary, the
+    # owner hears of it (OBJECT_COPY) and points readers at it, and under memory
+    # pressure it is dropped before anything is spilled.  If the node it came from dies,
+    # the copy becomes the primary one: its owner reads and frees it here from then on.
 
     def handlers(self) -> dict:
         return {P.PULL: self._on_pull, P.PULL_META: self._on_pull_meta,
@@ -236,8 +242,9 @@ class StoreServer:
         if p["received"] >= p["size"]:
             del self.pulls[oid]
             self.table.seal(oid)
-            self.pulled_from[oid] = p["node"]
+            self.pulled_from[oid] = (p["node"], p["owner"])
             self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
+            self.t.send(p["owner"], (P.OBJECT_COPY, oid, self.node_id, True))
             self.event("transfer", object_ids=[oid.hex()], bytes=p["size"],
                        source=p["node"], seconds=time.monotonic() - p["since"])
             self.progress()
@@ -275,12 +282,9 @@ class StoreServer:
             if self._requester_node.get(requester) == node_id:   # it will never finish
                 del self.sending[(oid, requester)]
                 self.table.unpin(f"pull:{requester}", [oid])
-        for oid, src in list(self.pulled_from.items()):
-            if src == node_id:        # nobody will free our copy now: drop it if unused
-                o = self.table.objects.get(oid)
-                if o is None or not o.pins:
-                    del self.pulled_from[oid]
-                    self._close(self.table.delete(oid))
+        for oid, (src, _owner) in list(self.pulled_from.items()):
+            if src == node_id:        # ours is the primary copy now
+                del self.pulled_from[oid]
 
     def on_unpin(self, proc: str, oids) -> None:
         self.table.unpin(proc, oids)
@@ -341,7 +345,29 @@ class StoreServer:
         if need or self.table.over_high_water():
             self._make_room(need)
 
+    def _evict_copies(self, need: int) -> bool:
+        """Drop unused secondary copies, least recently used first, until the store is
+        under its high-water mark and ``need`` bytes fit: they cost nothing to lose."""
+        t = self.table
+        evicted = False
+        unused = sorted((t.objects[oid] for oid in self.pulled_from
+                         if oid in t.objects and not t.objects[oid].pins
+                         and t.objects[oid].state == RESIDENT),
+                        key=lambda o: o.last_use)
+        for o in unused:
+            if not t.over_high_water() and (not need or t.alloc.largest_free() >= need):
+                break
+            _src, owner = self.pulled_from.pop(o.oid)
+            self._close(t.delete(o.oid))
+            self.t.send(owner, (P.OBJECT_COPY, o.oid, self.node_id, False))
+            self.event("evict", object_ids=[o.oid.hex()], bytes=o.size)
+            evicted = True
+        return evicted
+
     def _make_room(self, need: int) -> None:
+        if self._evict_copies(need):
+            self.progress()          # serve what fits now; it comes back here if need be
+            return
         entries, ask = self.table.plan_spill(need)
         if entries:
             fid = self.table.new_file_id() if any(not e[3] for e in entries) else None
@@ -397,8 +423,10 @@ class StoreServer:
 
     # -- failures and views ---------------------------------------------------------------------
     def process_died(self, addr: str) -> None:
-        _gone, closed = self.table.process_died(addr)
+        gone, closed = self.table.process_died(addr)
         self._close(closed)
+        for oid in gone:
+            self.pulled_from.pop(oid, None)
         self.waiting = [w for w in self.waiting if w.proc != addr]
         self.progress()
 

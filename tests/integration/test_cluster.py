@@ -215,3 +215,51 @@ def test_tasks_go_to_the_node_that_holds_their_data(cluster3):
         x = make.options(resources=res).remote(3, 20)
         refbook.wait([x])
         assert refbook.get([node_of.remote(x) for _ in range(4)]) == [node.node_id] * 4
+
+
+def _nodes_of(xid):
+    return next(o for o in refbook.objects() if o["object_id"] == xid)["nodes"]
+
+
+def test_the_owner_knows_every_copy_and_a_surviving_copy_outlives_its_node(cluster3):
+    c, a, b = cluster3
+    x = make.options(resources={"a": 1}).remote(11, 20)
+    xid = x.hex()
+    want = sha(np.random.default_rng(11).integers(0, 255, 20 * MB, dtype=np.uint8))
+    assert refbook.get(digest.options(resources={"b": 1}).remote(x)) == want
+    assert wait_for(lambda: _nodes_of(xid) == [a.node_id, b.node_id], timeout=5)
+    c.remove_node(a)
+    assert wait_for(lambda: _nodes_of(xid) == [b.node_id], timeout=10)
+    # the copy on b serves readers there and here; nothing had to run again
+    assert refbook.get(digest.options(resources={"b": 1}).remote(x), timeout=30) == want
+    assert sha(refbook.get(x, timeout=30)) == want
+    assert x.hex() not in {e["object_ids"][0] for e in refbook.events("reconstruct")}
+    del x
+    assert wait_for(lambda: next(n for n in refbook.nodes() if n["node_id"] == b.node_id)
+                    ["store"]["num_objects"] == 0, timeout=10)
+
+
+def test_secondary_copies_are_dropped_before_anything_is_spilled():
+    refbook.shutdown()
+    c = Cluster()
+    try:
+        a = c.add_node(num_cpus=1, resources={"a": 1})
+        b = c.add_node(num_cpus=1, object_store_memory=64 * MB, resources={"b": 1})
+        c.wait_for_nodes()
+        refbook.init(address=c.address)
+        x = make.options(resources={"a": 1}).remote(1, 24)
+        xid = x.hex()
+        refbook.get(digest.options(resources={"b": 1}).remote(x))
+        assert wait_for(lambda: _nodes_of(xid) == [a.node_id, b.node_id], timeout=5)
+        ys = [make.options(resources={"b": 1}).remote(i, 20) for i in range(2)]
+        refbook.wait(ys, num_returns=2)            # 24 + 40 MiB do not fit under 64 MiB
+        assert wait_for(lambda: _nodes_of(xid) == [a.node_id], timeout=5)
+        evicted = [e for e in refbook.events("evict") if e["node_id"] == b.node_id]
+        assert [e["object_ids"] for e in evicted] == [[x.hex()]]
+        assert not [e for e in refbook.events("spill") if e["node_id"] == b.node_id]
+        assert sha(refbook.get(x)) == sha(np.random.default_rng(1).integers(
+            0, 255, 24 * MB, dtype=np.uint8))
+        del x, ys
+    finally:
+        refbook.shutdown()
+        c.shutdown()
