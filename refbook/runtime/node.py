@@ -273,6 +273,11 @@ class NodeManager:
                 self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, target["address"]))
                 return
         node, feasible = choose_node(view, resources, self.node_id)
+        if not feasible and self.head is not None:
+            # our view of the cluster is a heartbeat old: the head decides what is
+            # impossible (a node that can run it may just have joined)
+            self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, self.head))
+            return
         if node is not None:
             addr = self.node_address_of(node)
             if addr is not None:
