@@ -143,12 +143,11 @@ class JoinedSession:
         if reply is None:
             raise exc.RefbookError(f"the cluster at {address} sent an unreadable reply")
         alive = [n for n in reply[2] if n["alive"]]
+        self.own_node = None
         if me_host is not None:     # only a node on this host can share its store with us
             local = [n for n in alive if n["address"].startswith(f"tcp://{me_host}:")]
             if not local:
-                raise exc.RefbookError(
-                    f"no refbook node runs on this host ({me_host}); start one with "
-                    f"`refbook start --address {address.removeprefix('tcp://')}` first")
+                local = [self._start_own_node(me_host, head, secret)]
             alive = local
         node = next((n for n in alive if n.get("is_head")), None) or alive[0]
         self.dir = root
@@ -172,10 +171,48 @@ class JoinedSession:
         self.core.start()
         self.core.register()
 
+    def _start_own_node(self, host: str, head: str, secret: bytes) -> dict:
+        """No node runs on this host: start one that belongs to this process (no
+        workers unless REFBOOK_NUM_CPUS says so; it holds what this process puts and
+        gets) and goes when it does.  Returns its view, as the head would list it."""
+        from .launch import node_config, spawn_node, wait_ready
+        from .transport import free_port
+        cfg = node_config(host=host, port=free_port(host), head=head,
+                          num_cpus=int(os.environ.get("REFBOOK_NUM_CPUS", 0)),
+                          capacity=_default_store_memory(), resources={},
+                          driver_pid=os.getpid())
+        log_path = os.path.join(cfg["session_dir"], "logs", "node.log")
+        proc, ready_r = spawn_node(cfg, secret, log_path)
+        wait_ready(proc, ready_r, log_path)
+        self.own_node = proc
+        from .transport import Transport
+        probe = Transport(f"tcp://{host}:{free_port(host)}/probe", secret, os.urandom(8))
+        try:
+            probe.send(cfg["node_address"], (P.STATE_QUERY, probe.address, 1, "nodes"))
+            if probe.inbox.poll(10_000):
+                reply = probe.recv()
+                for n in reply[2] if reply else ():
+                    if n["node_id"] == cfg["node_id"]:
+                        return n
+        finally:
+            probe.close()
+        proc.kill()
+        proc.wait()
+        raise exc.RefbookError(f"the node started for this process did not answer; see "
+                               f"{log_path}")
+
     def close(self) -> None:
         core = self.core      # we leave: the node frees what we owned, as if we died
         core.transport.send(self.node_address, (P.PROCESS_DIED, core.me, "driver left", False))
+        if self.own_node is not None:
+            core.transport.send(self.node_address, (P.SHUTDOWN,))
         core.stop()
+        if self.own_node is not None:
+            try:
+                self.own_node.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.own_node.kill()
+                self.own_node.wait()
         for fd in (self.arena.fd, self.node_fd):
             try:
                 os.close(fd)

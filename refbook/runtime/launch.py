@@ -99,11 +99,12 @@ def wait_ready(proc, ready_r: int, log_path: str, timeout: float = 30.0) -> None
         raise RefbookError(f"the refbook node process did not start:\n{tail}")
 
 
-def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpus: int,
-               capacity: int, resources: dict, heartbeat_s: float | None = None,
-               heartbeat_timeout_s: float | None = None) -> dict:
-    """Start a node manager on ``host:port`` (and ``port + 1``), detached from this
-    process.  Returns what ``refbook stop`` needs to stop it."""
+def node_config(*, host: str, port: int, head: str | None, num_cpus: int, capacity: int,
+                resources: dict, driver_pid: int | None = None,
+                heartbeat_s: float | None = None,
+                heartbeat_timeout_s: float | None = None) -> dict:
+    """The configuration of a node manager on ``host:port`` (and ``port + 1``).  With
+    ``driver_pid`` it belongs to that process and exits with it."""
     if heartbeat_s is None:
         heartbeat_s = float(os.environ.get("REFBOOK_HEARTBEAT_S", 0.5))
     if heartbeat_timeout_s is None:
@@ -111,18 +112,27 @@ def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpu
     node_id = os.urandom(4).hex()
     session = os.path.join("/tmp", f"refbook-{os.getuid()}-{host}-{port}")
     os.makedirs(os.path.join(session, "logs"), mode=0o700, exist_ok=True)
-    address = f"tcp://{host}:{port}/n-{node_id}/nm"
-    cfg = {"session_dir": session, "sock_dir": session, "node_id": node_id,
-           "node_address": address, "num_cpus": num_cpus, "resources": resources,
-           "capacity": capacity, "arena_fd": None, "driver_pid": None,
-           "owns_session": True,
-           "spill_dir": os.path.join(session, "spill"), "memory_threshold": 0.95,
-           "head_address": head, "bind_host": host, "heartbeat_s": heartbeat_s,
-           "heartbeat_timeout_s": heartbeat_timeout_s}
-    log_path = os.path.join(session, "logs", "node.log")
+    return {"session_dir": session, "sock_dir": session, "node_id": node_id,
+            "node_address": f"tcp://{host}:{port}/n-{node_id}/nm", "num_cpus": num_cpus,
+            "resources": resources, "capacity": capacity, "arena_fd": None,
+            "driver_pid": driver_pid, "owns_session": True,
+            "spill_dir": os.path.join(session, "spill"), "memory_threshold": 0.95,
+            "head_address": head, "bind_host": host, "heartbeat_s": heartbeat_s,
+            "heartbeat_timeout_s": heartbeat_timeout_s}
+
+
+def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpus: int,
+               capacity: int, resources: dict, heartbeat_s: float | None = None,
+               heartbeat_timeout_s: float | None = None) -> dict:
+    """Start a node manager on ``host:port`` (and ``port + 1``), detached from this
+    process.  Returns what ``refbook stop`` needs to stop it."""
+    cfg = node_config(host=host, port=port, head=head, num_cpus=num_cpus,
+                      capacity=capacity, resources=resources, heartbeat_s=heartbeat_s,
+                      heartbeat_timeout_s=heartbeat_timeout_s)
+    log_path = os.path.join(cfg["session_dir"], "logs", "node.log")
     proc, ready_r = spawn_node(cfg, secret, log_path)
     wait_ready(proc, ready_r, log_path)
-    record = {"pid": proc.pid, "address": address, "session": session,
+    record = {"pid": proc.pid, "address": cfg["node_address"], "session": cfg["session_dir"],
               "host": host, "port": port, "head": head is None}
     _remember(record)
     return record

@@ -11,7 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from .multihost import Hosts
+from refbook.testing.hosts import Hosts
+
+from .helpers import wait_for
 
 DRIVER = textwrap.dedent("""
     import hashlib, os, sys, time, json
@@ -43,7 +45,8 @@ DRIVER = textwrap.dedent("""
         open(path, "w").close()        # b is busy from now on
         time.sleep(s)
 
-    node_ids = {n["node_id"]: n["address"] for n in refbook.nodes()}
+    from refbook.runtime import core
+    out["own_node"] = core.current().node_id
     by_res = {k: n["node_id"] for n in refbook.nodes() for k in n["resources"]}
     out["a"], out["b"] = by_res["a"], by_res["b"]
 
@@ -105,11 +108,11 @@ def test_a_cluster_across_hosts(hosts, tmp_path):
     h.refbook("h", "start", "--head", "--port", "7400", "--bind", h.ip["h"],
               "--num-cpus", "0", "--object-store-memory", str(256 << 20))
     secret = os.path.join(h.home, ".refbook", f"{h.ip['h']}_7400.secret")
-    for name, res in (("a", '{"a": 1, "any": 1}'), ("b", '{"b": 1, "any": 1}'),
-                      ("d", "{}")):
+    for name, res in (("a", '{"a": 1, "any": 1}'), ("b", '{"b": 1, "any": 1}')):
         h.refbook(name, "start", "--address", head, "--bind", h.ip[name], "--secret-file",
-                  secret, "--num-cpus", "0" if name == "d" else "1",
-                  "--object-store-memory", str(512 << 20), "--resources", res)
+                  secret, "--num-cpus", "1", "--object-store-memory", str(512 << 20),
+                  "--resources", res)
+    # nothing runs on the notebook's host d: the driver starts a node of its own there
     flags = tmp_path / "flags"
     flags.mkdir()
     env = dict(h.env(), HEAD=head, REFBOOK_BIND=h.ip["d"])
@@ -135,6 +138,11 @@ def test_a_cluster_across_hosts(hosts, tmp_path):
         if drv.poll() is None:
             drv.kill()
     assert result is not None, drv.stderr.read()[-3000:]
+    assert result["own_node"] not in (result["a"], result["b"])
+    import psutil  # the driver's own node went with it
+    assert wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"])
+                                 if f'"bind_host": "{h.ip["d"]}"'
+                                 in " ".join(p.info["cmdline"] or [])], timeout=10)
     assert result["locality"] == [result["a"]] * 3
     assert result["big_on_b"] == sha_of(2, 200)
     assert result["c_node"] not in (result["a"], result["b"])
