@@ -9,19 +9,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 import refbook
 
+from .cellrun import run_cell
 from .cells import analyze
-
-
-def _run_cell(code: str, filename: str, outputs: list, names: list, *values):
-    """Runs on a worker: the cell, with the notebook values it reads."""
-    ns = {"__name__": "__main__", "__builtins__": __builtins__}
-    ns.update(zip(names, values, strict=True))
-    exec(compile(code, filename, "exec"), ns)
-    missing = [n for n in outputs if n not in ns]
-    if missing:
-        raise NameError(f"the cell did not assign {', '.join(missing)}")
-    result = tuple(ns[n] for n in outputs)
-    return result if len(outputs) != 1 else result[0]
 
 
 @magics_class
@@ -29,7 +18,7 @@ class RefbookMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self._cells = 0
-        self._remote = refbook.remote(_run_cell)
+        self._remote = refbook.remote(run_cell)
 
     @magic_arguments()
     @argument("--wait", action="store_true", help="return only when the cell has run")
@@ -53,6 +42,8 @@ class RefbookMagics(Magics):
         reads, writes = analyze(cell)
         ns = self.shell.user_ns
         names = [n for n in reads if n in ns and not isinstance(ns[n], types.ModuleType)]
+        modules = {n: ns[n].__name__ for n in reads
+                   if isinstance(ns.get(n), types.ModuleType)}
         values = [ns[n] for n in names]
         self._cells += 1
         count = self.shell.execution_count
@@ -61,13 +52,18 @@ class RefbookMagics(Magics):
                                  num_returns=max(1, len(writes)),
                                  name=args.name or f"cell[{count}]")
         try:
-            refs = f.remote(cell, f"<remote cell [{count}]>", writes, names, *values)
-        except TypeError as e:          # names the variable that could not be shipped
-            raise TypeError(str(e).replace("argument 'argument ",
-                                           "notebook variable '")) from None
+            refs = f.remote(cell, f"<remote cell [{count}]>", writes, modules, names,
+                            *values)
+        except TypeError:
+            _name_unpicklable(names, values)
+            raise
         refs = refs if isinstance(refs, list) else [refs]
         for name, ref in zip(writes, refs, strict=False):
             ns[name] = ref
+        from . import _session
+        cell = _session.cell if _session is not None else None
+        if cell is not None and _session.widgets and not args.wait:
+            _session.show_line(cell, writes)
         if args.wait:
             refbook.get(refs)       # errors show here, with the cell's line numbers
 
@@ -91,14 +87,66 @@ class RefbookMagics(Magics):
 
     @line_magic
     def refs(self, line):
-        """%refs: the notebook's refs with their state, size and node."""
+        """%refs: the refs this notebook holds (name, state, size, node, owner, what
+        holds it), then objects this kernel owns that no notebook name holds (kept by
+        a list, a closure, a running task...): they pin memory too."""
         ns = self.shell.user_ns
         objs = {o["object_id"]: o for o in refbook.objects()}
-        rows = [(n, v) for n, v in ns.items()
-                if isinstance(v, refbook.ObjectRef) and not n.startswith("_")]
-        print(f"{'name':<16}{'state':<15}{'size':>12}  node")
-        for n, ref in rows:
-            o = objs.get(ref.hex(), {})
+        from ..runtime import core as core_mod
+        me = core_mod.current().me if core_mod.current() is not None else None
+        names: dict[str, list] = {}
+        for n, v in ns.items():
+            if isinstance(v, refbook.ObjectRef) and not n.startswith("_"):
+                names.setdefault(v.hex(), []).append(n)
+        rows = []
+        for hexid, ns_names in names.items():
+            rows.append((", ".join(ns_names), hexid, objs.get(hexid, {})))
+        for hexid, o in objs.items():
+            if hexid not in names and o.get("owner") == me:
+                rows.append(("(no name)", hexid, o))
+        if not rows:
+            print("no refs")
+            return
+        table = []
+        for label, hexid, o in rows:
+            holders = []
+            if o.get("local_refs"):
+                holders.append(f"{o['local_refs']} ref(s) here")
+            if o.get("submitted_refs"):
+                holders.append(f"{o['submitted_refs']} pending task(s)")
+            if o.get("borrowers"):
+                holders.append(f"{len(o['borrowers'])} borrower(s)")
             size = o.get("size")
-            print(f"{n:<16}{o.get('state', '?'):<15}{size if size is not None else '':>12}  "
-                  f"{','.join(o.get('nodes') or [])}")
+            table.append((label, o.get("state", "borrowed"),
+                          "" if size is None else _fmt_size(size),
+                          ",".join(o.get("nodes") or []),
+                          "this kernel" if o.get("owner") == me else (o.get("owner") or "?"),
+                          "; ".join(holders), hexid))
+        heads = ("name", "state", "size", "node", "owner", "held by", "object id")
+        widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(heads[:-1])]
+        lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=False)) + "  object id"]
+        for r in table:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False))
+                         + "  " + r[-1])
+        print("\n".join(lines))
+
+
+def _name_unpicklable(names: list, values: list) -> None:
+    """After shipping failed: raise a TypeError naming the notebook variable that
+    cannot be pickled (only now is each value pickled on its own)."""
+    import cloudpickle
+    for name, value in zip(names, values, strict=True):
+        if isinstance(value, refbook.ObjectRef):
+            continue
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as e:  # noqa: BLE001
+            raise TypeError(
+                f"the cell reads notebook variable {name!r}, which cannot be shipped to a "
+                f"worker: it cannot be pickled ({type(e).__name__}: {e}). Create it inside "
+                f"the cell, or keep the work that needs it in the notebook.") from None
+
+
+def _fmt_size(n: int) -> str:
+    from ..widgets.live import fmt_bytes
+    return fmt_bytes(n)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 import psutil
 
@@ -350,8 +351,51 @@ def get(refs, timeout: float | None = None):
     ``TaskError`` that is also the original exception's class), or
     ``GetTimeoutError`` after ``timeout`` seconds."""
     lst = _check_refs(refs, "get")
-    values = _core().get(lst, timeout)
+    core = _core()
+    if len(lst) >= PROGRESS_MIN:
+        start = time.monotonic()
+        ids = {r._id for r in lst}
+        _wait_with_progress(core, lst, len(ids), timeout, "get")
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+    values = core.get(lst, timeout)
     return values[0] if isinstance(refs, ObjectRef) else values
+
+
+# A get or wait on at least PROGRESS_MIN refs that is still blocked after
+# PROGRESS_AFTER seconds shows its progress (the notebook sets ``progress_factory``).
+PROGRESS_MIN = 8
+PROGRESS_AFTER = 0.5
+progress_factory = None
+
+
+def _wait_with_progress(core, refs: list, num: int, timeout, what: str) -> set:
+    """``core.wait_ready``, showing progress once it has blocked for a moment."""
+    if progress_factory is not None:
+        factory = progress_factory
+    else:
+        from ..widgets.progress import default_factory
+        factory = default_factory()
+    if factory is None:
+        return core.wait_ready(refs, num, timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    first = PROGRESS_AFTER if timeout is None else min(timeout, PROGRESS_AFTER)
+    ready = core.wait_ready(refs, num, first)
+    if len(ready) >= num or (deadline is not None and time.monotonic() >= deadline):
+        return ready
+    bar = factory(num, what)
+    step = max(1, num // 100)
+    try:
+        while len(ready) < num:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            ready = core.wait_ready(refs, min(num, len(ready) + step),
+                                    0.25 if left is None else min(0.25, left))
+            bar.update(min(len(ready), num))
+    finally:
+        bar.close(min(len(ready), num))
+    return ready
 
 
 def wait(refs, num_returns: int = 1, timeout: float | None = None,
@@ -365,7 +409,11 @@ def wait(refs, num_returns: int = 1, timeout: float | None = None,
         raise ValueError("wait() got the same ObjectRef more than once")
     if not 0 <= num_returns <= len(lst):
         raise ValueError(f"num_returns={num_returns} but {len(lst)} ref(s) were given")
-    ready_ids = _core().wait_ready(lst, num_returns, timeout)
+    core = _core()
+    if len(lst) >= PROGRESS_MIN:
+        ready_ids = _wait_with_progress(core, lst, num_returns, timeout, "wait")
+    else:
+        ready_ids = core.wait_ready(lst, num_returns, timeout)
     ready, not_ready = [], []
     for r in lst:
         (ready if r._id in ready_ids and len(ready) < num_returns else not_ready).append(r)

@@ -130,6 +130,10 @@ class CoreWorker:
         self.on_push = None                      # worker hook: tasks arrived
         self.on_cancel = None                    # worker hook: cancel a running task
         self.output_sink = None                  # driver hook: task output
+        # The notebook sets ``task_context`` (the running cell) while a cell runs; tasks
+        # submitted meanwhile remember it, so their output and status find that cell.
+        self.task_context = None
+        self.contexts: dict[bytes, object] = {}
         self.task_info = None                    # worker hook: what runs now (monitor)
         self.pending_calls = None                # worker hook: queued actor calls
         self.alive = True
@@ -482,6 +486,8 @@ class CoreWorker:
                retry_exceptions, signature=None) -> list[ObjectRef]:
         prepared = self.prepare_args(name, args, kwargs, signature)
         task_id = self.ids.task_id()
+        if self.task_context is not None:
+            self.note_context(task_id, name)
         return_ids = [object_id(task_id, i) for i in range(num_returns)]
         with self.lock:
             fx = Effects()
@@ -510,6 +516,39 @@ class CoreWorker:
                     self.transport.send(self.node_address, (P.PREFETCH, stored))
             self._apply(fx)
         return refs
+
+    def note_context(self, task_id: bytes, name: str) -> None:
+        """``task_context.add(task_id, name)``, and remember it for the task's output."""
+        self.task_context.add(task_id, name)
+        ctx = self.contexts
+        ctx[task_id] = self.task_context
+        if len(ctx) > 100_000:             # the oldest go first; they finished long ago
+            del ctx[next(iter(ctx))]
+
+    def task_state(self, task_id: bytes):
+        """``(state, node)`` of a task this process owns that has not finished:
+        ``state`` is "waiting" (for its arguments), "queued" or "running"; None once it
+        finished (its return values say how)."""
+        with self.lock:
+            t = self.tm.tasks.get(task_id)
+            if t is None:
+                return None
+            node = None
+            if t.state == "running" and t.lease is not None:
+                node = _node_of(t.lease.worker) or self.node_id
+            return t.state, node
+
+    def cancel_tasks(self, task_ids) -> list:
+        """Cancel every one of ``task_ids`` that has not finished (a running one is
+        interrupted).  Returns the names of those cancelled."""
+        names = []
+        with self.lock:
+            for tid in task_ids:
+                t = self.tm.tasks.get(tid)
+                if t is not None and not t.cancelled:
+                    names.append(t.name)
+                    self._do(self.tm.cancel(tid, False))
+        return names
 
     def _do(self, actions: list) -> None:
         """Carry out task-manager actions.  Caller holds the lock."""

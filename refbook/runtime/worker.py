@@ -368,6 +368,10 @@ def _task_error(name: str, e: BaseException) -> exc.TaskError:
     # drop the worker's own frame so the traceback starts in user code
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
+    # and frames that ask to be hidden (refbook's %%remote runner, as in pytest)
+    while tb is not None and tb.tb_next is not None and \
+            tb.tb_frame.f_locals.get("__tracebackhide__"):
+        tb = tb.tb_next
     tb_str = "".join(traceback.format_exception(type(e), e, tb))
     cause_cls = type(e)
     try:

@@ -1,0 +1,272 @@
+"""Live lines in a notebook: a cell's task status, a ref's state, the cluster summary.
+
+Each line is computed from the driver's own state (``status_of`` and ``ref_info`` read
+the core's tables; nothing is asked over the network except by the cluster line) and
+rendered as HTML into an ``ipywidgets.HTML``; one background thread refreshes the lines
+that can still change.  A line holds object ids, never refs, so showing a ref does not
+keep it alive.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+
+from ..exceptions import TaskCancelledError
+from ..runtime.core import ERROR, INLINE, STORED
+from ..runtime.ids import object_id
+
+_STYLE = ("font-family: var(--jp-code-font-family, monospace); font-size: 12px; "
+          "line-height: 1.6; color: var(--jp-ui-font-color1, #333)")
+_DOT = {"waiting": "#9e9e9e", "queued": "#9e9e9e", "pending": "#9e9e9e",
+        "running": "#1e88e5", "done": "#43a047", "failed": "#e53935",
+        "cancelled": "#fb8c00", "freed": "#9e9e9e", "ready": "#43a047"}
+
+
+def fmt_bytes(n) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def status_of(core, task_id: bytes) -> tuple[str, str | None, str | None]:
+    """``(state, node, detail)`` of a task this process submitted: waiting, queued,
+    running (on ``node``), pending (an actor call), done, failed or cancelled
+    (``detail``: the error's class)."""
+    st = core.task_state(task_id)
+    if st is not None:
+        return st[0], st[1], None
+    oid = object_id(task_id, 0)
+    with core.lock:
+        e = core.values.get(oid)
+        r = core.rt.get(oid)
+        alive = r is not None and not r.freed
+    if e is None:
+        return ("pending" if alive else "done"), None, None
+    if e[0] == ERROR:
+        err = e[1]
+        if isinstance(err, TaskCancelledError):
+            return "cancelled", None, None
+        return "failed", None, _error_name(err)
+    return "done", (e[1] if e[0] == STORED else None), None
+
+
+def _error_name(err) -> str:
+    cls = getattr(err, "cause_cls", None)
+    return cls.__name__ if cls is not None else type(err).__name__
+
+
+def ref_info(core, oid: bytes) -> dict:
+    """What a ref's display shows: state, size, where, and the task that made it."""
+    tid = oid[:16]
+    with core.lock:
+        e = core.values.get(oid)
+        r = core.rt.get(oid)
+        owned = core.rt.owns(oid)
+        copies = sorted(core.copies.get(oid, ()))
+        task = core.tm.tasks.get(tid)
+        name = task.name if task is not None else None
+        ctx = core.contexts.get(tid)
+    if name is None and ctx is not None:
+        name = ctx.tasks.get(tid)
+    put = oid.endswith(b"\xff\xff\xff\xff")
+    info = {"id": oid.hex(), "made_by": "put" if put else (name or "a task"),
+            "size": None, "where": None, "detail": None}
+    if e is None:
+        if r is None or r.freed:
+            info["state"] = "freed"
+        elif owned and task is not None:
+            st = core.task_state(tid)
+            info["state"] = st[0] if st else "pending"
+            info["where"] = f"on node {st[1]}" if st and st[1] else None
+        else:
+            info["state"] = "pending"
+    elif e[0] == ERROR:
+        info["state"] = "failed"
+        info["detail"] = _error_name(e[1])
+    elif e[0] == STORED:
+        where = f"on node {e[1]}" + (f", copies on {', '.join(copies)}" if copies else "")
+        info.update(state="ready", size=e[3], where=where)
+    elif e[0] == INLINE:
+        info.update(state="ready", size=len(e[1]) + sum(len(b) for b in e[2]),
+                    where="inline, in its owner's memory")
+    else:
+        info["state"] = "ready"
+    return info
+
+
+def dot(state: str) -> str:
+    return (f'<span style="color:{_DOT.get(state, "#9e9e9e")}">&#9679;</span>')
+
+
+def plain(body: str) -> str:
+    """The text of a line's HTML, for frontends that show no widgets."""
+    import re
+    return html.unescape(re.sub(r"<[^>]+>", "", body)).replace("\u25cf ", "").strip()
+
+
+def show(widget, text: str) -> None:
+    """Display ``widget`` with ``text`` as its plain-text form (instead of the widget's
+    repr), so a notebook run without a widget manager still reads well."""
+    from IPython.display import display
+    bundle = widget._repr_mimebundle_()
+    bundle["text/plain"] = text
+    display(bundle, raw=True)
+
+
+class Line:
+    """One live line.  ``text()`` returns ``(html, final)``."""
+
+    def __init__(self):
+        import ipywidgets
+        self.widget = ipywidgets.HTML()
+        self.last = None
+
+    def refresh(self) -> bool:
+        """Update the widget; False once the line will not change any more."""
+        try:
+            body, final = self.text()
+        except Exception as e:  # noqa: BLE001 - a view must never break the kernel
+            body, final = f"(refbook: cannot show this: {html.escape(repr(e))})", True
+        if body != self.last:
+            self.last = body
+            self.widget.value = f'<div style="{_STYLE}">{body}</div>'
+        return not final
+
+    def text(self) -> tuple[str, bool]:
+        raise NotImplementedError
+
+    def show(self) -> None:
+        show(self.widget, plain(self.last or ""))
+
+
+class CellLine(Line):
+    """Under a cell: the state of the tasks it submitted."""
+
+    def __init__(self, core, cell, outputs=()):
+        self.core, self.cell, self.outputs = core, cell, list(outputs)
+        self.since = getattr(cell, "started", None) or time.monotonic()
+        self.ended = None
+        super().__init__()
+
+    def text(self) -> tuple[str, bool]:
+        states = [(name, *status_of(self.core, tid)) for tid, name in
+                  list(self.cell.tasks.items())]
+        if not states:
+            return "", True
+        final = all(s[1] in ("done", "failed", "cancelled") for s in states)
+        if final and self.ended is None:
+            self.ended = time.monotonic()
+        took = (self.ended or time.monotonic()) - self.since
+        if len(states) == 1:
+            name, state, node, detail = states[0]
+            parts = [dot(state), f"<b>{html.escape(name)}</b>", state]
+            if state == "running" and node:
+                parts[-1] = f"running on node {node}"
+            if detail:
+                parts.append(f"({html.escape(detail)})")
+            parts.append(f"{'in' if final else 'for'} {took:.2f} s")
+            if state == "done" and self.outputs:
+                parts.append("&rarr; " + ", ".join(html.escape(o) for o in self.outputs))
+            return " ".join(parts), final
+        counts: dict[str, int] = {}
+        for s in states:
+            counts[s[1]] = counts.get(s[1], 0) + 1
+        worst = next((k for k in ("failed", "cancelled", "running", "queued", "waiting",
+                                  "pending") if k in counts), "done")
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        return (f"{dot(worst)} <b>{len(states)} tasks</b> from this cell: {summary} "
+                f"({'in' if final else 'for'} {took:.2f} s)"), final
+
+
+class RefLine(Line):
+    """A ref's rich display: it follows the ref until its value is known."""
+
+    def __init__(self, core, oid: bytes):
+        self.core, self.oid = core, oid
+        super().__init__()
+
+    def text(self) -> tuple[str, bool]:
+        i = ref_info(self.core, self.oid)
+        parts = [dot(i["state"]), f"<b>ObjectRef</b> {i['id']}", i["state"]]
+        if i["detail"]:
+            parts.append(f"({html.escape(i['detail'])})")
+        if i["size"] is not None:
+            parts.append(fmt_bytes(i["size"]))
+        if i["where"]:
+            parts.append(html.escape(i["where"]))
+        parts.append(f"&middot; made by {html.escape(i['made_by'])}")
+        return " ".join(parts), i["state"] in ("ready", "failed", "freed")
+
+
+class ClusterLine(Line):
+    """The summary ``%load_ext refbook`` shows: nodes, CPUs, the store, kept current."""
+
+    def __init__(self, nodes_fn):
+        self.nodes_fn = nodes_fn
+        super().__init__()
+
+    def text(self) -> tuple[str, bool]:
+        nodes = [n for n in self.nodes_fn() if n["alive"]]
+        cpus = sum(n["resources"].get("CPU", 0) for n in nodes)
+        busy = cpus - sum(n["available"].get("CPU", 0) for n in nodes)
+        used = sum(n["store"]["used"] for n in nodes)
+        cap = sum(n["store"]["capacity"] for n in nodes)
+        spilled = sum(n["store"].get("spilled_bytes", 0) for n in nodes)
+        objs = sum(n["store"]["num_objects"] for n in nodes)
+        state = "running" if busy > 0 else "ready"
+        body = (f"{dot(state)} <b>refbook</b> &middot; {len(nodes)} node"
+                f"{'s' if len(nodes) != 1 else ''} &middot; {cpus:g} CPUs ({max(busy, 0):g} "
+                f"busy) &middot; store {fmt_bytes(used)} / {fmt_bytes(cap)}, {objs} objects"
+                + (f", {fmt_bytes(spilled)} spilled" if spilled else ""))
+        return body, False
+
+
+class Refresher:
+    """One daemon thread that refreshes the live lines every ``period`` seconds (the
+    cluster line every ``slow`` seconds) and forgets the lines that are final."""
+
+    def __init__(self, period: float = 0.25, slow: float = 1.0):
+        self.period, self.slow = period, slow
+        self.lines: list[Line] = []
+        self.slow_lines: list[Line] = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="refbook-live", daemon=True)
+        self._thread.start()
+
+    def add(self, line: Line, slow: bool = False) -> None:
+        line.refresh()
+        with self._cv:
+            (self.slow_lines if slow else self.lines).append(line)
+            self._cv.notify()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        next_slow = 0.0
+        while True:
+            with self._cv:
+                while not self._stop and not self.lines and not self.slow_lines:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                lines = list(self.lines)
+                slow = list(self.slow_lines) if time.monotonic() >= next_slow else []
+            if slow:
+                next_slow = time.monotonic() + self.slow
+            done = [ln for ln in lines if not ln.refresh()]
+            for ln in slow:
+                ln.refresh()
+            with self._cv:
+                self.lines = [ln for ln in self.lines if ln not in done]
+                self._cv.wait(self.period)
