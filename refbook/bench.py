@@ -560,6 +560,69 @@ def run_net_workloads(quick: bool = False) -> dict:
     return r
 
 
+def _execute(kc, code: str, timeout: float = 60) -> None:
+    """Run ``code`` in a kernel and wait until the kernel is idle again."""
+    import queue
+    msg_id = kc.execute(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RuntimeError(f"no answer to {code!r} within {timeout} s") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "error":
+            raise RuntimeError(f"{code!r} failed: {msg['content']['evalue']}")
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return
+
+
+def run_notebook_workloads(quick: bool = False) -> dict:
+    """Through a real IPython kernel (jupyter_client), as a notebook sees it:
+    ``%load_ext refbook`` alone and up to the first ``%%remote`` result, in fresh
+    kernels; and what an empty ``%%remote --wait`` cell costs over an empty cell."""
+    from jupyter_client.manager import KernelManager
+    loads, firsts = [], []
+    for i in range(2 if quick else 5):
+        km = KernelManager(kernel_name="python3")
+        km.start_kernel(env=dict(os.environ, REFBOOK_QUIET="1"))
+        kc = km.client()
+        kc.start_channels()
+        try:
+            kc.wait_for_ready(timeout=60)
+            t = time.perf_counter()         # importing refbook counts too
+            _execute(kc, "%load_ext refbook")
+            loads.append(time.perf_counter() - t)
+            _execute(kc, "%%remote --wait\nx = 1")
+            _execute(kc, "assert refbook.get(x) == 1")
+            firsts.append(time.perf_counter() - t)
+            if i == 0:
+                n = 50 if quick else 300
+                for _ in range(20):
+                    _execute(kc, "%%remote --wait\npass")
+                plain, remote = [], []
+                for _ in range(n):           # interleaved: noise hits both alike
+                    t0 = time.perf_counter()
+                    _execute(kc, "pass")
+                    t1 = time.perf_counter()
+                    _execute(kc, "%%remote --wait\npass")
+                    plain.append(t1 - t0)
+                    remote.append(time.perf_counter() - t1)
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    return {"load_ext": (statistics.median(loads), "s"),
+            "load_ext_to_first_remote": (statistics.median(firsts), "s"),
+            "plain_cell": (statistics.median(plain) * 1e3, "ms"),
+            "remote_wait_cell": (statistics.median(remote) * 1e3, "ms"),
+            "remote_cell_overhead": ((statistics.median(remote) - statistics.median(plain))
+                                     * 1e3, "ms")}
+
+
+NOTEBOOK_TARGETS = {"load_ext_to_first_remote": ("<=", 0.5),
+                    "remote_cell_overhead": ("<=", 2.0)}
+
 NET_TARGETS = {"transfer_vs_tcp": (">=", 70), "transfer_vs_tcp_veth": (">=", 70),
                "remote_vs_local_rtt": ("<=", 2)}
 
@@ -615,7 +678,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write results here "
                     "(default: bench-results/refbook-<time>.json)")
     ap.add_argument("--num-cpus", type=int, default=2)
-    ap.add_argument("--only", choices=["core", "actors", "spill", "recovery", "net"],
+    ap.add_argument("--only", choices=["core", "actors", "spill", "recovery", "net",
+                                       "notebook"],
                     default=None,
                     help="run one group of workloads")
     args = ap.parse_args(argv)
@@ -630,8 +694,10 @@ def main(argv=None) -> int:
         res.update(run_recovery_workloads(quick=args.quick))
     if args.only in (None, "net"):
         res.update(run_net_workloads(quick=args.quick))
+    if args.only in (None, "notebook"):
+        res.update(run_notebook_workloads(quick=args.quick))
     print(table(res, {**TARGETS, **ACTOR_TARGETS, **SPILL_TARGETS, **RECOVERY_TARGETS,
-                      **NET_TARGETS}))
+                      **NET_TARGETS, **NOTEBOOK_TARGETS}))
     path = args.json or os.path.join("bench-results",
                                      f"refbook-{time.strftime('%Y%m%d-%H%M%S')}.json")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
