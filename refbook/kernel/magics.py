@@ -46,7 +46,9 @@ class RefbookMagics(Magics):
                    if isinstance(ns.get(n), types.ModuleType)}
         values = [ns[n] for n in names]
         self._cells += 1
-        count = self.shell.execution_count
+        from . import _session
+        count = (_session.prompt_number() if _session is not None
+                 else self.shell.execution_count)
         f = self._remote.options(num_cpus=args.cpus, resources=resources or None,
                                  max_retries=args.retries,
                                  num_returns=max(1, len(writes)),
@@ -60,7 +62,6 @@ class RefbookMagics(Magics):
         refs = refs if isinstance(refs, list) else [refs]
         for name, ref in zip(writes, refs, strict=False):
             ns[name] = ref
-        from . import _session
         cell = _session.cell if _session is not None else None
         if cell is not None and _session.widgets and not args.wait:
             _session.show_line(cell, writes)

@@ -57,6 +57,9 @@ class NotebookSession:
         self.kernel = getattr(ip, "kernel", None)
         self.core = core_mod.current()
         self.cell: Cell | None = None
+        # IPython 9 counts the running cell before running it, older ones after
+        import IPython
+        self._count_offset = 1 if IPython.version_info[0] >= 9 else 0
         self.widgets = _widgets_ok(ip)
         self.refresher = None
         if self.widgets:
@@ -94,11 +97,18 @@ class NotebookSession:
                 parent = self.kernel.get_parent("shell")
             except (AttributeError, TypeError):
                 parent = getattr(self.ip, "parent_header", None)
-        self.cell = Cell(self.ip.execution_count, parent)
+        self.cell = Cell(self.prompt_number(), parent)
         self.core.task_context = self.cell
+
+    def prompt_number(self) -> int:
+        """The number in the running cell's prompt, ``[N]``."""
+        return self.ip.execution_count - self._count_offset
 
     def post_run_cell(self, result=None) -> None:
         cell, self.cell = self.cell, None
+        n = getattr(result, "execution_count", None)
+        if cell is not None and n is not None:      # learn how this IPython counts
+            self._count_offset += cell.count - n
         self.core.task_context = None
         forget_refs_in_history(self.ip, result)
         if cell is None or not cell.tasks:

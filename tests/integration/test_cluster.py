@@ -200,7 +200,8 @@ def test_a_dead_workers_objects_on_other_nodes_go_with_it(cluster3):
     def store_objects(node_id):
         return next(n for n in refbook.nodes() if n["node_id"] == node_id)["store"]
     assert wait_for(lambda: store_objects(a.node_id)["num_objects"] == 0, timeout=10)
-    assert wait_for(lambda: store_objects(b.node_id)["num_objects"] == 0, timeout=10)
+    assert wait_for(lambda: store_objects(b.node_id)["num_objects"] == 0, timeout=10), \
+        (store_objects(b.node_id), refbook.nodes(), refbook.events())
 
 
 def test_tasks_go_to_the_node_that_holds_their_data(cluster3):
