@@ -49,6 +49,10 @@ def unload_ipython_extension(ip) -> None:
     if _session is not None:
         _session.close()
         _session = None
+    magics = ip.magics_manager.magics           # %%remote must not start a new cluster
+    magics["cell"].pop("remote", None)
+    for name in ("put", "get", "refs"):
+        magics["line"].pop(name, None)
 
     def finish(result=None):
         global _closing

@@ -42,20 +42,20 @@ class Cell:
 
 
 def _widgets_ok(ip) -> bool:
+    """Widgets need a kernel (a frontend to show them) and ipywidgets 8."""
     if getattr(ip, "kernel", None) is None:
         return False
     try:
-        import ipywidgets  # noqa: F401
+        import ipywidgets
     except ImportError:
         return False
-    return True
+    return int(ipywidgets.__version__.split(".")[0]) >= 8
 
 
 class NotebookSession:
     def __init__(self, ip):
         self.ip = ip
         self.kernel = getattr(ip, "kernel", None)
-        self.core = core_mod.current()
         self.cell: Cell | None = None
         # IPython 9 counts the running cell before running it, older ones after
         import IPython
@@ -67,12 +67,24 @@ class NotebookSession:
             from ..widgets.progress import WidgetProgress
             self.refresher = Refresher()
             api.progress_factory = WidgetProgress
-        self.core.output_sink = self.on_output
+        self._attach()
         ip.events.register("pre_run_cell", self.pre_run_cell)
         ip.events.register("post_run_cell", self.post_run_cell)
         if self.widgets:
             fmt = ip.display_formatter.ipython_display_formatter
             fmt.for_type(refbook.ObjectRef, self.display_ref)
+
+    @property
+    def core(self):
+        """The running core: after refbook.shutdown() and init() it is another one."""
+        return core_mod.current()
+
+    def _attach(self):
+        core = core_mod.current()
+        if core is not None and core.output_sink != self.on_output:
+            core.output_sink = self.on_output
+            core.defer_sigint = True
+        return core
 
     def close(self) -> None:
         for name, fn in (("pre_run_cell", self.pre_run_cell),
@@ -86,8 +98,10 @@ class NotebookSession:
             api.progress_factory = None
         if self.refresher is not None:
             self.refresher.stop()
-        self.core.output_sink = None
-        self.core.task_context = None
+        core = self.core
+        if core is not None:
+            core.output_sink = None
+            core.task_context = None
 
     # -- cells -------------------------------------------------------------------------
     def pre_run_cell(self, info=None) -> None:
@@ -98,7 +112,9 @@ class NotebookSession:
             except (AttributeError, TypeError):
                 parent = getattr(self.ip, "parent_header", None)
         self.cell = Cell(self.prompt_number(), parent)
-        self.core.task_context = self.cell
+        core = self._attach()
+        if core is not None:
+            core.task_context = self.cell
 
     def prompt_number(self) -> int:
         """The number in the running cell's prompt, ``[N]``."""
@@ -109,20 +125,23 @@ class NotebookSession:
         n = getattr(result, "execution_count", None)
         if cell is not None and n is not None:      # learn how this IPython counts
             self._count_offset += cell.count - n
-        self.core.task_context = None
+        core = self.core
+        if core is not None:
+            core.task_context = None
         forget_refs_in_history(self.ip, result)
-        if cell is None or not cell.tasks:
+        if cell is None or not cell.tasks or core is None:
             return
+        tasks = list(cell.tasks)
         err = getattr(result, "error_in_exec", None)
         if isinstance(err, KeyboardInterrupt):
-            names = self.core.cancel_tasks(list(cell.tasks))
+            names = core.cancel_tasks(tasks)
             if names:
                 shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
                 print(f"refbook: interrupted; cancelled {len(names)} task(s) this cell "
                       f"submitted: {shown}", file=sys.stderr)
         if not self.widgets:
             return
-        unfinished = any(self.core.task_state(t) is not None for t in cell.tasks)
+        unfinished = any(core.task_state(t) is not None for t in tasks)
         if cell.line is None and unfinished:
             self.show_line(cell)
         if cell.out is not None and cell.parent is not None and unfinished:
@@ -145,7 +164,8 @@ class NotebookSession:
     # -- output from tasks ----------------------------------------------------------
     def on_output(self, task_id: bytes, stream: str, text: str) -> None:
         """In the I/O thread: text a task printed goes under the cell that submitted it."""
-        cell = self.core.contexts.get(task_id)
+        core = self.core
+        cell = core.contexts.get(task_id) if core is not None else None
         parent = cell.parent if cell is not None else None
         if parent is None or self.kernel is None:
             (sys.stderr if stream == "err" else sys.stdout).write(text)
@@ -158,33 +178,54 @@ class NotebookSession:
     # -- rich display of refs -----------------------------------------------------------
     def display_ref(self, ref) -> bool:
         from ..widgets.live import RefLine
-        line = RefLine(self.core, ref._id)
+        core = self.core
+        if core is None:
+            return False             # refbook is shut down: the plain repr will do
+        line = RefLine(core, ref._id)
         line.refresh()
         line.show()
         self.refresher.add(line)
         return True
 
 
+def holds_refs(v) -> bool:
+    """A ref, or a container with a ref in it (what a cell's last line often shows)."""
+    if isinstance(v, refbook.ObjectRef):
+        return True
+    try:
+        if isinstance(v, (list, tuple, set, frozenset)):
+            return any(isinstance(x, refbook.ObjectRef) for x in v)
+        if isinstance(v, dict):
+            return any(isinstance(x, refbook.ObjectRef) for x in (*v.keys(), *v.values()))
+    except Exception:  # noqa: BLE001 - an odd container: leave it alone
+        return False
+    return False
+
+
 def forget_refs_in_history(ip, result=None) -> None:
-    """IPython keeps every displayed value in ``Out`` and ``_``/``__``/``___``/``_N``:
-    refs there would keep their objects alive after ``del x``.  Keep the history, drop
-    the refs from it (their display already showed what they were)."""
+    """IPython keeps every displayed value in ``Out``, ``_``/``__``/``___`` and ``_N``:
+    refs there (alone or in a list, tuple, set or dict) would keep their objects alive
+    after ``del x``.  Keep the history, drop such values from it (their display already
+    showed them).  A ``_`` the user assigned is left alone."""
     if ip is None:
         return
     for r in (result, getattr(ip, "last_execution_result", None)):
-        if isinstance(getattr(r, "result", None), refbook.ObjectRef):
+        if holds_refs(getattr(r, "result", None)):
             r.result = None          # IPython keeps the last cell's value here too
     out = ip.user_ns.get("Out", {})
-    for k in [k for k, v in out.items() if isinstance(v, refbook.ObjectRef)]:
-        out[k] = f"<ObjectRef {out[k].hex()}, not kept in the history>"
+    for k in [k for k, v in out.items() if holds_refs(v)]:
+        out[k] = "<a value holding refs, not kept in the history>"
+    dh = getattr(ip, "displayhook", None)
+    shown = {name: getattr(dh, name, None) for name in ("_", "__", "___")}
     # the displayhook pushes _, __, ___ and _N into the namespace *and* into
     # user_ns_hidden (to keep them out of %who), which holds them as well
     for ns in (ip.user_ns, getattr(ip, "user_ns_hidden", {})):
-        for name in [n for n in ns if n in ("_", "__", "___") or
-                     (n.startswith("_") and n[1:].isdigit())]:      # _, __, ___, _12 ...
-            if isinstance(ns.get(name), refbook.ObjectRef):
+        for name in [n for n in ns if n.startswith("_") and n[1:].isdigit()]:
+            if holds_refs(ns.get(name)):
                 ns[name] = None
-    dh = getattr(ip, "displayhook", None)
-    for name in ("_", "__", "___"):
-        if dh is not None and isinstance(getattr(dh, name, None), refbook.ObjectRef):
+        for name, value in shown.items():
+            if value is not None and ns.get(name) is value and holds_refs(value):
+                ns[name] = None
+    for name, value in shown.items():
+        if holds_refs(value):
             setattr(dh, name, None)

@@ -187,8 +187,9 @@ class ActorRuntime:
                     method: str, prepared, num_returns: int) -> list:
         core = self.core
         task_id = core.ids.task_id()
-        if core.task_context is not None:
-            core.note_context(task_id, f"{actor_name}.{method}")
+        ctx = core.task_context
+        if ctx is not None:
+            core.note_context(ctx, task_id, f"{actor_name}.{method}")
         return_ids = [object_id(task_id, i) for i in range(num_returns)]
         with core.lock:
             args_entry, top_refs, arg_refs, unresolved = core.hold_args(prepared)

@@ -148,8 +148,16 @@ class JoinedSession:
         if me_host is not None:     # only a node on this host can share its store with us
             local = [n for n in alive if n["address"].startswith(f"tcp://{me_host}:")]
             if not local:
-                local = [self._start_own_node(me_host, head, secret)]
+                local = [self._start_own_node(me_host, head, secret, len(alive))]
             alive = local
+        try:
+            self._attach(alive, root, me_host, secret)
+        except BaseException:
+            self._stop_own_node()
+            raise
+
+    def _attach(self, alive: list, root, me_host, secret: bytes) -> None:
+        from .transport import free_port
         node = next((n for n in alive if n.get("is_head")), None) or alive[0]
         self.dir = root
         self.node_id = node["node_id"]
@@ -172,7 +180,7 @@ class JoinedSession:
         self.core.start()
         self.core.register()
 
-    def _start_own_node(self, host: str, head: str, secret: bytes) -> dict:
+    def _start_own_node(self, host: str, head: str, secret: bytes, others: int) -> dict:
         """No node runs on this host: start one that belongs to this process (no
         workers unless REFBOOK_NUM_CPUS says so; it holds what this process puts and
         gets) and goes when it does.  Returns its view, as the head would list it."""
@@ -188,32 +196,46 @@ class JoinedSession:
         self.own_node = proc
         from .transport import Transport
         probe = Transport(f"tcp://{host}:{free_port(host)}/probe", secret, os.urandom(8))
-        try:
-            probe.send(cfg["node_address"], (P.STATE_QUERY, probe.address, 1, "nodes"))
-            if probe.inbox.poll(10_000):
+        mine = None
+        try:        # until it has the head's view of the cluster, so the caller has it too
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                probe.send(cfg["node_address"], (P.STATE_QUERY, probe.address, 1, "nodes"))
+                if not probe.inbox.poll(int(max(0.01, deadline - time.monotonic()) * 1000)):
+                    break
                 reply = probe.recv()
-                for n in reply[2] if reply else ():
-                    if n["node_id"] == cfg["node_id"]:
-                        return n
+                view = reply[2] if reply else []
+                mine = next((n for n in view if n["node_id"] == cfg["node_id"]), None)
+                if mine is not None and len([n for n in view if n["alive"]]) > others:
+                    return mine
+                time.sleep(0.02)
         finally:
             probe.close()
-        proc.kill()
-        proc.wait()
+        if mine is not None:
+            return mine
+        self._stop_own_node()
         raise exc.RefbookError(f"the node started for this process did not answer; see "
                                f"{log_path}")
+
+    def _stop_own_node(self, timeout: float = 5.0) -> None:
+        proc, self.own_node = self.own_node, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()           # SIGTERM: it stops cleanly and removes its files
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def close(self) -> None:
         core = self.core      # we leave: the node frees what we owned, as if we died
         core.transport.send(self.node_address, (P.PROCESS_DIED, core.me, "driver left", False))
         if self.own_node is not None:
-            core.transport.send(self.node_address, (P.SHUTDOWN,))
+            time.sleep(0.05)  # let it pass that on to the other nodes before it stops
+        self._stop_own_node()
         core.stop()
-        if self.own_node is not None:
-            try:
-                self.own_node.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.own_node.kill()
-                self.own_node.wait()
         for fd in (self.arena.fd, self.node_fd):
             try:
                 os.close(fd)

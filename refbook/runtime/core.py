@@ -24,6 +24,7 @@ import copy
 import itertools
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -134,6 +135,9 @@ class CoreWorker:
         # submitted meanwhile remember it, so their output and status find that cell.
         self.task_context = None
         self.contexts: dict[bytes, object] = {}
+        # A notebook interrupts get() with Ctrl-C and goes on: hold a Ctrl-C back while
+        # messages are handled in the main thread (costs a few microseconds per step).
+        self.defer_sigint = False
         self.task_info = None                    # worker hook: what runs now (monitor)
         self.pending_calls = None                # worker hook: queued actor calls
         self.alive = True
@@ -486,8 +490,9 @@ class CoreWorker:
                retry_exceptions, signature=None) -> list[ObjectRef]:
         prepared = self.prepare_args(name, args, kwargs, signature)
         task_id = self.ids.task_id()
-        if self.task_context is not None:
-            self.note_context(task_id, name)
+        ctx = self.task_context
+        if ctx is not None:
+            self.note_context(ctx, task_id, name)
         return_ids = [object_id(task_id, i) for i in range(num_returns)]
         with self.lock:
             fx = Effects()
@@ -517,13 +522,14 @@ class CoreWorker:
             self._apply(fx)
         return refs
 
-    def note_context(self, task_id: bytes, name: str) -> None:
-        """``task_context.add(task_id, name)``, and remember it for the task's output."""
-        self.task_context.add(task_id, name)
-        ctx = self.contexts
-        ctx[task_id] = self.task_context
-        if len(ctx) > 100_000:             # the oldest go first; they finished long ago
-            del ctx[next(iter(ctx))]
+    def note_context(self, ctx, task_id: bytes, name: str) -> None:
+        """``ctx.add(task_id, name)``, and remember ``ctx`` for the task's output."""
+        ctx.add(task_id, name)
+        with self.lock:
+            contexts = self.contexts
+            contexts[task_id] = ctx
+            if len(contexts) > 20_000:      # the oldest go first; they finished long ago
+                del contexts[next(iter(contexts))]
 
     def task_state(self, task_id: bytes):
         """``(state, node)`` of a task this process owns that has not finished:
@@ -635,11 +641,8 @@ class CoreWorker:
     def _on_get_object(self, msg):
         _, requester, req, oid = msg
         entry = self.values.get(oid)
-        if entry is not None:
-            near = _node_of(requester)
-            if entry[0] == STORED and near in self.copies.get(oid, ()):
-                entry = (STORED, near, None, entry[3])     # it has a copy of its own
-            self.transport.send(requester, (P.OBJECT_REPLY, req, oid, entry))
+        if entry is not None:       # the primary copy: a reader's node uses its own
+            self.transport.send(requester, (P.OBJECT_REPLY, req, oid, entry))  # if any
             return
         if self.rt.owns(oid):
             def reply(oid=oid, requester=requester, req=req):
@@ -1095,16 +1098,27 @@ class CoreWorker:
         self._do(follow)
 
     def _on_object_copy(self, msg):
-        """A node gained or dropped a secondary copy of an object we own."""
+        """A node gained or dropped a copy of an object we own (gained: also a copy that
+        became primary there when its source died)."""
         _, oid, node_id, present = msg
         entry = self.values.get(oid)
-        if present and entry is not None and entry[0] == STORED and self.rt.owns(oid) \
-                and node_id != entry[1] and node_id not in self.dead_nodes:
-            self.copies.setdefault(oid, set()).add(node_id)
-        elif not present and oid in self.copies:
+        stored = entry is not None and entry[0] == STORED and self.rt.owns(oid)
+        if present:
+            if node_id in self.dead_nodes or (stored and node_id == entry[1]):
+                return
+            if stored:
+                self.copies.setdefault(oid, set()).add(node_id)
+            else:          # freed or rebuilt meanwhile: nobody else would free that copy
+                self.transport.send(self.node_address, (P.FREE, [oid], node_id))
+            return
+        if oid in self.copies:
             self.copies[oid].discard(node_id)
             if not self.copies[oid]:
                 del self.copies[oid]
+        elif stored and node_id == entry[1]:
+            # we had just promoted that copy (its source died) when it was dropped
+            self._do(self.recovery.lost(oid, f"its last copy, on node {node_id}, was "
+                                             f"dropped"))
 
     def _on_reclaim(self, msg):
         self._do(self.tm.reclaim())
@@ -1342,10 +1356,17 @@ class CoreWorker:
         self._io_step(self._poller, timeout_ms)
 
     def _io_step(self, poller, timeout_ms: int) -> None:
-        inbox = self.transport.inbox
-        events = dict(poller.poll(timeout_ms))
+        events = dict(poller.poll(timeout_ms))      # a Ctrl-C may interrupt the wait...
         if self._stop:
             return
+        if self.defer_sigint and threading.current_thread() is threading.main_thread():
+            with _DeferSigint():                    # ...but not what it read
+                self._handle(poller, events)
+        else:
+            self._handle(poller, events)
+
+    def _handle(self, poller, events: dict) -> None:
+        inbox = self.transport.inbox
         msgs = []
         if inbox in events:
             while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -1378,6 +1399,32 @@ class CoreWorker:
                     for _, oid, owner in due:
                         if oid in self.rt and oid not in self.values:
                             self._fetch(oid, owner)
+
+
+class _DeferSigint:
+    """In the main thread (a notebook's get() polls there), a KeyboardInterrupt raised in
+    the middle of handling messages would lose them or leave a handler half done.  Ctrl-C
+    is held back until the messages read are handled, then raised as usual."""
+
+    __slots__ = ("old", "hit")
+
+    def __enter__(self):
+        self.hit = False
+        try:
+            self.old = signal.signal(signal.SIGINT, self._hit)
+        except (ValueError, TypeError):
+            self.old = None
+        return self
+
+    def _hit(self, signum, frame) -> None:
+        self.hit = True
+
+    def __exit__(self, *exc) -> bool:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+            if self.hit and callable(self.old):
+                self.old(signal.SIGINT, None)
+        return False
 
 
 def _node_of(addr: str) -> str | None:

@@ -17,7 +17,11 @@ used for that one message: ``K = HMAC-SHA256(data key, envelope | salt)``.  The
 envelope is unique per sender (its sequence number), the salt is random per signer (a
 restarted process does not reuse keys), and the data key is derived from the secret
 but is not the secret, so ``K`` is never sent and never reused.  The mac frame is then
-``HMAC(envelope) | salt (16) | GMAC tag (16)``.  Data frames are never unpickled.
+``HMAC'(envelope | salt | tag) | salt (16) | GMAC tag (16)``, where ``HMAC'`` is keyed
+by yet another key derived from the secret, so the MAC of a three-frame message is
+never valid for a two-frame one (a data frame cannot be stripped).  The receiver checks
+the envelope's MAC, its address and sequence number before it spends time on the data.
+Data frames are never unpickled.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ def _data_key(secret: bytes) -> bytes:
     return hmac.digest(secret, b"refbook data frames", "sha256")
 
 
+def _with_data_key(secret: bytes) -> bytes:
+    return hmac.digest(secret, b"refbook messages with a data frame", "sha256")
+
+
 def _data_tag(data_key: bytes, env: bytes, salt: bytes, data) -> bytes:
     one_time = hmac.digest(data_key, env + salt, "sha256")
     return AESGCM(one_time).encrypt(_NONCE, b"", data)
@@ -55,13 +63,14 @@ def tag_for(address: str) -> bytes:
 class Signer:
     """Signs outgoing messages for one sending process."""
 
-    __slots__ = ("_key", "_tag", "_seq", "_data_key", "_salt")
+    __slots__ = ("_key", "_tag", "_seq", "_data_key", "_key3", "_salt")
 
     def __init__(self, key: bytes, sender_tag: bytes):
         self._key = key
         self._tag = sender_tag
         self._seq = 0
         self._data_key = _data_key(key)
+        self._key3 = _with_data_key(key)
         self._salt = os.urandom(SALT_LEN)
 
     def sign(self, receiver_tag: bytes, body: bytes, data=None) -> list:
@@ -72,9 +81,8 @@ class Signer:
         env = _HDR.pack(receiver_tag, self._tag, self._seq) + body
         if data is None:
             return [hmac.digest(self._key, env, "sha256"), env]
-        mac = (hmac.digest(self._key, env, "sha256") + self._salt
-               + _data_tag(self._data_key, env, self._salt, data))
-        return [mac, env, data]
+        salt_tag = self._salt + _data_tag(self._data_key, env, self._salt, data)
+        return [hmac.digest(self._key3, env + salt_tag, "sha256") + salt_tag, env, data]
 
 
 class RejectedMessage(Exception):
@@ -84,11 +92,12 @@ class RejectedMessage(Exception):
 class Verifier:
     """Checks incoming messages for one receiving process."""
 
-    __slots__ = ("_key", "_tags", "_last", "_data_key")
+    __slots__ = ("_key", "_tags", "_last", "_data_key", "_key3")
 
     def __init__(self, key: bytes, receiver_tag: bytes, *aliases: bytes):
         self._key = key
         self._data_key = _data_key(key)
+        self._key3 = _with_data_key(key)
         self._tags = (receiver_tag, *aliases)   # a head also answers to "tcp://host:port"
         self._last: dict[bytes, int] = {}
 
@@ -100,18 +109,22 @@ class Verifier:
         want_len = MAC_LEN if len(frames) == 2 else MAC_LEN + SALT_LEN + TAG_LEN
         if len(mac) != want_len or len(env) < HDR_LEN + 1:
             raise RejectedMessage("truncated frame")
-        if not hmac.compare_digest(mac[:MAC_LEN], hmac.digest(self._key, env, "sha256")):
+        if len(frames) == 2:
+            want = hmac.digest(self._key, env, "sha256")
+        else:
+            want = hmac.digest(self._key3, env + mac[MAC_LEN:], "sha256")
+        if not hmac.compare_digest(mac[:MAC_LEN], want):
             raise RejectedMessage("bad signature")
-        if len(frames) == 3:
-            salt = mac[MAC_LEN:MAC_LEN + SALT_LEN]
-            tag = _data_tag(self._data_key, env, salt, frames[2])
-            if not hmac.compare_digest(mac[MAC_LEN + SALT_LEN:], tag):
-                raise RejectedMessage("bad signature on the data frame")
         receiver, sender, seq = _HDR.unpack_from(env)
         if receiver not in self._tags:
             raise RejectedMessage("addressed to another process")
         if seq <= self._last.get(sender, 0):
             raise RejectedMessage(f"replayed or reordered sequence number {seq}")
+        if len(frames) == 3:
+            salt = mac[MAC_LEN:MAC_LEN + SALT_LEN]
+            tag = _data_tag(self._data_key, env, salt, frames[2])
+            if not hmac.compare_digest(mac[MAC_LEN + SALT_LEN:], tag):
+                raise RejectedMessage("bad signature on the data frame")
         self._last[sender] = seq
         try:
             msg = pickle.loads(memoryview(env)[HDR_LEN:])

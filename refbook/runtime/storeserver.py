@@ -49,6 +49,8 @@ class StoreServer:
         self.copies: dict[bytes, set] = {}      # oid -> nodes that pulled a copy from us
         self.pull_errors: dict[bytes, str] = {}
         self._requester_node: dict[str, str] = {}     # node manager address -> node id
+        self._progressing = False                     # progress() is running
+        self._again = False                           # ...and should run another round
         self.pulled_from: dict[bytes, tuple] = {}     # our secondary copies: oid ->
         #                                               (source node, owner)
         self.table = ObjectTable(arena.capacity)
@@ -130,16 +132,24 @@ class StoreServer:
 
     def on_free(self, oids) -> None:
         for oid in oids:
-            if oid in self.pulls:      # freed while arriving: the object is gone for good
-                self._pull_failed(oid, f"object {oid.hex()} was freed by its owner")
             self._close(self.table.delete(oid))
+            self._forget(oid, f"object {oid.hex()} was freed by its owner")
             self.pull_errors.pop(oid, None)
-            self.pulled_from.pop(oid, None)
             for node in self.copies.pop(oid, ()):      # secondary copies go too
                 addr = self.address_of(node)
                 if addr is not None:
                     self.t.send(addr, (P.FREE, [oid]))
         self.progress()
+
+    def _forget(self, oid: bytes, why: str) -> None:
+        """``oid`` left the table: a transfer of it, in or out, must stop now (its arena
+        range may already hold another object)."""
+        if oid in self.pulls:
+            self._pull_failed(oid, why)
+        self.pulled_from.pop(oid, None)
+        for key in [k for k in self.sending if k[0] == oid]:
+            del self.sending[key]
+            self.t.send(key[1], (P.PULL_FAIL, oid, why))
 
     # -- transfer between nodes ---------------------------------------------------------------
     # The node that needs an object pulls it from the node that has it, in chunks of
@@ -225,7 +235,8 @@ class StoreServer:
     def _on_pull_chunk(self, m) -> None:
         _, oid, requester, offset, n = m
         base = self.sending.get((oid, requester))
-        if base is None:
+        o = self.table.objects.get(oid)
+        if base is None or o is None or not 0 <= offset <= offset + n <= o.size:
             return
         # straight from the arena: the object stays pinned until the requester has it all
         self.t.send(requester, (P.CHUNK, oid, offset),
@@ -234,7 +245,7 @@ class StoreServer:
     def _on_chunk(self, m) -> None:
         _, oid, offset, data = m
         p = self.pulls.get(oid)
-        if p is None or p["offset"] is None:
+        if p is None or p["offset"] is None or not 0 <= offset <= offset + len(data) <= p["size"]:
             return
         start = p["offset"] + offset
         self.arena.mm[start:start + len(data)] = data
@@ -282,9 +293,10 @@ class StoreServer:
             if self._requester_node.get(requester) == node_id:   # it will never finish
                 del self.sending[(oid, requester)]
                 self.table.unpin(f"pull:{requester}", [oid])
-        for oid, (src, _owner) in list(self.pulled_from.items()):
-            if src == node_id:        # ours is the primary copy now
+        for oid, (src, owner) in list(self.pulled_from.items()):
+            if src == node_id:        # ours is the primary copy now: say so to its owner
                 del self.pulled_from[oid]
+                self.t.send(owner, (P.OBJECT_COPY, oid, self.node_id, True))
 
     def on_unpin(self, proc: str, oids) -> None:
         self.table.unpin(proc, oids)
@@ -331,28 +343,41 @@ class StoreServer:
     # -- the policy loop ----------------------------------------------------------------------
     def progress(self) -> None:
         """Serve what now fits (in arrival order, skipping what does not fit yet), then
-        make room for the rest."""
-        for oid, p in list(self.pulls.items()):
-            if p.get("waiting_space"):
-                self._alloc_pull(oid)
-        if self.waiting:
-            still = []
-            for w in self.waiting:
-                if not self._serve(w):
-                    still.append(w)
-            self.waiting = still
-        need = max((w.size for w in self.waiting), default=0)
-        if need or self.table.over_high_water():
-            self._make_room(need)
+        make room for the rest; again while that freed memory at once (dropped copies).
+        Never re-entered: a call from inside just asks for another round."""
+        if self._progressing:
+            self._again = True
+            return
+        self._progressing = True
+        try:
+            while True:
+                self._again = False
+                for oid, p in list(self.pulls.items()):
+                    if p.get("waiting_space"):
+                        self._alloc_pull(oid)
+                if self.waiting:
+                    still = []
+                    for w in self.waiting:
+                        if not self._serve(w):
+                            still.append(w)
+                    self.waiting = still
+                need = max((w.size for w in self.waiting), default=0)
+                if need or self.table.over_high_water():
+                    self._make_room(need)
+                if not self._again:
+                    return
+        finally:
+            self._progressing = False
 
     def _evict_copies(self, need: int) -> bool:
         """Drop unused secondary copies, least recently used first, until the store is
         under its high-water mark and ``need`` bytes fit: they cost nothing to lose."""
         t = self.table
         evicted = False
+        wanted = {oid for w in self.waiting if w.kind == "pin" for oid in w.args}
         unused = sorted((t.objects[oid] for oid in self.pulled_from
                          if oid in t.objects and not t.objects[oid].pins
-                         and t.objects[oid].state == RESIDENT),
+                         and t.objects[oid].state == RESIDENT and oid not in wanted),
                         key=lambda o: o.last_use)
         for o in unused:
             if not t.over_high_water() and (not need or t.alloc.largest_free() >= need):
@@ -366,7 +391,8 @@ class StoreServer:
 
     def _make_room(self, need: int) -> None:
         if self._evict_copies(need):
-            self.progress()          # serve what fits now; it comes back here if need be
+            self._again = True       # serve what fits now; it comes back here if need be
+            self.progress()
             return
         entries, ask = self.table.plan_spill(need)
         if entries:
@@ -426,7 +452,8 @@ class StoreServer:
         gone, closed = self.table.process_died(addr)
         self._close(closed)
         for oid in gone:
-            self.pulled_from.pop(oid, None)
+            self._forget(oid, f"object {oid.hex()} went with its owner {addr}, which died")
+            self.copies.pop(oid, None)
         self.waiting = [w for w in self.waiting if w.proc != addr]
         self.progress()
 

@@ -135,7 +135,10 @@ class Line:
             body, final = f"(refbook: cannot show this: {html.escape(repr(e))})", True
         if body != self.last:
             self.last = body
-            self.widget.value = f'<div style="{_STYLE}">{body}</div>'
+            try:
+                self.widget.value = f'<div style="{_STYLE}">{body}</div>'
+            except Exception:  # noqa: BLE001 - the frontend went away: stop updating
+                return False
         return not final
 
     def text(self) -> tuple[str, bool]:
@@ -152,18 +155,37 @@ class CellLine(Line):
         self.core, self.cell, self.outputs = core, cell, list(outputs)
         self.since = getattr(cell, "started", None) or time.monotonic()
         self.ended = None
+        self.seen: dict[bytes, None] = {}     # task ids in submission order
+        self.open: dict[bytes, str] = {}      # ...not finished yet
+        self.closed: list[tuple] = []         # (name, state, node, detail) of the others
+        self.counts: dict[str, int] = {}
         super().__init__()
 
     def text(self) -> tuple[str, bool]:
-        states = [(name, *status_of(self.core, tid)) for tid, name in
-                  list(self.cell.tasks.items())]
-        if not states:
+        # a finished task does not change again: look only at the others
+        for tid, name in list(self.cell.tasks.items())[len(self.seen):]:
+            self.seen[tid] = None
+            self.open[tid] = name
+        live: dict[str, int] = {}
+        first_open = None
+        sample = list(self.open.items())[:2000]   # tasks mostly finish in order
+        for tid, name in sample:
+            st = status_of(self.core, tid)
+            if st[0] in ("done", "failed", "cancelled"):
+                del self.open[tid]
+                self.closed.append((name, *st))
+                self.counts[st[0]] = self.counts.get(st[0], 0) + 1
+            else:
+                live[st[0]] = live.get(st[0], 0) + 1
+                first_open = first_open or (name, *st)
+        states = self.closed[:1] if first_open is None else [first_open]
+        if not self.seen:
             return "", True
-        final = all(s[1] in ("done", "failed", "cancelled") for s in states)
+        final = not self.open
         if final and self.ended is None:
             self.ended = time.monotonic()
         took = (self.ended or time.monotonic()) - self.since
-        if len(states) == 1:
+        if len(self.seen) == 1:
             name, state, node, detail = states[0]
             parts = [dot(state), f"<b>{html.escape(name)}</b>", state]
             if state == "running" and node:
@@ -174,13 +196,16 @@ class CellLine(Line):
             if state == "done" and self.outputs:
                 parts.append("&rarr; " + ", ".join(html.escape(o) for o in self.outputs))
             return " ".join(parts), final
-        counts: dict[str, int] = {}
-        for s in states:
-            counts[s[1]] = counts.get(s[1], 0) + 1
+        counts = dict(self.counts)
+        for k, n in live.items():
+            counts[k] = counts.get(k, 0) + n
+        rest = len(self.open) - sum(live.values())
+        if rest > 0:
+            counts["not looked at yet"] = rest
         worst = next((k for k in ("failed", "cancelled", "running", "queued", "waiting",
                                   "pending") if k in counts), "done")
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        return (f"{dot(worst)} <b>{len(states)} tasks</b> from this cell: {summary} "
+        return (f"{dot(worst)} <b>{len(self.seen)} tasks</b> from this cell: {summary} "
                 f"({'in' if final else 'for'} {took:.2f} s)"), final
 
 
@@ -212,6 +237,9 @@ class ClusterLine(Line):
         super().__init__()
 
     def text(self) -> tuple[str, bool]:
+        from ..runtime import core as core_mod
+        if core_mod.current() is None:      # never start a cluster just to show one
+            return f"{dot('freed')} <b>refbook</b> is shut down", True
         nodes = [n for n in self.nodes_fn() if n["alive"]]
         cpus = sum(n["resources"].get("CPU", 0) for n in nodes)
         busy = cpus - sum(n["available"].get("CPU", 0) for n in nodes)

@@ -201,7 +201,9 @@ def test_a_dead_workers_objects_on_other_nodes_go_with_it(cluster3):
         return next(n for n in refbook.nodes() if n["node_id"] == node_id)["store"]
     assert wait_for(lambda: store_objects(a.node_id)["num_objects"] == 0, timeout=10)
     assert wait_for(lambda: store_objects(b.node_id)["num_objects"] == 0, timeout=10), \
-        (store_objects(b.node_id), refbook.nodes(), refbook.events())
+        (a.node_id, b.node_id, [(e["kind"], e["node_id"], e.get("source"),
+                                 e.get("object_ids")) for e in refbook.events()],
+         [(n["node_id"], n["alive"], n["store"]["num_objects"]) for n in refbook.nodes()])
 
 
 def test_tasks_go_to_the_node_that_holds_their_data(cluster3):

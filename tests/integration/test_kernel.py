@@ -189,9 +189,19 @@ def test_del_frees_memory_even_after_the_ref_was_displayed(kernel):
                        "while used() and time.monotonic() - t < 5:\n    time.sleep(0.05)\n"
                        "print(used())")
     assert err is None and out.strip() == "0", (out, err)
+    run(kc, "parts = [refbook.put(np.ones(1_000_000)) for _ in range(3)]")
+    run(kc, "parts")                               # a list of refs in Out, _ and _N
+    out, err = run(kc, "del parts\nt = time.monotonic()\n"
+                       "while used() and time.monotonic() - t < 5:\n    time.sleep(0.05)\n"
+                       "print(used())")
+    assert err is None and out.strip() == "0", (out, err)
+    run(kc, "_ = refbook.put(7)")                  # a _ of the user's own is left alone
+    out, err = run(kc, "print(refbook.get(_))")
+    assert out.strip() == "7", (out, err)
     run(kc, "big2 = refbook.put(np.ones(1000))\nbig2")
     out, _ = run(kc, "big2 = 5\nimport gc; gc.collect()\n"
-                     "print(len([o for o in refbook.objects() if o['size']]))")
+                     "print(len([o for o in refbook.objects() if o['size'] and "
+                     "o['size'] > 1000]))")
     assert out.strip() == "0"                       # rebinding frees it too
 
 
@@ -284,8 +294,10 @@ def test_reload_ext_keeps_refs_and_unload_ext_shuts_down(kernel):
     out, err = run(kc, "%unload_ext refbook")
     assert err is None
     assert _gone(pids)
-    out, err = run(kc, "print(refbook.is_initialized())")
-    assert out.strip() == "False"
+    out, err = run(kc, "import time\ntime.sleep(1.5)\nprint(refbook.is_initialized())")
+    assert out.strip() == "False"                   # nothing started it again
+    out, err = run(kc, "%%remote\nq = 1")                   # the magic went with it
+    assert "not found" in out + str(err), (out, err)
 
 
 def test_kernelspec_starts_with_refbook_loaded(tmp_path):

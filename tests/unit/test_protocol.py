@@ -74,3 +74,13 @@ def test_data_frames_use_a_key_per_message():
     with pytest.raises(RejectedMessage, match="truncated"):   # data frame dropped
         v.verify(a[:2])
     assert v.verify(a) == (68, "x", data)
+
+
+def test_a_data_frame_cannot_be_stripped():
+    s, v = pair()
+    a = s.sign(tag_for(ME), encode((68, "x")), os.urandom(100))
+    with pytest.raises(RejectedMessage):           # the envelope alone, with a short MAC
+        v.verify([a[0][:32], a[1]])
+    with pytest.raises(RejectedMessage):
+        v.verify([a[0], a[1]])
+    assert v.verify(a)[:2] == (68, "x")
