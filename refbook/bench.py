@@ -457,7 +457,7 @@ def run_veth_workloads(size: int, reps: int) -> dict:
 
     from refbook.testing.hosts import Hosts
     with tempfile.TemporaryDirectory(prefix="refbook-bench-veth-") as home:
-        h = Hosts(["h", "a", "b"], home)
+        h = Hosts(["h", "a", "b"], home, fast_heartbeat=False)
         if not h.netns:
             print(f"veth: skipped, network namespaces unavailable ({h.reason})")
             return {}

@@ -278,6 +278,16 @@ class NodeManager:
             # impossible (a node that can run it may just have joined)
             self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, self.head))
             return
+        if not feasible:
+            want = ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()) if v)
+            have = "; ".join(
+                f"node {n['node_id']}: " + ", ".join(f"{k}={v:g}" for k, v in
+                                                    sorted(n["resources"].items()))
+                for n in view if n["alive"])
+            self._do([("reject", owner, req_id,
+                       f"no node can ever satisfy the resources {{{want}}}: the nodes "
+                       f"have {have}")])
+            return
         if node is not None:
             addr = self.node_address_of(node)
             if addr is not None:
@@ -559,8 +569,14 @@ def main() -> None:
                         format="%(asctime)s node %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cfg.get("driver_pid"):
-        parent_fd = os.pidfd_open(cfg["driver_pid"])
-        if os.getppid() != cfg["driver_pid"]:
+        try:
+            parent_fd = os.pidfd_open(cfg["driver_pid"])
+            gone = os.getppid() != cfg["driver_pid"]
+        except ProcessLookupError:
+            gone = True
+        if gone:              # nobody will clean up after us: do it now
+            if cfg.get("owns_session"):
+                shutil.rmtree(cfg["session_dir"], ignore_errors=True)
             sys.exit("refbook node: the driver exited before the node started")
     else:                  # started by `refbook start`: it runs until `refbook stop`
         parent_fd, never = os.pipe()

@@ -112,7 +112,7 @@ class LeaseScheduler:
                 want = ", ".join(f"{n}={q:g}" for n, q in sorted(resources.items()) if q)
                 return [("reject", owner, req_id,
                          f"no node can ever satisfy the resources {{{want}}}: "
-                         f"this cluster has {{{have}}}")]
+                         f"this node has {{{have}}}")]
         self.queue.append((owner, req_id, resources, dedicated))
         actions = self._schedule()
         if self.queue and not any(a[0] == "grant" and a[2] == req_id for a in actions):

@@ -16,8 +16,9 @@ def _ip(*args, ns=None, check=True):
 class Hosts:
     """``hosts[name]`` is an IP address; ``run(name, argv)`` runs a command there."""
 
-    def __init__(self, names: list[str], home: str):
+    def __init__(self, names: list[str], home: str, fast_heartbeat: bool = True):
         self.home = home
+        self.fast_heartbeat = fast_heartbeat     # tests: a dead host is noticed in 0.8 s
         self.tag = os.urandom(2).hex()
         self.bridge = f"rb{self.tag}"
         self.ns: dict[str, str] = {}
@@ -51,8 +52,9 @@ class Hosts:
             self.ip = {name: f"127.0.0.{10 + i}" for i, name in enumerate(names)}
 
     def env(self) -> dict:
-        env = dict(os.environ, HOME=self.home, REFBOOK_QUIET="1",
-                   REFBOOK_HEARTBEAT_S="0.1", REFBOOK_HEARTBEAT_TIMEOUT_S="0.8")
+        env = dict(os.environ, HOME=self.home, REFBOOK_QUIET="1")
+        if self.fast_heartbeat:
+            env.update(REFBOOK_HEARTBEAT_S="0.1", REFBOOK_HEARTBEAT_TIMEOUT_S="0.8")
         env.pop("REFBOOK_SECRET", None)
         return env
 
