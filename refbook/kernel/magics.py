@@ -135,17 +135,14 @@ class RefbookMagics(Magics):
 def _name_unpicklable(names: list, values: list) -> None:
     """After shipping failed: raise a TypeError naming the notebook variable that
     cannot be pickled (only now is each value pickled on its own)."""
-    import cloudpickle
-    for name, value in zip(names, values, strict=True):
-        if isinstance(value, refbook.ObjectRef):
-            continue
-        try:
-            cloudpickle.dumps(value, protocol=5)
-        except Exception as e:  # noqa: BLE001
-            raise TypeError(
-                f"the cell reads notebook variable {name!r}, which cannot be shipped to a "
-                f"worker: it cannot be pickled ({type(e).__name__}: {e}). Create it inside "
-                f"the cell, or keep the work that needs it in the notebook.") from None
+    from ..runtime.core import first_unpicklable
+    bad = first_unpicklable(zip(names, values, strict=True))
+    if bad is not None:
+        name, e = bad
+        raise TypeError(
+            f"the cell reads notebook variable {name!r}, which cannot be shipped to a "
+            f"worker: it cannot be pickled ({type(e).__name__}: {e}). Create it inside "
+            f"the cell, or keep the work that needs it in the notebook.") from None
 
 
 def _fmt_size(n: int) -> str:

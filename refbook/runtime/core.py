@@ -1449,9 +1449,22 @@ def _owner_died(oid: bytes, owner: str) -> exc.OwnerDiedError:
         f"e.g. the driver.")
 
 
+def first_unpicklable(named_values) -> tuple | None:
+    """``(name, error)`` of the first value of ``(name, value)`` pairs that cannot be
+    pickled (refs always can), or None."""
+    import cloudpickle
+    for name, value in named_values:
+        if isinstance(value, ObjectRef):
+            continue
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as e:  # noqa: BLE001
+            return name, e
+    return None
+
+
 def _argument_error(name: str, args, kwargs, signature, err: BaseException) -> TypeError:
     """Find which argument cannot be pickled, and say so."""
-    import cloudpickle
     names = []
     if signature is not None:
         try:
@@ -1461,15 +1474,12 @@ def _argument_error(name: str, args, kwargs, signature, err: BaseException) -> T
             names = []
     if not names:
         names = [(f"argument {i}", a) for i, a in enumerate(args)] + list(kwargs.items())
-    for arg_name, value in names:
-        if isinstance(value, ObjectRef):
-            continue
-        try:
-            cloudpickle.dumps(value, protocol=5)
-        except Exception as e:  # noqa: BLE001
-            return TypeError(
-                f"cannot pass argument {arg_name!r} of {name}(): it cannot be pickled "
-                f"({type(e).__name__}: {e}). Values sent to a task must be picklable; "
-                f"create the object inside the task instead, or pass what is needed to "
-                f"rebuild it.")
+    bad = first_unpicklable(names)
+    if bad is not None:
+        arg_name, e = bad
+        return TypeError(
+            f"cannot pass argument {arg_name!r} of {name}(): it cannot be pickled "
+            f"({type(e).__name__}: {e}). Values sent to a task must be picklable; "
+            f"create the object inside the task instead, or pass what is needed to "
+            f"rebuild it.")
     return TypeError(f"cannot pickle the arguments of {name}(): {type(err).__name__}: {err}")
