@@ -99,6 +99,20 @@ def wait_ready(proc, ready_r: int, log_path: str, timeout: float = 30.0) -> None
         raise RefbookError(f"the refbook node process did not start:\n{tail}")
 
 
+def private_dir(path: str) -> None:
+    """Create ``path`` (mode 0700), or make sure an existing one is a real directory of
+    this user that nobody else can use: its name in /tmp is predictable."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    import stat
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise RefbookError(f"{path} exists but is not a private directory of this user; "
+                           f"remove it, or start the node on another port")
+
+
 def node_config(*, host: str, port: int, head: str | None, num_cpus: int, capacity: int,
                 resources: dict, driver_pid: int | None = None,
                 heartbeat_s: float | None = None,
@@ -111,6 +125,7 @@ def node_config(*, host: str, port: int, head: str | None, num_cpus: int, capaci
         heartbeat_timeout_s = float(os.environ.get("REFBOOK_HEARTBEAT_TIMEOUT_S", 3.0))
     node_id = os.urandom(4).hex()
     session = os.path.join("/tmp", f"refbook-{os.getuid()}-{host}-{port}")
+    private_dir(session)
     os.makedirs(os.path.join(session, "logs"), mode=0o700, exist_ok=True)
     return {"session_dir": session, "sock_dir": session, "node_id": node_id,
             "node_address": f"tcp://{host}:{port}/n-{node_id}/nm", "num_cpus": num_cpus,

@@ -11,6 +11,7 @@ import pytest
 import zmq
 
 import refbook
+from refbook.exceptions import RefbookError
 from refbook.runtime import core as core_mod
 from refbook.runtime import protocol as P
 from refbook.runtime.protocol import Signer, tag_for
@@ -133,3 +134,20 @@ def test_truncated_frames(fresh_cluster, n):
     blast(core.me, bad)
     time.sleep(0.3)
     assert refbook.get(square.remote(4)) == 16
+
+
+def test_a_nodes_directory_must_be_private(tmp_path):
+    from refbook.runtime.launch import private_dir
+    fresh = tmp_path / "fresh"
+    private_dir(str(fresh))
+    assert fresh.is_dir() and (fresh.stat().st_mode & 0o777) == 0o700
+    private_dir(str(fresh))                           # ours already: fine
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    with pytest.raises(RefbookError, match="not a private directory"):
+        private_dir(str(shared))
+    link = tmp_path / "link"
+    link.symlink_to(fresh)                            # a name planted in /tmp
+    with pytest.raises(RefbookError, match="not a private directory"):
+        private_dir(str(link))
