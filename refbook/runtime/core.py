@@ -16,42 +16,49 @@ Values.  ``self.values`` maps an object id to an *entry*:
 ``(STORED, node_id, offset, size)`` for values in a node's arena, or
 ``(ERROR, exception)``.  Owners keep entries of what they own; borrowers cache
 entries of what they hold.
+
+Parts.  This module holds putting, submitting and the replies to tasks; the class takes
+the rest from ``reading.py`` (fetch, get, pins), ``iothread.py`` (the inbox),
+``failures.py`` (deaths of processes and nodes) and ``introspection.py`` (the state
+API), with shared names in ``entries.py``.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections import deque
 
-import zmq
-
 from .. import exceptions as exc
 from . import protocol as P
 from .arena import Arena, layout_size
+from .entries import (
+    ERROR,
+    INLINE,
+    STORED,
+    _node_of,
+)
+from .failures import Failures
 from .ids import IdGenerator, new_tag, object_id
+from .introspection import Introspection
+from .iothread import IOThread
 from .object_ref import ObjectRef
+from .reading import ObjectReading
 from .refcount import Effects, ReferenceTable
-from .serialization import Serialized, deserialize, serialize
+from .serialization import Serialized, serialize
 from .tasks import Task, TaskManager
 from .transport import Transport
 
 log = logging.getLogger("refbook.core")
 
 INLINE_MAX = 100 * 1024
-TICK_MS = 20           # the I/O thread's housekeeping period (releases, idle leases)
-LAZY_S = 0.002         # a thread that waited keeps polling the inbox this long after
 QUICK_TASK = 0.002     # tasks quicker than this may be pipelined on one worker
-INLINE, STORED, ERROR = 0, 1, 2
 
 _current: CoreWorker | None = None
-_tls = threading.local()       # .covered: set of oids covered by the running task
 
 
 def current() -> CoreWorker | None:
@@ -76,22 +83,7 @@ class _TopArg:
         return (_TopArg, (self.i,))
 
 
-class _Countdown:
-    """Sets ``ev`` once ``hit`` has been called ``n`` times (under the core lock)."""
-
-    __slots__ = ("n", "ev")
-
-    def __init__(self, n: int):
-        self.n = n
-        self.ev = threading.Event()
-
-    def hit(self) -> None:
-        self.n -= 1
-        if self.n <= 0:
-            self.ev.set()
-
-
-class CoreWorker:
+class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
     def __init__(self, *, kind: str, address: str, node_address: str, node_id: str,
                  secret: bytes, arena: Arena):
         self.kind = kind
@@ -257,24 +249,6 @@ class CoreWorker:
         self._replies.pop(req, None)
         self._check_usable()
         return slot[1]
-
-    def _wait_event(self, ev: threading.Event, timeout: float | None) -> bool:
-        """Wait for ``ev``, polling the inbox in this thread if nobody else does."""
-        if threading.current_thread() is self._io or not self.take_poller():
-            return ev.wait(timeout)
-        try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not ev.is_set() and self.alive and not self.broken:
-                wait_ms = TICK_MS
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    wait_ms = max(1, min(TICK_MS, int(left * 1000) + 1))
-                self.poll_once(wait_ms)
-        finally:
-            self.give_poller()
-        return ev.is_set()
 
     def _check_usable(self) -> None:
         if not self.alive:
@@ -531,19 +505,6 @@ class CoreWorker:
             if len(contexts) > 20_000:      # the oldest go first; they finished long ago
                 del contexts[next(iter(contexts))]
 
-    def task_state(self, task_id: bytes):
-        """``(state, node)`` of a task this process owns that has not finished:
-        ``state`` is "waiting" (for its arguments), "queued" or "running"; None once it
-        finished (its return values say how)."""
-        with self.lock:
-            t = self.tm.tasks.get(task_id)
-            if t is None:
-                return None
-            node = None
-            if t.state == "running" and t.lease is not None:
-                node = _node_of(t.lease.worker) or self.node_id
-            return t.state, node
-
     def cancel_tasks(self, task_ids) -> list:
         """Cancel every one of ``task_ids`` that has not finished (a running one is
         interrupted).  Returns the names of those cancelled."""
@@ -627,260 +588,6 @@ class CoreWorker:
         resolved = [(oid, owner, self.values[oid]) for oid, owner in top_refs]
         return (task.task_id, fn_id, blob, args_entry, resolved, task.return_ids, task.name,
                 task.attempts <= task.max_retries)
-
-    # --------------------------------------------------------------------- fetch
-    def _fetch(self, oid: bytes, owner: str) -> None:
-        if oid in self._fetching:
-            return
-        if self.rt.get(oid) is not None and self.rt.get(oid).owner_dead:
-            self._set_value(oid, (ERROR, _owner_died(oid, owner)))
-            return
-        self._fetching.add(oid)
-        self.transport.send(owner, (P.GET_OBJECT, self.me, 0, oid))
-
-    def _on_get_object(self, msg):
-        _, requester, req, oid = msg
-        entry = self.values.get(oid)
-        if entry is not None:       # the primary copy: a reader's node uses its own
-            self.transport.send(requester, (P.OBJECT_REPLY, req, oid, entry))  # if any
-            return
-        if self.rt.owns(oid):
-            def reply(oid=oid, requester=requester, req=req):
-                e = self.values.get(oid)
-                if e is not None:
-                    self.transport.send(requester, (P.OBJECT_REPLY, req, oid, e))
-            self.waiters.setdefault(oid, []).append(reply)
-            return
-        err = exc.ObjectLostError(
-            f"object {oid.hex()} is no longer held by its owner {self.me}; it was "
-            f"freed, or this process restarted")
-        self.transport.send(requester, (P.OBJECT_REPLY, req, oid, (ERROR, err)))
-
-    def _on_object_reply(self, msg):
-        _, _req, oid, entry = msg
-        self._fetching.discard(oid)
-        if oid not in self.rt:
-            return
-        if entry[0] == STORED and entry[1] in self.dead_nodes:
-            # the owner has not heard of that node's death yet: ask again shortly
-            self._refetch.append((time.monotonic() + 0.2, oid, self.rt.get(oid).owner))
-            return
-        self._do(self._set_value(oid, entry))
-
-    # ----------------------------------------------------------------------- get
-    def on_ready(self, ref: ObjectRef, callback) -> None:
-        """Run ``callback()`` (in some thread) once ``ref``'s value is known here."""
-        with self.lock:
-            if ref._id in self.values:
-                ready = True
-            else:
-                ready = False
-                self.waiters.setdefault(ref._id, []).append(callback)
-                if ref._owner != self.me:
-                    self._fetch(ref._id, ref._owner)
-        if ready:
-            callback()
-
-    def wait_ready(self, refs: list, num: int, timeout: float | None) -> set:
-        """Block until at least ``num`` of ``refs`` have values here (or timeout).
-        Returns the set of ready object ids."""
-        with self.lock:
-            fx = Effects()
-            self._drain_releases(fx)
-            self._apply(fx)
-            values = self.values
-            ready = {r._id for r in refs if r._id in values}
-            if len(ready) >= num:
-                return ready
-            missing = {}
-            for r in refs:
-                if r._id not in ready:
-                    missing[r._id] = r._owner
-            countdown = _Countdown(num - len(ready))
-            self._countdowns.add(countdown)
-            for oid, owner in missing.items():
-                self.waiters.setdefault(oid, []).append(countdown.hit)
-                if owner != self.me:
-                    self._fetch(oid, owner)
-        blocked = self.kind == "worker"
-        if blocked:
-            self._block()
-        try:
-            self._wait_event(countdown.ev, timeout)
-        finally:
-            self._countdowns.discard(countdown)
-            with self.lock:            # a timed-out wait leaves no callbacks behind
-                for oid in missing:
-                    ws = self.waiters.get(oid)
-                    if ws and countdown.hit in ws:
-                        ws.remove(countdown.hit)
-                        if not ws:
-                            del self.waiters[oid]
-            if blocked:
-                self.transport.send(self.node_address, (P.UNBLOCKED, self.me))
-        if not self.alive:
-            raise exc.RefbookError("refbook was shut down while waiting")
-        with self.lock:
-            values = self.values
-            ready.update(oid for oid in missing if oid in values)
-        return ready
-
-    def _block(self) -> None:
-        self.transport.send(self.node_address, (P.BLOCKED, self.me))
-        if self.on_block is not None:
-            self.on_block()
-
-    def get(self, refs: list, timeout: float | None):
-        ids = [r._id for r in refs]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for attempt in range(20):
-            if not all(oid in self.values for oid in ids):
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready = self.wait_ready(refs, len(set(ids)), left)
-                if len(ready) < len(set(ids)):
-                    pending = [r.hex() for r in refs if r._id not in ready]
-                    raise exc.GetTimeoutError(
-                        f"get() timed out after {timeout} s; {len(pending)} of {len(refs)} "
-                        f"ref(s) not ready: {', '.join(pending[:5])}"
-                        f"{' ...' if len(pending) > 5 else ''}")
-            values = self.values
-            entries = [(r._id, values[r._id]) for r in refs]
-            try:
-                self.pin_for_read(entries)
-                break
-            except exc.ObjectLostError:
-                # The copy we were pointed at is gone.  If its node died, the owner is
-                # rebuilding it (or will tell us it cannot): wait for the new value.
-                if attempt == 19 or not self._lost_in_flight(entries):
-                    raise
-        out = []
-        try:
-            for r in refs:
-                out.append(self.decode(r._id, r._owner, values[r._id], cover=True))
-        except BaseException:
-            self.unreserve([r._id for r in refs[len(out) + 1:]], values)
-            raise
-        return out
-
-    def _lost_in_flight(self, entries) -> bool:
-        """After a failed pin: did any of these values change or go away (its node was
-        declared dead, so its owner rebuilds it)?  Waits up to a few heartbeats."""
-        for _ in range(50):
-            with self.lock:
-                for oid, e in entries:     # borrowed copies on a dead node: ask again
-                    if e[0] == STORED and e[1] in self.dead_nodes and \
-                            self.values.get(oid) is e and not self.rt.owns(oid):
-                        del self.values[oid]
-                        r = self.rt.get(oid)
-                        if r is not None:
-                            self._fetch(oid, r.owner)
-                if any(self.values.get(oid) is not entry for oid, entry in entries):
-                    return True
-                if any(e[0] == STORED and e[1] in self.dead_nodes for _oid, e in entries):
-                    return True
-            time.sleep(0.05)
-        return False
-
-    # ------------------------------------------------------------------- pins
-    def pin_for_read(self, items) -> None:
-        """Make sure every stored object in ``items`` (``(oid, entry)`` pairs) is
-        resident and pinned for this process, and reserve one view of it per item.
-        Cached pins need no message; the rest are pinned in one request, which the node
-        may answer only once it has restored them from disk (admission control)."""
-        stored = [oid for oid, e in items if e[0] == STORED]
-        if not stored:
-            return
-        missing = []
-        with self.lock:
-            pins = self.pins
-            for oid in stored:
-                p = pins.get(oid)
-                if p is None:
-                    missing.append(oid)
-                else:
-                    p[2] += 1
-        if not missing:
-            return
-        where = {}
-        entries = dict(items)
-        for oid in missing:
-            node = entries[oid][1]
-            if node != self.node_id:
-                where[oid] = node          # the node pulls it over first
-        want = list(dict.fromkeys(missing))
-        try:
-            _, status, detail = self.transport.request(
-                self.node_address, lambda reply_to: (P.PIN, self.me, reply_to, want, where),
-                300)
-        except TimeoutError:
-            status, detail = "full", "the node did not make the objects resident in 300 s"
-        if status != "ok":
-            self.unreserve([o for o in stored if o not in missing], self.values)
-            if status == "full":
-                raise exc.ObjectStoreFullError(detail)
-            raise exc.ObjectLostError(detail)
-        with self.lock:
-            for oid in missing:
-                p = self.pins.get(oid)
-                if p is None:
-                    off, size = detail[oid]
-                    self.pins[oid] = [off, size, 1]
-                else:
-                    p[2] += 1
-
-    def unreserve(self, oids, values) -> None:
-        with self.lock:
-            for oid in oids:
-                p = self.pins.get(oid)
-                if p is not None and values.get(oid, (None,))[0] == STORED:
-                    p[2] -= 1
-
-    def _on_unpin_request(self, msg):
-        released = []
-        for oid in msg[1]:
-            p = self.pins.get(oid)
-            if p is not None and p[2] <= 0:
-                del self.pins[oid]
-                released.append(oid)
-        if released:
-            self.transport.send(self.node_address, (P.UNPIN, self.me, released))
-
-    def decode(self, oid: bytes, owner: str, entry: tuple, cover: bool):
-        """Rebuild a value from its entry.  Stored values become read-only views of
-        the arena; while any view lives this process holds ``oid``."""
-        kind = entry[0]
-        if kind == ERROR:
-            # Raise a copy: a raised exception's traceback references this frame and
-            # its refs, and the stored one must not keep them alive.
-            raise _fresh(entry[1])
-        prev = getattr(_tls, "cover", None)
-        _tls.cover = (oid, owner) if cover else None
-        try:
-            if kind == INLINE:
-                return deserialize(entry[1], entry[2])
-            with self.lock:
-                offset, size, _views = self.pins[oid]    # reserved by pin_for_read
-                self.rt.add_local(oid, owner)
-                covered = getattr(_tls, "covered", None)
-                if covered is not None:
-                    covered.add(oid)
-            return self.arena.read(offset, size, lambda: self._view_gone(oid))
-        finally:
-            _tls.cover = prev
-
-    def deserialized_ref(self, oid: bytes, owner: str) -> ObjectRef:
-        """A ref came out of a value we unpickled (see ReferenceTable.deserialized)."""
-        self.register_deserialized(oid, owner)
-        return ObjectRef(oid, owner, self)
-
-    def register_deserialized(self, oid: bytes, owner: str) -> None:
-        """Count one new local handle of ``oid`` (an ObjectRef or an ActorHandle about
-        to be made) and get ourselves registered with its owner if needed."""
-        with self.lock:
-            fx = Effects()
-            self.rt.deserialized(oid, owner, getattr(_tls, "covered", None),
-                                 getattr(_tls, "cover", None), fx)
-            self._apply(fx)
 
     # --------------------------------------------------------- registration protocol
     def _on_inc(self, msg):
@@ -1052,104 +759,12 @@ class CoreWorker:
                 nm = None                        # stale advice: ask our own node again
             self.request_lease(req_id, req[0], req[1], nm, req[3])
 
-    def _on_node_died(self, msg):
-        """Every process on that node is gone, and every object stored only there."""
-        _, node_id, reason = msg
-        self.dead_nodes.add(node_id)
-        marker = f"/n-{node_id}/"
-        addrs = set()
-        for r in self.rt.refs.values():
-            if marker in r.owner:
-                addrs.add(r.owner)
-        for lease in self.tm.leases.values():
-            if marker in lease.worker:
-                addrs.add(lease.worker)
-        for q in self.actors.queues.values():
-            if q.address and marker in q.address:
-                addrs.add(q.address)
-        for rec in self.actors.owned.values():
-            if rec.address and marker in rec.address:
-                addrs.add(rec.address)
-        for req_id, (res, dedicated, nm, _prefer) in list(self._lease_reqs.items()):
-            if marker in nm:                     # asked a node that is gone: ask again
-                self.request_lease(req_id, res, dedicated)
-        why = f"its node {node_id} died ({reason})"
-        for addr in addrs:
-            self._on_process_died((P.PROCESS_DIED, addr, why, False))
-        follow = []
-        for oid, nodes in list(self.copies.items()):
-            nodes.discard(node_id)
-            if not nodes:
-                del self.copies[oid]
-        for oid, entry in list(self.values.items()):
-            if entry[0] != STORED or entry[1] != node_id:
-                continue
-            if self.rt.owns(oid):
-                others = self.copies.get(oid)
-                if others:           # a copy elsewhere survives: it is the primary now
-                    self.values[oid] = (STORED, others.pop(), None, entry[3])
-                    if not others:
-                        del self.copies[oid]
-                    continue
-                follow += self.recovery.lost(oid, f"was stored only on node {node_id}, "
-                                                  f"which died")
-            else:
-                del self.values[oid]         # ask its owner again: it rebuilds it
-        self._do(follow)
-
-    def _on_object_copy(self, msg):
-        """A node gained or dropped a copy of an object we own (gained: also a copy that
-        became primary there when its source died)."""
-        _, oid, node_id, present = msg
-        entry = self.values.get(oid)
-        stored = entry is not None and entry[0] == STORED and self.rt.owns(oid)
-        if present:
-            if node_id in self.dead_nodes or (stored and node_id == entry[1]):
-                return
-            if stored:
-                self.copies.setdefault(oid, set()).add(node_id)
-            else:          # freed or rebuilt meanwhile: nobody else would free that copy
-                self.transport.send(self.node_address, (P.FREE, [oid], node_id))
-            return
-        if oid in self.copies:
-            self.copies[oid].discard(node_id)
-            if not self.copies[oid]:
-                del self.copies[oid]
-        elif stored and node_id == entry[1]:
-            # we had just promoted that copy (its source died) when it was dropped
-            self._do(self.recovery.lost(oid, f"its last copy, on node {node_id}, was "
-                                             f"dropped"))
-
     def _on_reclaim(self, msg):
         self._do(self.tm.reclaim())
 
     def _on_tasks_returned(self, msg):
         _, worker, task_ids = msg
         self._do(self.tm.returned(worker, task_ids))
-
-    def _on_process_died(self, msg):
-        _, addr, reason, oom = msg
-        fx = Effects()
-        orphaned = self.rt.on_process_died(addr, fx)
-        follow = []
-        for oid in orphaned:
-            self._fetching.discard(oid)
-            follow += self._set_value(oid, (ERROR, _owner_died(oid, addr)))
-        self.tm.now = time.monotonic()
-        inflight = [t for t in self.tm.inflight_on(addr)]
-        node = _node_of(addr)
-        for t in inflight:       # it may have stored outputs before it died: free them later
-            if node is not None:
-                self._stale.setdefault(t.task_id, set()).add(node)
-        follow += self.tm.worker_died(addr, reason, oom)
-        for t in inflight:
-            if t.task_id in self.tm.tasks:
-                self.recovery.event("task_retried", task_id=t.task_id.hex(), task=t.name,
-                                    attempt=t.attempts, reason=reason)
-        self.actors.process_died(addr, reason)
-        self._apply(fx)
-        self._do(follow)
-        self.transport.disconnect(addr)
 
     def _on_output(self, msg):
         _, worker, task_id, stream, text = msg
@@ -1201,252 +816,11 @@ class CoreWorker:
                 raise ValueError(f"only the owner of {ref!r} can cancel the task that makes it")
             self._do(self.tm.cancel(task_of(ref._id), force))
 
-    # ------------------------------------------------------------- introspection
-    def _on_state_query(self, msg):
-        _, requester, req, what = msg
-        self.transport.send(requester, (P.STATE_REPLY, req, self.describe(what)))
-
-    def describe(self, what: str):
-        if what == "pending":
-            return self.pending_calls() if self.pending_calls is not None else 0
-        if what != "objects":
-            return None
-        with self.lock:
-            fx = Effects()
-            self._drain_releases(fx)
-            self._apply(fx)
-            return self._describe_objects()
-
-    def _describe_objects(self) -> list:
-        out = []
-        for oid, r in self.rt.refs.items():
-            if r.owner != self.me or oid in self.actors.owned or r.freed:
-                continue
-            entry = self.values.get(oid)
-            if entry is not None and entry[0] == 3:     # an actor's location
-                continue
-            if entry is None:
-                state = "reconstructing" if oid in self.recovery.rebuilding else "pending"
-                size, nodes = None, []
-            elif entry[0] == ERROR:
-                state, size, nodes = "failed", None, []
-            elif entry[0] == STORED:
-                state, size = "ready", entry[3]
-                nodes = [entry[1], *sorted(self.copies.get(oid, ()))]
-            else:
-                state = "ready"
-                size = len(entry[1]) + sum(len(b) for b in entry[2])
-                nodes = [self.node_id]
-            out.append({
-                "object_id": oid.hex(), "owner": self.me, "size": size, "state": state,
-                "nodes": nodes, "spilled": False,
-                "task": None if oid.endswith(b"\xff\xff\xff\xff") else oid[:16].hex(),
-                "local_refs": r.local, "submitted_refs": r.submitted,
-                "borrowers": sorted(a for a, n in (r.borrowers or {}).items() if n),
-                "inline": entry is not None and entry[0] == INLINE,
-            })
-        return out
-
-    # ------------------------------------------------------------------ I/O loop
-    def _dispatch(self, msg) -> None:
-        handler = self._handlers.get(msg[0])
-        if handler is None:
-            log.warning("unexpected message type %r", msg[0])
-            return
-        try:
-            handler(msg)
-        except Exception:  # noqa: BLE001 - a bad message must not kill the process
-            log.exception("error handling message type %r", msg[0])
-
     # The inbox has one poller at a time.  Normally the I/O thread polls it.  A thread
     # that is about to wait for a reply (a driver in get(), an idle worker waiting for
     # tasks) takes the poller over and handles what arrives itself, so the reply it
     # waits for reaches it without a hand-off between threads.  Taking it over happens
     # while the request is in flight, off the critical path.
-
-    def _io_loop(self) -> None:
-        """The I/O thread.  It must never die while the process lives: an unexpected
-        error is logged and the loop goes on; if it keeps failing, the core is marked
-        broken so that callers get an error instead of waiting forever."""
-        poller = self._poller = zmq.Poller()
-        poller.register(self.transport.inbox, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
-        for fd in self._extra_fds:
-            poller.register(fd, zmq.POLLIN)
-        self._last_tick = time.monotonic()
-        failures = 0
-        cond = self._pcond
-        while not self._stop:
-            if self._poll_owner is not None:
-                with cond:
-                    while self._poll_owner is not None and not self._stop:
-                        self._io_parked = True
-                        cond.notify_all()
-                        cond.wait(LAZY_S)
-                        if not self._poll_busy and \
-                                time.monotonic() - self._poll_released >= LAZY_S:
-                            self._poll_owner = None      # its owner moved on: take it back
-                    self._io_parked = False
-                continue
-            try:
-                self._io_step(poller, TICK_MS)
-                failures = 0
-            except Exception as e:  # noqa: BLE001
-                if self._stop:
-                    return
-                failures += 1
-                log.exception("error in the I/O loop")
-                if failures >= 100:
-                    self.node_died(f"the I/O thread of {self.me} keeps failing: {e!r}")
-                    return
-                time.sleep(0.001)
-
-    def take_poller(self) -> bool:
-        """Become the inbox's poller (False if another thread already is)."""
-        cond = self._pcond
-        me = threading.get_ident()
-        with cond:
-            owner = self._poll_owner
-            if owner == me or (owner is not None and not self._poll_busy):
-                # still ours from the last wait (no hand-off at all), nested, or left
-                # idle by another thread
-                self._poll_owner = me
-                self._poll_depth += 1
-                self._poll_busy = True
-                return True
-            if owner is not None or self._poller is None or self._stop:
-                return False
-            self._poll_owner = me
-            self._poll_depth = 1
-            self._poll_busy = True
-        try:
-            self._wake()                    # get the I/O thread out of its poll
-            with cond:
-                while not self._io_parked and not self._stop:
-                    if not self._io.is_alive():
-                        raise exc.RefbookError("the I/O thread is gone")
-                    cond.wait(0.05)
-        except BaseException:
-            with cond:
-                self._poll_owner = None
-                self._poll_depth = 0
-                self._poll_busy = False
-                cond.notify_all()
-            if isinstance(sys.exc_info()[1], exc.RefbookError):
-                return False
-            raise
-        return not self._stop
-
-    def give_poller(self, now: bool = False) -> None:
-        """Done waiting.  The poller stays with this thread for ``LAZY_S`` in case it
-        waits again at once (a loop of calls); then the I/O thread takes it back.
-        ``now``: give it back at once (before running user code that may be long)."""
-        with self._pcond:
-            self._poll_depth -= 1
-            if self._poll_depth <= 0:
-                self._poll_depth = 0
-                self._poll_busy = False
-                self._poll_released = time.monotonic()
-                if now:
-                    self._poll_owner = None
-                    self._pcond.notify_all()
-
-    def poll_once(self, timeout_ms: int) -> None:
-        """Handle what arrives within ``timeout_ms`` (the caller owns the poller)."""
-        self._io_step(self._poller, timeout_ms)
-
-    def _io_step(self, poller, timeout_ms: int) -> None:
-        events = dict(poller.poll(timeout_ms))      # a Ctrl-C may interrupt the wait...
-        if self._stop:
-            return
-        if self.defer_sigint and threading.current_thread() is threading.main_thread():
-            with _DeferSigint():                    # ...but not what it read
-                self._handle(poller, events)
-        else:
-            self._handle(poller, events)
-
-    def _handle(self, poller, events: dict) -> None:
-        inbox = self.transport.inbox
-        msgs = []
-        if inbox in events:
-            while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                m = self.transport.recv(zmq.NOBLOCK)
-                if m is not None:
-                    msgs.append(m)
-        if self._wake_r in events:
-            try:
-                os.read(self._wake_r, 4096)
-            except OSError:
-                pass
-        for fd in [fd for fd in self._extra_fds if fd in events]:
-            cb = self._extra_fds.pop(fd)    # one-shot: a pidfd stays readable
-            poller.unregister(fd)
-            cb()
-        now = time.monotonic()
-        with self.lock:
-            fx = Effects()
-            self._drain_releases(fx)
-            self._apply(fx)
-            for m in msgs:
-                self._dispatch(m)
-            if now - self._last_tick > TICK_MS / 1000:
-                self._last_tick = now
-                self.tm.now = now
-                self._do(self.tm.tick())
-                if self._refetch:
-                    due = [r for r in self._refetch if r[0] <= now]
-                    self._refetch = [r for r in self._refetch if r[0] > now]
-                    for _, oid, owner in due:
-                        if oid in self.rt and oid not in self.values:
-                            self._fetch(oid, owner)
-
-
-class _DeferSigint:
-    """In the main thread (a notebook's get() polls there), a KeyboardInterrupt raised in
-    the middle of handling messages would lose them or leave a handler half done.  Ctrl-C
-    is held back until the messages read are handled, then raised as usual."""
-
-    __slots__ = ("old", "hit")
-
-    def __enter__(self):
-        self.hit = False
-        try:
-            self.old = signal.signal(signal.SIGINT, self._hit)
-        except (ValueError, TypeError):
-            self.old = None
-        return self
-
-    def _hit(self, signum, frame) -> None:
-        self.hit = True
-
-    def __exit__(self, *exc) -> bool:
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
-            if self.hit and callable(self.old):
-                self.old(signal.SIGINT, None)
-        return False
-
-
-def _node_of(addr: str) -> str | None:
-    """The node id in a process address (``.../n-<node>/<process>``)."""
-    i = addr.rfind("/n-")
-    if i < 0:
-        return None
-    return addr[i + 3:].split("/", 1)[0]
-
-
-def _fresh(err: BaseException) -> BaseException:
-    try:
-        return copy.copy(err)
-    except Exception:  # noqa: BLE001 - an exotic exception class: raise it as is
-        return err
-
-
-def _owner_died(oid: bytes, owner: str) -> exc.OwnerDiedError:
-    return exc.OwnerDiedError(
-        f"object {oid.hex()} was owned by {owner}, which died; its objects died with it "
-        f"(fate sharing). Re-create the value in a process that outlives its users, "
-        f"e.g. the driver.")
 
 
 def first_unpicklable(named_values) -> tuple | None:

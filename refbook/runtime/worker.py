@@ -21,8 +21,10 @@ import cloudpickle
 
 from .. import exceptions as exc
 from . import core as core_mod
+from . import entries
 from . import protocol as P
-from .core import INLINE, INLINE_MAX, CoreWorker, _TopArg
+from .core import INLINE_MAX, CoreWorker, _TopArg
+from .entries import INLINE
 from .serialization import deserialize, serialize
 
 log = logging.getLogger("refbook.worker")
@@ -232,7 +234,7 @@ class WorkerRuntime:
         self.cancel_target = None
         ok = True
         try:
-            core_mod._tls.covered = covered
+            entries._tls.covered = covered
             try:
                 fn = target()
                 reads = [(oid, entry) for oid, _o, entry in resolved]
@@ -255,7 +257,7 @@ class WorkerRuntime:
                     core.unreserve(left, dict(reads))
                     raise
             finally:
-                core_mod._tls.covered = None
+                entries._tls.covered = None
             args = [tops[a.i] if isinstance(a, _TopArg) else a for a in args]
             kwargs = {k: tops[v.i] if isinstance(v, _TopArg) else v for k, v in kwargs.items()}
             del tops

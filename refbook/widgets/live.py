@@ -14,7 +14,7 @@ import threading
 import time
 
 from ..exceptions import TaskCancelledError
-from ..runtime.core import ERROR, INLINE, STORED
+from ..runtime.entries import ERROR, INLINE, STORED
 from ..runtime.ids import object_id
 
 _STYLE = ("font-family: var(--jp-code-font-family, monospace); font-size: 12px; "
