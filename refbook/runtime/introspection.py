@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from ..exceptions import TaskCancelledError
 from . import protocol as P
 from .entries import (
     ERROR,
@@ -13,6 +14,7 @@ from .entries import (
     STORED,
     _node_of,
 )
+from .ids import object_id
 from .refcount import Effects
 
 log = logging.getLogger("refbook.core")
@@ -79,3 +81,68 @@ class Introspection:
             if t.state == "running" and t.lease is not None:
                 node = _node_of(t.lease.worker) or self.node_id
             return t.state, node
+
+    def task_status(self, task_id: bytes) -> tuple[str, str | None, str | None]:
+        """``(state, node, detail)`` of a task this process submitted: waiting, queued,
+        running (on ``node``), pending (an actor call), done, failed or cancelled
+        (``detail``: the error's class)."""
+        st = self.task_state(task_id)
+        if st is not None:
+            return st[0], st[1], None
+        oid = object_id(task_id, 0)
+        with self.lock:
+            e = self.values.get(oid)
+            r = self.rt.get(oid)
+            alive = r is not None and not r.freed
+        if e is None:
+            return ("pending" if alive else "done"), None, None
+        if e[0] == ERROR:
+            err = e[1]
+            if isinstance(err, TaskCancelledError):
+                return "cancelled", None, None
+            return "failed", None, self._error_name(err)
+        return "done", (e[1] if e[0] == STORED else None), None
+
+    @staticmethod
+    def _error_name(err) -> str:
+        cls = getattr(err, "cause_cls", None)
+        return cls.__name__ if cls is not None else type(err).__name__
+
+    def ref_status(self, oid: bytes) -> dict:
+        """A ref as the notebook shows it: ``state``, ``size``, ``where`` (node and copies,
+        or inline), ``made_by`` (the task, or put) and ``detail`` (the error's class)."""
+        tid = oid[:16]
+        with self.lock:
+            e = self.values.get(oid)
+            r = self.rt.get(oid)
+            owned = self.rt.owns(oid)
+            copies = sorted(self.copies.get(oid, ()))
+            task = self.tm.tasks.get(tid)
+            name = task.name if task is not None else None
+            ctx = self.contexts.get(tid)
+        if name is None and ctx is not None:
+            name = ctx.tasks.get(tid)
+        put = oid.endswith(b"\xff\xff\xff\xff")
+        info = {"id": oid.hex(), "made_by": "put" if put else (name or "a task"),
+                "size": None, "where": None, "detail": None}
+        if e is None:
+            if r is None or r.freed:
+                info["state"] = "freed"
+            elif owned and task is not None:
+                st = self.task_state(tid)
+                info["state"] = st[0] if st else "pending"
+                info["where"] = f"on node {st[1]}" if st and st[1] else None
+            else:
+                info["state"] = "pending"
+        elif e[0] == ERROR:
+            info["state"] = "failed"
+            info["detail"] = self._error_name(e[1])
+        elif e[0] == STORED:
+            where = f"on node {e[1]}" + (f", copies on {', '.join(copies)}" if copies else "")
+            info.update(state="ready", size=e[3], where=where)
+        elif e[0] == INLINE:
+            info.update(state="ready", size=len(e[1]) + sum(len(b) for b in e[2]),
+                        where="inline, in its owner's memory")
+        else:
+            info["state"] = "ready"
+        return info

@@ -1,7 +1,7 @@
 """Live lines in a notebook: a cell's task status, a ref's state, the cluster summary.
 
-Each line is computed from the driver's own state (``status_of`` and ``ref_info`` read
-the core's tables; nothing is asked over the network except by the cluster line) and
+Each line is computed from the driver's own state (the core's ``task_status`` and
+``ref_status``; nothing is asked over the network except by the cluster line) and
 rendered as HTML into an ``ipywidgets.HTML``; one background thread refreshes the lines
 that can still change.  A line holds object ids, never refs, so showing a ref does not
 keep it alive.
@@ -12,10 +12,6 @@ from __future__ import annotations
 import html
 import threading
 import time
-
-from ..exceptions import TaskCancelledError
-from ..runtime.entries import ERROR, INLINE, STORED
-from ..runtime.ids import object_id
 
 _STYLE = ("font-family: var(--jp-code-font-family, monospace); font-size: 12px; "
           "line-height: 1.6; color: var(--jp-ui-font-color1, #333)")
@@ -35,69 +31,11 @@ def fmt_bytes(n) -> str:
 
 
 def status_of(core, task_id: bytes) -> tuple[str, str | None, str | None]:
-    """``(state, node, detail)`` of a task this process submitted: waiting, queued,
-    running (on ``node``), pending (an actor call), done, failed or cancelled
-    (``detail``: the error's class)."""
-    st = core.task_state(task_id)
-    if st is not None:
-        return st[0], st[1], None
-    oid = object_id(task_id, 0)
-    with core.lock:
-        e = core.values.get(oid)
-        r = core.rt.get(oid)
-        alive = r is not None and not r.freed
-    if e is None:
-        return ("pending" if alive else "done"), None, None
-    if e[0] == ERROR:
-        err = e[1]
-        if isinstance(err, TaskCancelledError):
-            return "cancelled", None, None
-        return "failed", None, _error_name(err)
-    return "done", (e[1] if e[0] == STORED else None), None
-
-
-def _error_name(err) -> str:
-    cls = getattr(err, "cause_cls", None)
-    return cls.__name__ if cls is not None else type(err).__name__
+    return core.task_status(task_id)
 
 
 def ref_info(core, oid: bytes) -> dict:
-    """What a ref's display shows: state, size, where, and the task that made it."""
-    tid = oid[:16]
-    with core.lock:
-        e = core.values.get(oid)
-        r = core.rt.get(oid)
-        owned = core.rt.owns(oid)
-        copies = sorted(core.copies.get(oid, ()))
-        task = core.tm.tasks.get(tid)
-        name = task.name if task is not None else None
-        ctx = core.contexts.get(tid)
-    if name is None and ctx is not None:
-        name = ctx.tasks.get(tid)
-    put = oid.endswith(b"\xff\xff\xff\xff")
-    info = {"id": oid.hex(), "made_by": "put" if put else (name or "a task"),
-            "size": None, "where": None, "detail": None}
-    if e is None:
-        if r is None or r.freed:
-            info["state"] = "freed"
-        elif owned and task is not None:
-            st = core.task_state(tid)
-            info["state"] = st[0] if st else "pending"
-            info["where"] = f"on node {st[1]}" if st and st[1] else None
-        else:
-            info["state"] = "pending"
-    elif e[0] == ERROR:
-        info["state"] = "failed"
-        info["detail"] = _error_name(e[1])
-    elif e[0] == STORED:
-        where = f"on node {e[1]}" + (f", copies on {', '.join(copies)}" if copies else "")
-        info.update(state="ready", size=e[3], where=where)
-    elif e[0] == INLINE:
-        info.update(state="ready", size=len(e[1]) + sum(len(b) for b in e[2]),
-                    where="inline, in its owner's memory")
-    else:
-        info["state"] = "ready"
-    return info
+    return core.ref_status(oid)
 
 
 def dot(state: str) -> str:
