@@ -1,0 +1,98 @@
+"""The store server's transfers between nodes, driven message by message: a transfer
+stops the moment its object leaves the table, so no chunk lands in memory that another
+object now uses, and nothing is sent from memory that was freed."""
+
+import os
+
+import pytest
+
+from refbook.runtime import protocol as P
+from refbook.runtime.arena import Arena
+from refbook.runtime.storeserver import CHUNK, StoreServer
+
+MB = 1 << 20
+
+
+class Recorder:
+    """The server's transport: what it sent, to whom (nothing leaves the process)."""
+
+    address = "nm-here"
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, addr, msg, data=None):
+        self.sent.append((addr, msg, None if data is None else bytes(data)))
+        return True
+
+    def of(self, kind):
+        return [(a, m, d) for a, m, d in self.sent if m[0] == kind]
+
+
+@pytest.fixture
+def server(tmp_path):
+    arena = Arena.create(64 * MB)
+    t = Recorder()
+    srv = StoreServer(t, arena, "here", str(tmp_path / "spill"),
+                      address_of=lambda node: f"nm-{node}")
+    yield srv, t, arena
+    srv.stop()
+    os.close(arena.fd)
+
+
+def oid(n: int) -> bytes:
+    return n.to_bytes(20, "big")
+
+
+def test_an_object_freed_while_arriving_gets_no_more_chunks(server):
+    srv, t, arena = server
+    x, size = oid(1), 3 * CHUNK
+    srv.on_request(None, (P.PIN, "reader", "reader-rpc", [x], {x: "there"}))
+    assert t.of(P.PULL) == [("nm-there", (P.PULL, x, t.address, "here"), None)]
+    srv._on_pull_meta((P.PULL_META, x, size, "owner"))
+    assert len(t.of(P.PULL_CHUNK)) == 3
+    srv._on_chunk((P.CHUNK, x, 0, b"a" * CHUNK))
+    srv.on_free([x])                              # the owner freed it mid-transfer
+    assert x not in srv.pulls and x not in srv.table.objects
+    status, off = srv.table.create(oid(2), size, "owner2", "writer")
+    assert status == "ok"
+    arena.mm[off:off + size] = b"z" * size        # another object in the same memory
+    srv._on_chunk((P.CHUNK, x, CHUNK, b"b" * CHUNK))      # late chunks of the old one
+    srv._on_chunk((P.CHUNK, x, 2 * CHUNK, b"c" * CHUNK))
+    assert arena.mm[off:off + size] == b"z" * size
+    assert not t.of(P.OBJECT_COPY) and not t.of(P.PULL_DONE)
+
+
+def test_an_object_whose_owner_died_is_no_longer_sent(server):
+    srv, t, arena = server
+    x, size = oid(3), 2 * CHUNK
+    status, off = srv.table.create(x, size, "owner", "owner")
+    arena.mm[off:off + size] = b"x" * size
+    srv.table.seal(x)
+    srv._on_pull((P.PULL, x, "nm-far", "far"))
+    assert t.of(P.PULL_META) == [("nm-far", (P.PULL_META, x, size, "owner"), None)]
+    srv._on_pull_chunk((P.PULL_CHUNK, x, "nm-far", 0, CHUNK))
+    assert len(t.of(P.CHUNK)) == 1
+    srv.process_died("owner")                    # fate sharing frees it here
+    assert t.of(P.PULL_FAIL) and t.of(P.PULL_FAIL)[0][0] == "nm-far"
+    srv._on_pull_chunk((P.PULL_CHUNK, x, "nm-far", CHUNK, CHUNK))
+    assert len(t.of(P.CHUNK)) == 1               # nothing sent from freed memory
+    srv._on_pull_done((P.PULL_DONE, x, "nm-far"))
+    assert x not in srv.copies
+
+
+def test_chunk_requests_and_chunks_outside_the_object_are_ignored(server):
+    srv, t, arena = server
+    x, size = oid(4), CHUNK
+    srv.table.create(x, size, "owner", "owner")
+    srv.table.seal(x)
+    srv._on_pull((P.PULL, x, "nm-far", "far"))
+    srv._on_pull_chunk((P.PULL_CHUNK, x, "nm-far", size - 10, 100))   # past its end
+    srv._on_pull_chunk((P.PULL_CHUNK, x, "nm-far", -5, 10))
+    assert not t.of(P.CHUNK)
+    y = oid(5)
+    srv.on_request(None, (P.PIN, "reader", "reader-rpc", [y], {y: "there"}))
+    srv._on_pull_meta((P.PULL_META, y, 100, "owner"))
+    before = bytes(arena.mm[:4 * CHUNK])
+    srv._on_chunk((P.CHUNK, y, 50, b"q" * 100))   # would run past the object
+    assert bytes(arena.mm[:4 * CHUNK]) == before
