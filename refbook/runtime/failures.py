@@ -4,7 +4,6 @@ primary, and objects handed to lineage reconstruction."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from . import protocol as P
@@ -15,8 +14,6 @@ from .entries import (
     _owner_died,
 )
 from .refcount import Effects
-
-log = logging.getLogger("refbook.core")
 
 
 class Failures:

@@ -4,8 +4,6 @@ refs that the notebook's live views show."""
 
 from __future__ import annotations
 
-import logging
-
 from ..exceptions import TaskCancelledError
 from . import protocol as P
 from .entries import (
@@ -16,8 +14,6 @@ from .entries import (
 )
 from .ids import object_id
 from .refcount import Effects
-
-log = logging.getLogger("refbook.core")
 
 
 class Introspection:

@@ -4,7 +4,6 @@ arena, and decoding them."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from .. import exceptions as exc
@@ -21,8 +20,6 @@ from .entries import (
 from .object_ref import ObjectRef
 from .refcount import Effects
 from .serialization import deserialize
-
-log = logging.getLogger("refbook.core")
 
 
 class ObjectReading:
