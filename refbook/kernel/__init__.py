@@ -28,6 +28,7 @@ def load_ipython_extension(ip) -> None:
     ip.register_magics(RefbookMagics)
     ip.user_ns.setdefault("refbook", refbook)
     _session = NotebookSession(ip)
+    _name_cells_in_tracebacks(ip)
     took = time.perf_counter() - t
     if _session.widgets:
         from ..widgets.live import ClusterLine
@@ -49,6 +50,8 @@ def unload_ipython_extension(ip) -> None:
     if _session is not None:
         _session.close()
         _session = None
+    from ..runtime.serialization import set_filename_display
+    set_filename_display(None)
     magics = ip.magics_manager.magics           # %%remote must not start a new cluster
     magics["cell"].pop("remote", None)
     for name in ("put", "get", "refs"):
@@ -71,3 +74,19 @@ def _unregister(ip, fn) -> None:
         ip.events.unregister("post_run_cell", fn)
     except ValueError:
         pass
+
+
+def _name_cells_in_tracebacks(ip) -> None:
+    """A function defined in a cell and run remotely names the cell in its traceback
+    (``File "<cell 3>", line 2``), not the kernel's temporary file for it."""
+    from ..runtime.serialization import set_filename_display
+
+    def display(filename: str) -> str | None:
+        try:
+            name = ip.compile.format_code_name(filename)
+        except Exception:  # noqa: BLE001 - an IPython without it: keep the name
+            return None
+        if name and name[0] == "Cell" and name[1].startswith("In["):
+            return f"<cell {name[1][3:-1]}>"
+        return None
+    set_filename_display(display)

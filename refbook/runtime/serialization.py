@@ -10,8 +10,13 @@ handles functions and classes defined in ``__main__`` or a notebook.
 
 from __future__ import annotations
 
+import io
+import linecache
 import pickle
 import threading
+import types
+from collections import ChainMap
+from collections.abc import Callable
 
 import cloudpickle
 
@@ -66,7 +71,7 @@ def serialize(value, oob: bool = True) -> Serialized:
                 meta = _fast_dumps(value, cb)
             except Exception:
                 del buffers[:], refs[:]
-                meta = cloudpickle.dumps(value, protocol=5, buffer_callback=cb)
+                meta = _cloudpickle_dumps(value, cb)
     finally:
         _tls.refs = outer
     return Serialized(meta, buffers, refs)
@@ -86,4 +91,70 @@ def deserialize(meta, buffers=()):
 
 
 def dumps_function(fn) -> bytes:
-    return cloudpickle.dumps(fn, protocol=5)
+    return _cloudpickle_dumps(fn, None)
+
+
+# --- code pickled by value keeps its file name and its source lines ----------------
+#
+# A function defined in ``__main__`` or a notebook cell travels by value: its code object
+# is pickled.  cloudpickle >= 3.1.3 renames every such code object "<dynamic-code>", and
+# a worker on another host (or any worker, for a notebook cell) has no file to read the
+# source from, so the remote traceback would name no file and show no line.  The code
+# therefore travels with its real file name and the source lines it spans, which the
+# receiving process puts back and adds to its ``linecache``.
+
+_display_filename: Callable[[str], str | None] | None = None
+
+
+def set_filename_display(fn: Callable[[str], str | None] | None) -> None:
+    """Let an embedding (the notebook extension) name code files for tracebacks, for
+    example ``<cell 3>`` for a notebook cell's file; ``fn`` returns None to keep a name."""
+    global _display_filename
+    _display_filename = fn
+
+
+def _code_span(code: types.CodeType) -> tuple[int, list]:
+    """The first line number and the source lines of ``code``, as this process sees them."""
+    lines = linecache.getlines(code.co_filename)
+    if not lines:
+        return 0, []
+    first = code.co_firstlineno
+    last = max((line for _, _, line in code.co_lines() if line), default=first)
+    return first, lines[first - 1:last]
+
+
+def _reduce_code(code: types.CodeType):
+    rebuild, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    filename = code.co_filename
+    if _display_filename is not None:
+        filename = _display_filename(filename) or filename
+    first, lines = _code_span(code)
+    return _rebuild_code, (rebuild, args, filename, first, lines)
+
+
+def _rebuild_code(rebuild, args, filename: str, first: int, lines: list) -> types.CodeType:
+    code = rebuild(*args)
+    if code.co_filename != filename:
+        code = code.replace(co_filename=filename)
+    if lines and linecache.getlines(filename)[first - 1:first - 1 + len(lines)] != lines:
+        entry = linecache.cache.get(filename)
+        known = list(entry[2]) if entry is not None and entry[1] is None else []
+        if len(known) < first - 1 + len(lines):
+            known.extend([""] * (first - 1 + len(lines) - len(known)))
+        known[first - 1:first - 1 + len(lines)] = lines
+        # mtime None: linecache.checkcache keeps the entry (there may be no such file here)
+        linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+    return code
+
+
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
+def _cloudpickle_dumps(value, buffer_callback) -> bytes:
+    with io.BytesIO() as f:
+        _Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return f.getvalue()

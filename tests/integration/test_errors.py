@@ -39,6 +39,27 @@ def test_task_error_is_both_task_error_and_original_class():
     assert 'raise ValueError("the value was wrong")' in e.traceback_str
 
 
+def test_traceback_names_the_file_and_line_of_code_pickled_by_value():
+    """A function pickled by value (as every notebook or ``__main__`` function is) keeps
+    its file name and source lines, even where the worker has no such file: cloudpickle
+    3.1.3 renamed such code "<dynamic-code>" and tracebacks lost their lines."""
+    import linecache
+    filename = "/nonexistent/notes.py"
+    src = "import numpy\n\ndef spread(n):\n    total = n * 2\n    return total / (n - n)\n"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns = {"__name__": "notes_by_value"}
+    exec(compile(src, filename, "exec"), ns)
+    try:
+        f = refbook.remote(ns["spread"])
+        with pytest.raises(ZeroDivisionError) as ei:
+            refbook.get(f.remote(3))
+    finally:
+        linecache.cache.pop(filename, None)
+    tb = ei.value.traceback_str
+    assert f'File "{filename}", line 5, in spread' in tb, tb
+    assert "return total / (n - n)" in tb and "<dynamic-code>" not in tb, tb
+
+
 def test_custom_exception_with_required_args_keeps_its_attributes():
     with pytest.raises(MyError) as ei:
         refbook.get(fail_with.remote("custom"))

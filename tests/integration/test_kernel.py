@@ -132,6 +132,17 @@ def test_errors_show_the_cells_own_lines_and_name_what_cannot_be_shipped(kernel)
     assert "pickled" in err["evalue"]
 
 
+def test_a_remote_function_defined_in_a_cell_names_the_cell_in_its_traceback(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    run(kc, "@refbook.remote\ndef bad(n):\n    m = n - 2\n    return n / m")
+    out, err = run(kc, "refbook.get(bad.remote(2))")
+    assert err is not None and "ZeroDivisionError" in err["ename"]
+    remote = err["evalue"] + "\n".join(err["traceback"])
+    assert 'File "<cell 2>", line 4, in bad' in remote, remote
+    assert "return n / m" in remote and "<dynamic-code>" not in remote, remote
+
+
 def test_independent_remote_cells_run_concurrently(kernel):
     km, kc = kernel
     run(kc, "%load_ext refbook")
