@@ -92,6 +92,10 @@ class OwnerDiedError(ObjectLostError):
     """The process that owned a ref died; its objects went with it (fate sharing)."""
 
 
+class ClusterShutdownError(OwnerDiedError):
+    """A ref made before ``refbook.shutdown()``: its owner, and the value with it, are gone."""
+
+
 class ObjectReconstructionFailedError(ObjectLostError):
     """Rebuilding a lost object from its lineage failed."""
 

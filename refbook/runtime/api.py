@@ -354,12 +354,14 @@ def _core() -> CoreWorker:
 
 def _check_refs(refs, what: str) -> list:
     if isinstance(refs, ObjectRef):
+        refs.check_live()
         return [refs]
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"{what}() takes an ObjectRef or a list of them, not {type(refs).__name__}")
     for r in refs:
         if not isinstance(r, ObjectRef):
             raise TypeError(f"{what}() takes ObjectRefs; got {type(r).__name__} in the list")
+        r.check_live()
     return list(refs)
 
 
@@ -448,6 +450,7 @@ def cancel(ref: ObjectRef, force: bool = False, recursive: bool = True) -> None:
     ``force=True``.  ``get`` then raises ``TaskCancelledError``."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
+    ref.check_live()
     _core().cancel(ref, force)
 
 

@@ -421,6 +421,7 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
 
         def mark(a):
             if isinstance(a, ObjectRef):
+                a.check_live()
                 top.append(a)
                 return _TopArg(len(top) - 1)
             return a
@@ -429,6 +430,8 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         kwargs2 = {k: mark(v) for k, v in kwargs.items()}
         try:
             s = serialize((args2, kwargs2))
+        except exc.ClusterShutdownError:
+            raise
         except Exception as e:  # noqa: BLE001 - re-raised with the argument named
             raise _argument_error(name, args, kwargs, signature, e) from None
         self._check_usable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ..exceptions import ClusterShutdownError
 from .serialization import record_ref
 
 
@@ -38,7 +39,17 @@ class ObjectRef:
     def __repr__(self) -> str:
         return f"ObjectRef({self._id.hex()})"
 
+    def check_live(self) -> None:
+        """Raise ``ClusterShutdownError`` if this ref's cluster was shut down."""
+        core = self._core
+        if core is not None and not core.alive:
+            raise ClusterShutdownError(
+                f"{self!r} was made by a refbook cluster that has been shut down "
+                f"(refbook.shutdown() or %unload_ext), and its value went with it. Run the "
+                f"code that made it again.")
+
     def __reduce__(self):
+        self.check_live()
         record_ref(self._id, self._owner)
         return (_rebuild_ref, (self._id, self._owner))
 
@@ -49,6 +60,7 @@ class ObjectRef:
 
     def future(self) -> asyncio.Future:
         """An asyncio future, in the running loop, that resolves to the value."""
+        self.check_live()
         loop = asyncio.get_event_loop()
         fut = loop.create_future()
         core = self._core

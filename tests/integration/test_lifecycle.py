@@ -10,7 +10,12 @@ import time
 import pytest
 
 import refbook
-from refbook.exceptions import RefbookError, WorkerCrashedError
+from refbook.exceptions import (
+    ClusterShutdownError,
+    OwnerDiedError,
+    RefbookError,
+    WorkerCrashedError,
+)
 
 from .helpers import alive, all_gone, session_pids, wait_for, worker_pids
 
@@ -102,6 +107,38 @@ def test_shutdown_is_complete_idempotent_and_init_works_again():
         assert refbook.get(one.remote()) == 1
     finally:
         refbook.shutdown()
+
+
+def test_a_ref_from_before_shutdown_raises_at_once_and_starts_nothing():
+    refbook.shutdown()
+
+    @refbook.remote
+    def ident(x):
+        return x
+
+    refbook.init(num_cpus=1, object_store_memory=64 << 20)
+    try:
+        made, stored = ident.remote(1), refbook.put(b"z" * (1 << 20))
+        assert refbook.get(made) == 1
+    finally:
+        refbook.shutdown()
+    t = time.monotonic()
+    with pytest.raises(ClusterShutdownError, match="shut down"):
+        refbook.get(made)                          # no silent new cluster, no hang
+    assert not refbook.is_initialized()
+    refbook.init(num_cpus=1, object_store_memory=64 << 20)
+    try:
+        with pytest.raises(OwnerDiedError, match="shut down"):
+            refbook.get([stored, made])
+        for call in (lambda: refbook.wait([made]), lambda: ident.remote(made),
+                     lambda: ident.remote([stored]), lambda: refbook.put({"r": made}),
+                     lambda: refbook.cancel(made)):
+            with pytest.raises(ClusterShutdownError):
+                call()
+        assert refbook.get(ident.remote(2)) == 2   # the new cluster is unharmed
+    finally:
+        refbook.shutdown()
+    assert time.monotonic() - t < 5
 
 
 def test_killed_idle_worker_is_replaced(fresh_cluster):
