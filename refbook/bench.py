@@ -86,7 +86,7 @@ def _median_time(fn, repeat: int, warmup: int = 1) -> float:
 def run_workloads(b, quick: bool = False, init_runs: int = 5) -> dict:
     """Run every workload on backend ``b``; returns ``{name: (value, unit)}``."""
     r: dict = {}
-    r["init_to_first_result"] = (_init_time(b, 2 if quick else init_runs), "s")
+    r.update(_lifecycle_times(b, 2 if quick else init_runs))
     b.init()
     try:
         def noop(x=None):
@@ -194,25 +194,34 @@ def run_actor_workloads(b, quick: bool = False) -> dict:
     return r
 
 
-def _init_time(b, runs: int) -> float:
-    """``init()`` to the first task result, each run in a fresh interpreter."""
+def _lifecycle_times(b, runs: int) -> dict:
+    """Each run in a fresh interpreter: ``init()`` to the first task result, then
+    ``shutdown()``, and the whole script (interpreter start, import, init, one task,
+    shutdown, exit) as a user times it."""
     code = b.init_snippet() + textwrap.dedent("""
         import time
         t = time.perf_counter()
         start()
         first()
-        print(time.perf_counter() - t, flush=True)
+        t1 = time.perf_counter()
         stop()
+        print(t1 - t, time.perf_counter() - t1, flush=True)
     """)
-    ts = []
+    firsts, stops, wholes = [], [], []
     for _ in range(runs):
+        t = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              timeout=300)
+        wholes.append(time.perf_counter() - t)
         try:
-            ts.append(float(out.stdout.strip().splitlines()[-1]))
+            first, stop = map(float, out.stdout.strip().splitlines()[-1].split())
         except (ValueError, IndexError):
             raise RuntimeError(f"{b.name} init run failed:\n{out.stderr[-2000:]}") from None
-    return statistics.median(ts)
+        firsts.append(first)
+        stops.append(stop)
+    return {"init_to_first_result": (statistics.median(firsts), "s"),
+            "shutdown": (statistics.median(stops) * 1e3, "ms"),
+            "script_init_task_exit": (statistics.median(wholes), "s")}
 
 
 def disk_speed(directory: str, nbytes: int) -> tuple[float, float]:
@@ -372,6 +381,8 @@ SPILL_TARGETS = {"spill_vs_disk": (">=", 70), "restore_vs_disk": (">=", 70),
 
 TARGETS = {
     "init_to_first_result": ("<=", 0.3),
+    "shutdown": ("<=", 50),
+    "script_init_task_exit": ("<=", 0.6),
     "task_round_trip": ("<=", 250),
     "async_throughput": (">=", 12000),
     "chain_200": ("<=", 50),

@@ -9,6 +9,8 @@ import subprocess
 import tempfile
 import time
 
+import psutil
+
 from ..exceptions import RefbookError
 from ..runtime import protocol as P
 from ..runtime.launch import spawn_node, wait_ready
@@ -110,6 +112,15 @@ class Cluster:
         self.nodes.remove(node)
 
     def shutdown(self) -> None:
+        """SIGKILL every node; return once their workers are gone too and the cluster's
+        directory is removed (a worker still starting could otherwise add a socket or a
+        log file to it while it is being removed)."""
+        procs = []
+        for node in self.nodes:
+            try:
+                procs += psutil.Process(node.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
         for node in list(self.nodes):
             try:
                 os.kill(node.pid, signal.SIGKILL)
@@ -117,6 +128,13 @@ class Cluster:
                 pass
             node.proc.wait()
         self.nodes.clear()
+        _, alive = psutil.wait_procs(procs, timeout=3)   # they exit when their node does
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=3)
         if self._client is not None:
             self._client.close()
             self._client = None
