@@ -101,17 +101,34 @@ def cmd_status(args) -> int:
     nodes = _query(address, secret, "nodes")
     actors = _query(address, secret, "actors") or []
     print(f"cluster at {address}: {sum(n['alive'] for n in nodes)} live node(s)")
-    print(f"{'node':<10}{'alive':<7}{'CPU':>9}{'store used':>16}{'objects':>9}  address")
+    print(f"{'node':<10}{'alive':<7}{'store used':>16}{'objects':>9}  {'address':<34}"
+          f"resources (available/total)")
     for n in nodes:
-        cpu = f"{n['available'].get('CPU', 0):g}/{n['resources'].get('CPU', 0):g}"
         st = n["store"]
-        print(f"{n['node_id']:<10}{str(n['alive']):<7}{cpu:>9}"
-              f"{st['used'] / 2**20:>10.1f} MiB{st['num_objects']:>9}  {n['address']}")
+        print(f"{n['node_id']:<10}{str(n['alive']):<7}"
+              f"{st['used'] / 2**20:>10.1f} MiB{st['num_objects']:>9}  {n['address']:<34}"
+              f"{_resources(n)}")
+    totals: dict = {}
+    for n in nodes:
+        if n["alive"]:
+            for k, v in n["resources"].items():
+                have = totals.setdefault(k, [0.0, 0.0])
+                have[0] += n["available"].get(k, 0)
+                have[1] += v
+    print("cluster: " + (", ".join(f"{a:g}/{t:g} {k}" for k, (a, t) in sorted(totals.items()))
+                         or "no resources"))
     live = [a for a in actors if a["state"] != "dead"]
     print(f"actors: {len(live)} live")
     for a in live:
         print(f"  {a.get('name') or '-':<16}{a['class_name']:<16}{a['state']}")
     return 0
+
+
+def _resources(node: dict) -> str:
+    """``2/2 CPU, 1/1 far``: every resource of a node, CPU first."""
+    keys = sorted(node["resources"], key=lambda k: (k != "CPU", k))
+    return ", ".join(f"{node['available'].get(k, 0):g}/{node['resources'][k]:g} {k}"
+                     for k in keys)
 
 
 def _kill(pid: int) -> None:

@@ -12,15 +12,18 @@ import sys
 
 from ..exceptions import RefbookError
 
-STATE_DIR = os.path.expanduser("~/.refbook")
+
+def state_dir() -> str:
+    """``~/.refbook``, resolved when used: a process may set HOME after importing us."""
+    return os.path.expanduser("~/.refbook")
 
 
 def secret_path(host: str, port: int) -> str:
-    return os.path.join(STATE_DIR, f"{host}_{port}.secret")
+    return os.path.join(state_dir(), f"{host}_{port}.secret")
 
 
 def write_secret(host: str, port: int, secret: bytes) -> str:
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    os.makedirs(state_dir(), mode=0o700, exist_ok=True)
     path = secret_path(host, port)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -154,11 +157,11 @@ def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpu
 
 
 def _state_file() -> str:
-    return os.path.join(STATE_DIR, "started.json")
+    return os.path.join(state_dir(), "started.json")
 
 
 def _remember(record: dict) -> None:
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    os.makedirs(state_dir(), mode=0o700, exist_ok=True)
     started = started_here()
     started.append(record)
     with open(_state_file(), "w") as f:

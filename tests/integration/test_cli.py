@@ -68,8 +68,12 @@ def test_start_status_join_and_stop(tcp_cluster):
     assert oct(secret.stat().st_mode & 0o777) == "0o600"
     out = cli(home, "status", "--address", f"127.0.0.1:{port}").stdout
     assert "2 live node(s)" in out
+    assert "2/2 CPU, 1/1 tcpnode" in out and "cluster: 2/2 CPU, 1/1 tcpnode" in out, out
+    # the driver sets HOME only after importing refbook: ~/.refbook is looked up on use
     driver = textwrap.dedent(f"""
+        import os
         import refbook, numpy as np
+        os.environ["HOME"] = {str(home)!r}
         refbook.init(address="127.0.0.1:{port}")
         @refbook.remote(resources={{"tcpnode": 1}})
         def where(a):
@@ -81,7 +85,7 @@ def test_start_status_join_and_stop(tcp_cluster):
         print("ok")
         refbook.shutdown()
     """)
-    env = dict(os.environ, HOME=str(home), REFBOOK_QUIET="1")
+    env = dict(os.environ, HOME=str(home.parent), REFBOOK_QUIET="1")
     env.pop("REFBOOK_SECRET", None)
     p = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True,
                        env=env, timeout=60)
