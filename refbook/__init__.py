@@ -19,6 +19,7 @@ from .runtime.api import (
     nodes,
     objects,
     put,
+    release_lineage,
     shutdown,
     wait,
 )
@@ -43,4 +44,5 @@ __all__ = [
     "init", "shutdown", "is_initialized", "remote", "put", "get", "wait", "cancel",
     "ObjectRef", "nodes", "objects", "events", "cluster_resources", "available_resources",
     "exceptions", "__version__", "method", "get_actor", "kill", "actors", "ActorHandle",
+    "release_lineage",
 ]

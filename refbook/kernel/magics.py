@@ -115,6 +115,9 @@ class RefbookMagics(Magics):
                 holders.append(f"{o['local_refs']} ref(s) here")
             if o.get("submitted_refs"):
                 holders.append(f"{o['submitted_refs']} pending task(s)")
+            for t in o.get("lineage") or ():
+                made = [n for x in t["returns"] for n in names.get(x, ())]
+                holders.append(f"kept to rebuild {', '.join(made) or t['name']} (lineage)")
             if o.get("borrowers"):
                 holders.append(f"{len(o['borrowers'])} borrower(s)")
             size = o.get("size")

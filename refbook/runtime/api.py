@@ -454,6 +454,26 @@ def cancel(ref: ObjectRef, force: bool = False, recursive: bool = True) -> None:
     _core().cancel(ref, force)
 
 
+def release_lineage(ref: ObjectRef) -> bool:
+    """Stop keeping what is needed to rebuild ``ref`` if it is lost: the finished task
+    that made it, and the ``put()`` values that task read (kept because a put value
+    cannot be rebuilt; ``objects()`` lists them under ``lineage``).  Frees those values
+    unless something else holds them.  ``ref`` stays valid; if it is lost later,
+    ``get`` raises ``ObjectReconstructionFailedError``.  Returns False if nothing was
+    kept (a put, an actor call, ``max_retries=0``).  Tasks that should never keep
+    lineage: ``f.options(max_retries=0)``."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"release_lineage() takes an ObjectRef, not {type(ref).__name__}")
+    ref.check_live()
+    core = _core()
+    if ref._owner != core.me:
+        raise ValueError(f"{ref!r} is owned by another process ({ref._owner}); only its "
+                         f"owner keeps its lineage")
+    from .ids import task_of
+    with core.lock:
+        return core.recovery.release(task_of(ref._id))
+
+
 def _query(addr: str, what: str, timeout: float = 5.0):
     core = _core()
     return core.call(addr, lambda req: (P.STATE_QUERY, core.me, req, what), timeout)

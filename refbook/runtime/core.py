@@ -96,7 +96,7 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         self.transport = Transport(address, secret, self.tag)
         self.lock = threading.RLock()
         self.rt = ReferenceTable(address)
-        self.tm = TaskManager()
+        self.tm = TaskManager(rebuild_wait=float(os.environ.get("REFBOOK_REBUILD_WAIT_S", 30)))
         self.values: dict[bytes, tuple] = {}
         self.waiters: dict[bytes, list] = {}
         self._countdowns: set = set()            # blocked wait_ready calls

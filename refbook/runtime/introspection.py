@@ -37,6 +37,7 @@ class Introspection:
 
     def _describe_objects(self) -> list:
         out = []
+        kept = self.recovery.kept_for()
         for oid, r in self.rt.refs.items():
             if r.owner != self.me or oid in self.actors.owned or r.freed:
                 continue
@@ -59,7 +60,11 @@ class Introspection:
                 "object_id": oid.hex(), "owner": self.me, "size": size, "state": state,
                 "nodes": nodes, "spilled": False,
                 "task": None if oid.endswith(b"\xff\xff\xff\xff") else oid[:16].hex(),
-                "local_refs": r.local, "submitted_refs": r.submitted,
+                "local_refs": r.local, "submitted_refs": r.submitted - len(kept.get(oid, ())),
+                # kept (a put value) so that these finished tasks can run again
+                "lineage": [{"task_id": t.task_id.hex(), "name": t.name,
+                             "returns": [x.hex() for x in t.return_ids]}
+                            for t in kept.get(oid, ())],
                 "borrowers": sorted(a for a, n in (r.borrowers or {}).items() if n),
                 "inline": entry is not None and entry[0] == INLINE,
             })

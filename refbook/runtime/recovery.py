@@ -4,9 +4,12 @@ The owner of a task's outputs keeps the finished task (its *lineage*) while any 
 may still be needed, and its arguments' lineage with it (``ReferenceTable.add_lineage``:
 their entries, not their values).  When every copy of an output is lost, the owner runs
 the task again, first rebuilding any lost argument it owns, recursively.  Objects made
-by ``put`` have no lineage; a rebuild that runs out of retries, or whose lineage was
-dropped to stay under ``max_bytes``, fails with a clear error.  Every method runs with
-``core.lock`` held and returns task-manager actions for the core to carry out.
+by ``put`` have no lineage, so a kept task also keeps the put() values it read (as Ray
+does): ``objects()`` lists them under ``lineage``, and ``refbook.release_lineage(ref)``
+or ``max_retries=0`` lets them go.  A rebuild that runs out of retries, or whose lineage
+was released or dropped to stay under ``max_bytes``, fails with a clear error.  Every
+method runs with ``core.lock`` held and returns task-manager actions for the core to
+carry out.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Recovery:
         self.evicted: deque = deque(maxlen=100_000)
         self._evicted_set: set = set()
         self.rebuilding: set[bytes] = set()        # outputs being made again
+        self.released_by_user: set[bytes] = set()  # lineage dropped by release_lineage()
         self.events: deque = deque(maxlen=10_000)
 
     def event(self, kind: str, **fields) -> None:
@@ -71,6 +75,29 @@ class Recovery:
                     self._evicted_set = set(self.evicted)
             self.core._apply(fx)
 
+    def kept_for(self) -> dict[bytes, list[Task]]:
+        """The put() values that kept lineage holds (``oid -> [task, ...]``): such a
+        value cannot be rebuilt, so it stays while a task that read it may run again."""
+        out: dict[bytes, list[Task]] = {}
+        for tid, (_owned, pinned) in self.args.items():
+            for oid, _owner in pinned:
+                out.setdefault(oid, []).append(self.tasks[tid])
+        return out
+
+    def release(self, tid: bytes) -> bool:
+        """Forget the lineage of task ``tid`` on request (``refbook.release_lineage``):
+        its outputs can no longer be rebuilt, and the put() values it kept are freed
+        unless something else holds them.  Returns False if no lineage was kept."""
+        if tid not in self.tasks:
+            return False
+        fx = Effects()
+        self._drop(tid, fx)
+        self.evicted.append(tid)
+        self._evicted_set.add(tid)
+        self.released_by_user.add(tid)
+        self.core._apply(fx)
+        return True
+
     def released(self, oid: bytes, fx: Effects) -> None:
         """``oid``'s entry is gone; drop its task once none of its outputs remain."""
         tid = task_of(oid)
@@ -102,9 +129,12 @@ class Recovery:
         if task is None:
             if tid in core.tm.tasks:         # its task has not finished yet: it will
                 return []
-            reason = ("its lineage was dropped to stay under the lineage memory limit"
-                      if tid in self._evicted_set else "no lineage is kept for it "
-                      "(its task has max_retries=0)")
+            if tid in self.released_by_user:
+                reason = "its lineage was released with refbook.release_lineage()"
+            elif tid in self._evicted_set:
+                reason = "its lineage was dropped to stay under the lineage memory limit"
+            else:
+                reason = "no lineage is kept for it (its task has max_retries=0)"
             return core._set_value(oid, (2, exc.ObjectReconstructionFailedError(
                 f"object {oid.hex()} {why}, and it cannot be rebuilt: {reason}.")))
         return self.rebuild(task, why)
@@ -149,6 +179,7 @@ class Recovery:
         task.lease = None
         task.attempts = 0
         task.cancelled = False
+        task.unplaceable_since = None
         self.event("reconstruct", task_id=task.task_id.hex(), task=task.name,
                    object_ids=[r.hex() for r in task.return_ids], reason=why)
         actions += core.tm.submit(task, unresolved)

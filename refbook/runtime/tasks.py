@@ -28,7 +28,7 @@ QUEUED, WAITING, RUNNING, DONE = "queued", "waiting", "running", "done"
 class Task:
     __slots__ = ("task_id", "name", "key", "resources", "return_ids", "arg_refs",
                  "deps", "max_retries", "retry_exceptions", "attempts", "state",
-                 "lease", "payload", "cancelled", "quick", "_rebuilds")
+                 "lease", "payload", "cancelled", "quick", "_rebuilds", "unplaceable_since")
 
     def __init__(self, task_id: bytes, name: str, resources: dict, return_ids: list,
                  arg_refs: list, payload, max_retries: int = 3,
@@ -49,6 +49,7 @@ class Task:
         self.cancelled = False
         self.quick = False                # known to run in well under a millisecond
         self._rebuilds = 0                # times run again to rebuild lost outputs
+        self.unplaceable_since: float | None = None   # a rebuild no node can run yet
 
 
 class OwnerLease:
@@ -65,8 +66,11 @@ class OwnerLease:
 
 class TaskManager:
     def __init__(self, depth: int = 8, idle_timeout: float = 0.2,
-                 max_requests: int = 2):
+                 max_requests: int = 2, rebuild_wait: float = 30.0):
         self.depth = depth
+        # A rebuild that no node can run waits this long for one to join (the node it
+        # ran on may have just died); a new task that no node can run fails at once.
+        self.rebuild_wait = rebuild_wait
         self.idle_timeout = idle_timeout
         self.max_requests = max_requests
         self.now = 0.0
@@ -129,12 +133,23 @@ class TaskManager:
         return actions
 
     def lease_rejected(self, req_id: int, message: str) -> list:
+        """No node can run tasks of this shape.  New tasks fail at once; a rebuild
+        retries every second until ``rebuild_wait`` has passed, then fails with the
+        latest message (the cluster as it is then)."""
         key = self.requests.pop(req_id, None)
         actions = []
         if key is not None:
             q = self.queues.pop(key, deque())
             for task in q:
-                actions += self._finish_failed(task, _infeasible(task, message))
+                if task._rebuilds and not task.cancelled:
+                    if task.unplaceable_since is None:
+                        task.unplaceable_since = self.now
+                    if self.now - task.unplaceable_since < self.rebuild_wait:
+                        task.state = WAITING
+                        self.delayed.append((self.now + 1.0, task))
+                        continue
+                actions += self._finish_failed(task, _infeasible(task, message,
+                                                                 self.rebuild_wait))
         return actions
 
     def reclaim(self) -> list:
@@ -330,6 +345,10 @@ class TaskManager:
                 for t in lease.inflight.values()]
 
 
-def _infeasible(task: Task, message: str) -> BaseException:
-    from ..exceptions import RefbookError
+def _infeasible(task: Task, message: str, waited: float) -> BaseException:
+    from ..exceptions import ObjectReconstructionFailedError, RefbookError
+    if task._rebuilds:
+        return ObjectReconstructionFailedError(
+            f"the outputs of task {task.name} were lost and it cannot run again: no node "
+            f"that can run it joined within {waited:g} s ({message})")
     return RefbookError(f"task {task.name} cannot be scheduled: {message}")

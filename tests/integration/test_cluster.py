@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 import refbook
-from refbook.exceptions import ObjectLostError, OwnerDiedError
+from refbook.exceptions import (
+    ObjectLostError,
+    ObjectReconstructionFailedError,
+    OwnerDiedError,
+)
 from refbook.testing import Cluster
 
 from .helpers import alive, wait_for
@@ -135,6 +139,67 @@ def test_a_chain_whose_intermediates_were_all_on_the_lost_node(cluster3):
 
     assert refbook.get(total.remote(cur), timeout=60) == 200_000 * sum(range(20))
     assert len(refbook.events("reconstruct")) >= 20
+
+
+def test_a_rebuild_waits_for_a_node_that_can_run_it_then_fails_with_a_current_message(
+        monkeypatch):
+    import threading
+    refbook.shutdown()
+    monkeypatch.setenv("REFBOOK_REBUILD_WAIT_S", "3")
+    with Cluster() as c:
+        a = c.add_node(num_cpus=1, resources={"a": 1})
+        b = c.add_node(num_cpus=1, resources={"b": 1})
+        c.wait_for_nodes()
+        refbook.init(address=c.address)
+        try:
+            on_a = make.options(resources={"a": 1})
+            lost = on_a.remote(1, 2)
+            refbook.wait([lost])
+            c.remove_node(a)                       # no node left can run make on "a"
+            with pytest.raises(ObjectReconstructionFailedError) as ei:
+                refbook.get(digest.options(resources={"b": 1}).remote(lost), timeout=30)
+            msg = str(ei.value)
+            assert "make" in msg and b.node_id in msg and a.node_id not in msg, msg
+
+            a2 = c.add_node(num_cpus=1, resources={"a": 1})
+            c.wait_for_nodes()
+            kept = on_a.remote(2, 2)
+            refbook.wait([kept])
+            c.remove_node(a2)
+            joiner = threading.Timer(1.0, c.add_node, kwargs={"resources": {"a": 1}})
+            joiner.start()                         # joins while the rebuild waits
+            try:
+                got = refbook.get(digest.options(resources={"b": 1}).remote(kept), timeout=30)
+            finally:
+                joiner.join()
+            want = np.random.default_rng(2).integers(0, 255, 2 * MB, dtype=np.uint8)
+            assert got == sha(want)
+        finally:
+            refbook.shutdown()
+
+
+def test_release_lineage_frees_the_put_values_it_kept_and_a_rebuild_then_fails(cluster3):
+    c, a, b = cluster3
+    data = refbook.put(np.ones(4 * MB, dtype=np.uint8))     # on the driver's node
+
+    @refbook.remote(resources={"a": 1})
+    def plus(x):
+        return x + 1
+
+    out = plus.remote(data)
+    refbook.wait([out])
+    data_id = data.hex()
+    del data
+    obj = next(o for o in refbook.objects() if o["object_id"] == data_id)
+    assert [t["name"].rsplit(".", 1)[-1] for t in obj["lineage"]] == ["plus"]
+    assert obj["submitted_refs"] == 0
+    assert obj["lineage"][0]["returns"] == [out.hex()]
+    assert refbook.release_lineage(out) is True
+    assert wait_for(lambda: data_id not in {o["object_id"] for o in refbook.objects()})
+    assert refbook.release_lineage(out) is False
+    c.remove_node(a)
+    with pytest.raises(ObjectReconstructionFailedError, match="release_lineage"):
+        refbook.get(out, timeout=30)
 
 
 def test_a_put_object_on_a_lost_node_cannot_be_rebuilt(cluster3):

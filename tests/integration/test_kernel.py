@@ -143,6 +143,26 @@ def test_a_remote_function_defined_in_a_cell_names_the_cell_in_its_traceback(ker
     assert "return n / m" in remote and "<dynamic-code>" not in remote, remote
 
 
+def test_refs_names_lineage_as_what_keeps_a_deleted_put_and_release_lineage_frees_it(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    run(kc, "import numpy as np\nx = np.ones(5_000_000)\n%put x")
+    out, err = run(kc, "%%remote --wait\ns = float(x.sum())")
+    assert err is None, err
+    run(kc, "del x\nused = lambda: refbook.nodes()[0]['store']['used']\nbefore = used()")
+    out, err = run(kc, "%refs")
+    assert err is None, err
+    kept = [line for line in out.splitlines() if line.startswith("(no name)")]
+    assert kept and "kept to rebuild s (lineage)" in kept[0], out
+    assert "pending task" not in out, out                     # no task is pending
+    out, err = run(kc, "import time\nok, t = refbook.release_lineage(s), time.time()\n"
+                       "while before - used() < 40_000_000 and time.time() - t < 5:\n"
+                       "    time.sleep(0.02)\nprint(ok, before - used() >= 40_000_000)")
+    assert err is None and out.split() == ["True", "True"], (out, err)
+    out, err = run(kc, "%refs")
+    assert "(no name)" not in out and "lineage" not in out, out
+
+
 def test_independent_remote_cells_run_concurrently(kernel):
     km, kc = kernel
     run(kc, "%load_ext refbook")

@@ -1,4 +1,8 @@
-from refbook.exceptions import TaskCancelledError, WorkerCrashedError
+from refbook.exceptions import (
+    ObjectReconstructionFailedError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
 from refbook.runtime.tasks import RUNNING, Task, TaskManager
 
 
@@ -107,3 +111,21 @@ def test_tasks_handed_back_by_a_blocked_worker_run_elsewhere():
     pushes = [a for a in tm.lease_granted(req2[0][1], 2, "w2") if a[0] == "push"] \
         if req2 else []
     assert pushes and pushes[0][2][0] is ts[1]
+
+
+def test_a_new_task_no_node_can_run_fails_at_once_but_a_rebuild_waits_for_one():
+    tm = TaskManager(rebuild_wait=5)
+    new, rebuild = task(1, res={"gpu": 1.0}), task(2, res={"tpu": 1.0})
+    rebuild._rebuilds = 1
+    (req_new,) = tm.submit(new, set())
+    (req_re,) = tm.submit(rebuild, set())
+    (fail,) = tm.lease_rejected(req_new[1], "no node has gpu")
+    assert fail[0] == "fail" and "cannot be scheduled" in str(fail[2])
+    assert tm.lease_rejected(req_re[1], "no node has tpu (nodes a, b)") == []
+    tm.now = 1.0
+    (again,) = tm.tick()                          # asks again a second later
+    assert again[0] == "request"
+    tm.now = 6.0
+    (fail,) = tm.lease_rejected(again[1], "no node has tpu (node b)")
+    assert fail[0] == "fail" and isinstance(fail[2], ObjectReconstructionFailedError)
+    assert "(node b)" in str(fail[2]) and "within 5 s" in str(fail[2])
