@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 
+from . import context
 from .serialization import dumps_function, record_ref
 
 ACTOR_OPTIONS = {"num_cpus": 0, "resources": None, "name": None, "max_restarts": 0,
@@ -82,11 +83,10 @@ class ActorClass:
         return s["id"], s["blob"]
 
     def remote(self, *args, **kwargs) -> ActorHandle:
-        from .api import _core, _query
-        core = _core()
+        core = context.core()
         o = dict(self._options)
         name = o.get("name")
-        if name is not None and _query(core.head_address, ("actor_named", name)) is not None:
+        if name is not None and core.query(core.head_address, ("actor_named", name)) is not None:
             raise ValueError(f"an actor named {name!r} already exists; use "
                              f"refbook.get_actor({name!r}) to get a handle to it")
         try:
@@ -150,8 +150,7 @@ class ActorHandle:
 
 
 def _rebuild_handle(actor_id: bytes, owner: str, meta: dict) -> ActorHandle:
-    from . import core as core_mod
-    core = core_mod.current()
+    core = context.current()
     if core is None:
         return ActorHandle(actor_id, owner, meta, None)
     core.register_deserialized(actor_id, owner)     # we hold it, like any ref
@@ -178,8 +177,7 @@ class ActorMethod:
         h = self._handle
         core = h._core
         if core is None or not core.alive:
-            from .api import _core
-            core = _core()
+            core = context.core()
         label = h._meta["name"] or h._meta["class_name"]
         prepared = core.prepare_args(f"{label}.{self._name}", args, kwargs)
         refs = core.actors.submit_call(h._id, h._owner, label, h._meta["max_task_retries"],

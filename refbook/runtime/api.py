@@ -15,6 +15,7 @@ import time
 import psutil
 
 from .. import exceptions as exc
+from . import context
 from . import core as core_mod
 from . import protocol as P
 from .arena import Arena
@@ -343,13 +344,18 @@ def is_initialized() -> bool:
 
 
 def _core() -> CoreWorker:
-    core = core_mod.current()
-    if core is None:
-        with _lock:
-            if core_mod.current() is None:
-                init()
-            core = core_mod.current()
-    return core
+    return context.core()
+
+
+def _start() -> CoreWorker:
+    """The first use of the API without ``init()`` starts a local cluster."""
+    with _lock:
+        if context.current() is None:
+            init()
+        return context.current()
+
+
+context.set_starter(_start)
 
 
 def _check_refs(refs, what: str) -> list:
@@ -398,7 +404,7 @@ def _wait_with_progress(core, refs: list, num: int, timeout, what: str) -> set:
     if progress_factory is not None:
         factory = progress_factory
     else:
-        from ..widgets.progress import default_factory
+        from .progress import default_factory
         factory = default_factory()
     if factory is None:
         return core.wait_ready(refs, num, timeout)
@@ -475,8 +481,7 @@ def release_lineage(ref: ObjectRef) -> bool:
 
 
 def _query(addr: str, what: str, timeout: float = 5.0):
-    core = _core()
-    return core.call(addr, lambda req: (P.STATE_QUERY, core.me, req, what), timeout)
+    return _core().query(addr, what, timeout)
 
 
 def nodes() -> list[dict]:

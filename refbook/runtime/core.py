@@ -34,6 +34,7 @@ import time
 from collections import deque
 
 from .. import exceptions as exc
+from . import context
 from . import protocol as P
 from .arena import Arena, layout_size
 from .entries import (
@@ -58,16 +59,9 @@ log = logging.getLogger("refbook.core")
 INLINE_MAX = 100 * 1024
 QUICK_TASK = 0.002     # tasks quicker than this may be pipelined on one worker
 
-_current: CoreWorker | None = None
-
-
-def current() -> CoreWorker | None:
-    return _current
-
-
-def set_current(core: CoreWorker | None) -> None:
-    global _current
-    _current = core
+# This process's core lives in context.py; these names stay for the notebook's views.
+current = context.current
+set_current = context.set_current
 
 
 class _TopArg:

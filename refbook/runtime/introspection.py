@@ -24,6 +24,10 @@ class Introspection:
         _, requester, req, what = msg
         self.transport.send(requester, (P.STATE_REPLY, req, self.describe(what)))
 
+    def query(self, addr: str, what, timeout: float = 5.0):
+        """Ask process or node ``addr`` about ``what`` (its STATE_QUERY answer)."""
+        return self.call(addr, lambda req: (P.STATE_QUERY, self.me, req, what), timeout)
+
     def describe(self, what: str):
         if what == "pending":
             return self.pending_calls() if self.pending_calls is not None else 0

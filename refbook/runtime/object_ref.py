@@ -83,8 +83,8 @@ class ObjectRef:
 
 
 def _rebuild_ref(oid: bytes, owner: str) -> ObjectRef:
-    from . import core as core_mod
-    core = core_mod.current()
+    from . import context
+    core = context.current()
     if core is None:
         return ObjectRef(oid, owner, None)
     return core.deserialized_ref(oid, owner)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 
+from . import context
 from .serialization import dumps_function
 
 TASK_OPTIONS = {"num_cpus": 1, "num_returns": 1, "max_retries": 3,
@@ -71,8 +72,7 @@ class RemoteFunction:
         return RemoteFunction(self._function, merged, self._shared)
 
     def remote(self, *args, **kwargs):
-        from .api import _core
-        core = _core()
+        core = context.core()
         o = self._options
         if self._signature is not None:
             try:

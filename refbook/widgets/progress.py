@@ -1,27 +1,9 @@
-"""Progress of a ``get`` or ``wait`` that blocks on many refs: a bar in a notebook, a
-line on a terminal's stderr elsewhere (nothing when stderr is not a terminal)."""
+"""Progress of a ``get`` or ``wait`` that blocks on many refs, in a notebook: a bar
+under the cell (the runtime's ``progress_factory`` while the extension is loaded)."""
 
 from __future__ import annotations
 
-import sys
 import time
-
-
-class TextProgress:
-    def __init__(self, total: int, what: str, stream=None):
-        self.total, self.what = total, what
-        self.stream = stream or sys.stderr
-        self.since = time.monotonic()
-        self.update(0)
-
-    def update(self, n: int) -> None:
-        self.stream.write(f"\rrefbook: {self.what} {n}/{self.total} ready")
-        self.stream.flush()
-
-    def close(self, n: int) -> None:
-        self.stream.write(f"\rrefbook: {self.what} {n}/{self.total} ready in "
-                          f"{time.monotonic() - self.since:.1f} s\n")
-        self.stream.flush()
 
 
 class WidgetProgress:
@@ -44,12 +26,3 @@ class WidgetProgress:
     def close(self, n: int) -> None:
         self.update(n)
         self.bar.bar_style = "success" if n >= self.total else "warning"
-
-
-def default_factory():
-    """What ``get``/``wait`` use outside a notebook."""
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    return TextProgress if tty else None
