@@ -3,7 +3,7 @@
     python benchmarks/compare.py [--quick] [--only refbook,ray,dask] [--json PATH]
 
 Ray and Dask are used when they are importable (``pip install ray "dask[distributed]"``);
-the workloads are the ones ``refbook bench`` runs (refbook/bench.py), so every system
+the workloads are the ones ``refbook bench`` runs (refbook/bench/), so every system
 executes the same code.  Figures are medians; the table ends with the ratio of each
 system's figure to refbook's, oriented so that a number above 1 means refbook is better.
 """
@@ -16,9 +16,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-
-from refbook.bench import (  # noqa: E402
+from refbook.bench import (
     ACTOR_TARGETS,
     TARGETS,
     RefbookBackend,

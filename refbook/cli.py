@@ -168,7 +168,7 @@ def cmd_stop(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
-        from .bench import main as bench_main
+        from .bench.run import main as bench_main
         return bench_main(argv[1:])
     if argv and argv[0] == "kernel":
         from .kernel.kernelspec import main as kernel_main

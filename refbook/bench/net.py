@@ -10,7 +10,10 @@ import time
 
 import numpy as np
 
-from .bench import MB, _median_time
+from .common import MB, median_time
+
+NET_TARGETS = {"transfer_vs_tcp": (">=", 70), "transfer_vs_tcp_veth": (">=", 70),
+               "remote_vs_local_rtt": ("<=", 2)}
 
 
 def tcp_sink(host: str, port: int, nbytes: int, ready=None) -> float:
@@ -94,7 +97,7 @@ def transfer_speeds(size: int, reps: int) -> list[float]:
 _VETH_DRIVER = """
 import json, os, sys, time
 import refbook
-from refbook.bench_net import transfer_speeds
+from refbook.bench.net import transfer_speeds
 refbook.init(address=os.environ["HEAD"], log_to_stderr=False)
 deadline = time.monotonic() + 20
 while not {"a", "b"} <= set(refbook.cluster_resources()) and time.monotonic() < deadline:
@@ -137,10 +140,10 @@ def run_veth_workloads(size: int, reps: int) -> dict:
                     raise RuntimeError(f"veth transfer driver failed:\n{p.stderr[-2000:]}")
                 speeds += json.loads(p.stdout.strip().splitlines()[-1])
                 sink = subprocess.Popen(h.argv("b", [
-                    sys.executable, "-c", "import sys; from refbook.bench_net import "
+                    sys.executable, "-c", "import sys; from refbook.bench.net import "
                     "tcp_sink; print(tcp_sink(sys.argv[1], 7490, int(sys.argv[2])))",
                     h.ip["b"], str(size)]), stdout=subprocess.PIPE, text=True, env=h.env())
-                h.run("a", [sys.executable, "-c", "import sys; from refbook.bench_net "
+                h.run("a", [sys.executable, "-c", "import sys; from refbook.bench.net "
                             "import tcp_source; tcp_source(sys.argv[1], 7490, "
                             "int(sys.argv[2]))", h.ip["b"], str(size)])
                 raws.append(float(sink.communicate(timeout=60)[0]))
@@ -203,8 +206,8 @@ def run_net_workloads(quick: bool = False) -> dict:
             remote = noop.options(resources={"a": 1})
             refbook.get([local.remote(), remote.remote()])
             n = 100 if quick else 500
-            t_local = _median_time(lambda: refbook.get(local.remote()), n, 20)
-            t_remote = _median_time(lambda: refbook.get(remote.remote()), n, 20)
+            t_local = median_time(lambda: refbook.get(local.remote()), n, 20)
+            t_remote = median_time(lambda: refbook.get(remote.remote()), n, 20)
             r["task_rtt_same_node"] = (t_local * 1e6, "us")
             r["task_rtt_other_node"] = (t_remote * 1e6, "us")
             r["remote_vs_local_rtt"] = (t_remote / t_local, "x")

@@ -7,6 +7,9 @@ import os
 import statistics
 import time
 
+NOTEBOOK_TARGETS = {"load_ext_to_first_remote": ("<=", 0.5),
+                    "remote_cell_overhead": ("<=", 2.0)}
+
 
 def _execute(kc, code: str, timeout: float = 60) -> None:
     """Run ``code`` in a kernel and wait until the kernel is idle again."""
