@@ -301,6 +301,3 @@ class ActorRuntime:
                 self._request_lease(rec)
             else:
                 self._dead(rec, rec.error)
-
-    def actors_view(self) -> list:
-        return [rec.view() for rec in self.owned.values()]

@@ -431,7 +431,8 @@ def _wait_with_progress(core, refs: list, num: int, timeout, what: str) -> set:
 def wait(refs, num_returns: int = 1, timeout: float | None = None,
          fetch_local: bool = True) -> tuple[list, list]:
     """Wait until ``num_returns`` of ``refs`` are ready; returns ``(ready, not_ready)``
-    in the order of ``refs``."""
+    in the order of ``refs``.  ``fetch_local`` is accepted for Ray's sake: a ready
+    object is read where it is, when it is read."""
     lst = _check_refs(refs, "wait")
     if isinstance(refs, ObjectRef):
         raise TypeError("wait() takes a list of ObjectRefs")
@@ -453,7 +454,9 @@ def wait(refs, num_returns: int = 1, timeout: float | None = None,
 def cancel(ref: ObjectRef, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes ``ref``: a queued task never runs; a running one is
     interrupted (``KeyboardInterrupt`` inside it), or its worker is killed with
-    ``force=True``.  ``get`` then raises ``TaskCancelledError``."""
+    ``force=True``.  ``get`` then raises ``TaskCancelledError``.  ``recursive`` is
+    accepted for Ray's sake: with ``force=True`` the tasks the cancelled task submitted
+    go with its worker (it owned them); without, those already submitted run on."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
     ref.check_live()

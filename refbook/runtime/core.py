@@ -813,11 +813,6 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
                 raise ValueError(f"only the owner of {ref!r} can cancel the task that makes it")
             self._do(self.tm.cancel(task_of(ref._id), force))
 
-    # The inbox has one poller at a time.  Normally the I/O thread polls it.  A thread
-    # that is about to wait for a reply (a driver in get(), an idle worker waiting for
-    # tasks) takes the poller over and handles what arrives itself, so the reply it
-    # waits for reaches it without a hand-off between threads.  Taking it over happens
-    # while the request is in flight, off the critical path.
 
 
 def first_unpicklable(named_values) -> tuple | None:

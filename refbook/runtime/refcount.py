@@ -94,12 +94,6 @@ class ReferenceTable:
         r = self.refs.get(oid)
         return r is not None and r.owner == self.me
 
-    def is_registered(self, oid: bytes) -> bool:
-        """True if this process may register others for ``oid`` without a pin:
-        it is the owner, or its own registration is in place or in flight."""
-        r = self.refs.get(oid)
-        return r is not None and (r.owner == self.me or r.registered > 0)
-
     # -- creation ----------------------------------------------------------------
     def own(self, oid: bytes, nested: tuple = (), fx: Effects | None = None) -> Ref:
         """Record a new object owned here.  ``nested`` lists the ``(oid, owner)`` refs
@@ -155,11 +149,6 @@ class ReferenceTable:
             if r is not None:
                 r.pinned -= 1
                 self._release_if_unheld(oid, r, fx)
-
-    def add_contained(self, oid: bytes, owner: str) -> Ref:
-        r = self._entry(oid, owner)
-        r.contained += 1
-        return r
 
     def mark_registered(self, oid: bytes, owner: str, n: int = 1) -> None:
         """Someone has sent (or will send ahead of its own DEC) ``n`` INCs for us."""
@@ -226,10 +215,6 @@ class ReferenceTable:
             if xr is not None:
                 xr.contained -= 1
                 self._release_if_unheld(x, xr, fx)
-
-    def has_value(self, oid: bytes) -> bool:
-        r = self.refs.get(oid)
-        return r is not None and not r.freed
 
     # -- owner side of the registration protocol --------------------------------
     def on_inc(self, oid: bytes, for_addr: str) -> bool:
@@ -410,7 +395,3 @@ class ReferenceTable:
                 r.registered += 1
                 out.append((oid, r.owner))
         return out
-
-    def borrowers_of(self, oid: bytes) -> dict[str, int]:
-        r = self.refs.get(oid)
-        return dict(r.borrowers) if r is not None and r.borrowers else {}

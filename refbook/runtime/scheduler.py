@@ -120,9 +120,6 @@ class LeaseScheduler:
                            {lease.owner for lease in self.leases.values()} if o != owner)
         return actions
 
-    def cancel_request(self, owner: str, req_id: int) -> None:
-        self.queue = deque(q for q in self.queue if not (q[0] == owner and q[1] == req_id))
-
     def release(self, lease_id: int) -> list:
         lease = self.leases.pop(lease_id, None)
         if lease is None:

@@ -37,11 +37,6 @@ class Serialized:
     def size(self) -> int:
         return len(self.meta) + sum(b.nbytes for b in self.buffers)
 
-    def inline(self) -> tuple:
-        """The value as a message field: ``(meta, [bytes, ...])``."""
-        return (self.meta, [bytes(b) for b in self.buffers])
-
-
 def record_ref(oid: bytes, owner: str) -> None:
     """Called by ``ObjectRef.__reduce__``: note a ref found in the value being pickled."""
     refs = getattr(_tls, "refs", None)
