@@ -814,7 +814,6 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
             self._do(self.tm.cancel(task_of(ref._id), force))
 
 
-
 def first_unpicklable(named_values) -> tuple | None:
     """``(name, error)`` of the first value of ``(name, value)`` pairs that cannot be
     pickled (refs always can), or None."""
