@@ -146,13 +146,13 @@ def encode(msg: tuple) -> bytes:
 
 # Message types.  Direction in the comment: who sends it, who receives it.
 # -- process <-> node manager
-REGISTER = 1           # proc -> nm: (addr, kind, pid, tag)
+REGISTER = 1           # proc -> nm: (addr, kind, pid, req_id)
 REGISTERED = 2         # nm -> proc: (info dict)
 LEASE_REQUEST = 3      # owner -> nm: (owner, req_id, resources, dedicated)
 LEASE_GRANTED = 4      # nm -> owner: (req_id, lease_id or None, worker or message, nm)
 LEASE_RETURN = 5       # owner -> nm: (lease_id,)
 LEASE_RECLAIM = 6      # nm -> owner: ()  return any idle lease
-PROCESS_DIED = 7       # nm -> procs: (addr, reason)
+PROCESS_DIED = 7       # nm -> procs, nm -> nm, driver -> nm: (addr, reason, oom)
 ALLOC = 8              # proc -> nm rpc socket: (addr, reply_to, oid, size, owner)
 ALLOC_REPLY = 9        # nm -> proc: (status, offset or message)
 SEAL = 10              # proc -> nm: (oid, offset, size, owner, pin_for or None)
@@ -171,7 +171,7 @@ CANCEL_TASK = 23       # owner -> worker: (task_id,)
 OUTPUT = 24            # worker -> owner: (worker, task_id, stream, text)
 # -- borrower <-> owner
 GET_OBJECT = 30        # borrower -> owner: (addr, req_id, oid)
-OBJECT_REPLY = 31      # owner -> borrower: (req_id, oid, kind, payload, nested)
+OBJECT_REPLY = 31      # owner -> borrower: (req_id, oid, value entry)
 INC_REF = 32           # holder -> owner: (addr, oid, for_addr, ack_id)
 INC_ACK = 33           # owner -> holder: (ack_id,)
 DEC_REF = 34           # borrower -> owner: (addr, oid, n)
@@ -190,7 +190,6 @@ ACTOR_CALLS = 51       # caller -> actor: (caller, [spec, ...])  run in this ord
 ACTOR_EXIT = 52        # owner -> actor: ()  no handle is left: finish pending calls, exit
 ACTOR_UPDATE = 53      # owner -> nm: (record dict)  the actor directory
 ACTOR_KILL = 54        # holder -> owner: (actor_id, no_restart)
-ACTOR_REGISTER = 55    # owner -> nm: (addr, req_id, name, actor_id)  claim a name
 # -- membership (node managers <-> head) and transfer between nodes
 NODE_REGISTER = 60     # nm -> head: (node view)
 HEARTBEAT = 61         # nm -> head: (node view)
