@@ -14,24 +14,18 @@ from .exceptions import RefbookError
 
 
 def _query(head: str, secret: bytes, what, timeout: float = 5.0):
-    from .runtime import protocol as P
     from .runtime.launch import local_ip_towards, parse_address
-    from .runtime.transport import Transport, free_port
+    from .runtime.probe import Probe
+    from .runtime.transport import free_port
     host, port = parse_address(head)
     me = local_ip_towards(host)
-    t = Transport(f"tcp://{me}:{free_port(me)}/cli", secret, os.urandom(8))
-    try:
-        t.send(f"tcp://{host}:{port}", (P.STATE_QUERY, t.address, 1, what))
-        if not t.inbox.poll(int(timeout * 1000)):
+    with Probe(f"tcp://{me}:{free_port(me)}/cli", secret) as probe:
+        try:
+            return probe.ask(f"tcp://{host}:{port}", what, timeout)
+        except TimeoutError:
             raise RefbookError(
                 f"no answer from the cluster at {head}: it is not running there, or it "
-                f"refused us because the secret does not match")
-        msg = t.recv()
-        if msg is None:
-            raise RefbookError(f"unreadable answer from {head}")
-        return msg[2]
-    finally:
-        t.close()
+                f"refused us because the secret does not match") from None
 
 
 def cmd_start(args) -> int:

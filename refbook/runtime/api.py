@@ -22,6 +22,7 @@ from .arena import Arena
 from .core import CoreWorker
 from .launch import spawn_node, wait_ready
 from .object_ref import ObjectRef
+from .probe import Probe
 
 _lock = threading.RLock()
 _session: Session | None = None
@@ -116,7 +117,7 @@ class JoinedSession:
 
     def __init__(self, address: str, secret: bytes | None):
         from .launch import find_secret, local_ip_towards, parse_address
-        from .transport import Transport, free_port
+        from .transport import free_port
         if address.startswith("ipc://"):             # a refbook.testing.Cluster
             root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
             head, me_host = address, None
@@ -131,20 +132,15 @@ class JoinedSession:
             if secret is None:
                 secret = find_secret(host, port)
             probe_addr = f"tcp://{me_host}:{free_port(me_host)}/probe"
-        probe = Transport(probe_addr, secret, os.urandom(8))
-        try:
-            probe.send(head, (P.STATE_QUERY, probe.address, 1, "nodes"))
-            if not probe.inbox.poll(10_000):
+        with Probe(probe_addr, secret) as probe:
+            try:
+                view = probe.ask(head, "nodes", timeout=10)
+            except TimeoutError:
                 raise exc.RefbookError(
                     f"no answer from the cluster at {address}: it is not running, or it "
                     f"refused us because the secret does not match (REFBOOK_SECRET, "
-                    f"--secret-file, or the file `refbook start --head` wrote)")
-            reply = probe.recv()
-        finally:
-            probe.close()
-        if reply is None:
-            raise exc.RefbookError(f"the cluster at {address} sent an unreadable reply")
-        alive = [n for n in reply[2] if n["alive"]]
+                    f"--secret-file, or the file `refbook start --head` wrote)") from None
+        alive = [n for n in view if n["alive"]]
         self.own_node = None
         if me_host is not None:     # only a node on this host can share its store with us
             local = [n for n in alive if n["address"].startswith(f"tcp://{me_host}:")]
@@ -195,23 +191,20 @@ class JoinedSession:
         proc, ready_r = spawn_node(cfg, secret, log_path)
         wait_ready(proc, ready_r, log_path)
         self.own_node = proc
-        from .transport import Transport
-        probe = Transport(f"tcp://{host}:{free_port(host)}/probe", secret, os.urandom(8))
         mine = None
-        try:        # until it has the head's view of the cluster, so the caller has it too
+        # until it has the head's view of the cluster, so the caller has it too
+        with Probe(f"tcp://{host}:{free_port(host)}/probe", secret) as probe:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                probe.send(cfg["node_address"], (P.STATE_QUERY, probe.address, 1, "nodes"))
-                if not probe.inbox.poll(int(max(0.01, deadline - time.monotonic()) * 1000)):
+                try:
+                    view = probe.ask(cfg["node_address"], "nodes",
+                                     max(0.01, deadline - time.monotonic()))
+                except TimeoutError:
                     break
-                reply = probe.recv()
-                view = reply[2] if reply else []
                 mine = next((n for n in view if n["node_id"] == cfg["node_id"]), None)
                 if mine is not None and len([n for n in view if n["alive"]]) > others:
                     return mine
                 time.sleep(0.02)
-        finally:
-            probe.close()
         if mine is not None:
             return mine
         self._stop_own_node()

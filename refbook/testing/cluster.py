@@ -12,9 +12,8 @@ import time
 import psutil
 
 from ..exceptions import RefbookError
-from ..runtime import protocol as P
 from ..runtime.launch import spawn_node, wait_ready
-from ..runtime.transport import Transport
+from ..runtime.probe import Probe
 
 
 class Node:
@@ -48,7 +47,7 @@ class Cluster:
         self.heartbeat_s = heartbeat_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.nodes: list[Node] = []
-        self._client: Transport | None = None
+        self._client: Probe | None = None
         self.head = self._start(head_num_cpus, head_object_store_memory, {}, None)
         self.address = self.head.address
 
@@ -81,13 +80,11 @@ class Cluster:
 
     def _query(self, what, timeout: float = 5.0):
         if self._client is None:
-            addr = f"ipc://{self.dir}/c-{os.urandom(4).hex()}"
-            self._client = Transport(addr, self.secret, os.urandom(8))
-        self._client.send(self.address, (P.STATE_QUERY, self._client.address, 1, what))
-        if not self._client.inbox.poll(int(timeout * 1000)):
-            raise RefbookError(f"the head did not answer within {timeout} s")
-        msg = self._client.recv()
-        return msg[2] if msg is not None else None
+            self._client = Probe(f"ipc://{self.dir}/c-{os.urandom(4).hex()}", self.secret)
+        try:
+            return self._client.ask(self.address, what, timeout)
+        except TimeoutError:
+            raise RefbookError(f"the head did not answer within {timeout} s") from None
 
     def live_nodes(self) -> list[dict]:
         return [n for n in self._query("nodes") if n["alive"]]
