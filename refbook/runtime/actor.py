@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 
 from . import context
-from .serialization import dumps_function, record_ref
+from .definition import Definition
+from .serialization import record_ref
 
 ACTOR_OPTIONS = {"num_cpus": 0, "resources": None, "name": None, "max_restarts": 0,
                  "max_task_retries": 0, "max_concurrency": 1, "num_gpus": 0,
                  "memory": None, "lifetime": None}
 
 
-def _validate(opts: dict) -> dict:
-    unknown = set(opts) - set(ACTOR_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown actor option(s) {', '.join(sorted(unknown))}; valid options "
-                        f"are {', '.join(sorted(ACTOR_OPTIONS))}")
+def _check(opts: dict) -> None:
     for k in ("max_restarts", "max_task_retries"):
         v = opts.get(k, 0)
         if not isinstance(v, int) or v < -1:
@@ -34,7 +30,6 @@ def _validate(opts: dict) -> dict:
     if opts.get("lifetime") not in (None, "non_detached"):
         raise ValueError("detached actors are not supported: an actor lives as long as a "
                          "handle to it does")
-    return opts
 
 
 def method(*, num_returns: int = 1):
@@ -48,16 +43,15 @@ def method(*, num_returns: int = 1):
     return deco
 
 
-class ActorClass:
+class ActorClass(Definition):
     """``Cls.remote(*args)`` starts an actor and returns its handle at once."""
 
+    DEFAULTS = ACTOR_OPTIONS
+    KIND = "actor"
+    _check = staticmethod(_check)
+
     def __init__(self, cls, options: dict, _shared=None):
-        self._cls = cls
-        self._options = {**ACTOR_OPTIONS, **_validate(options)}
-        self._shared = _shared if _shared is not None else {}
-        self.__name__ = cls.__name__
-        self.__qualname__ = cls.__qualname__
-        self.__doc__ = cls.__doc__
+        super().__init__(cls, options, _shared)
         methods = {}
         for name, member in inspect.getmembers(cls):
             if name.startswith("__") or not callable(member):
@@ -69,19 +63,6 @@ class ActorClass:
         raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use "
                         f"{self.__name__}.remote(...)")
 
-    def options(self, **opts) -> ActorClass:
-        merged = {k: v for k, v in self._options.items() if v != ACTOR_OPTIONS[k]}
-        merged.update(opts)
-        return ActorClass(self._cls, merged, self._shared)
-
-    def _export(self):
-        s = self._shared
-        if "blob" not in s:
-            blob = dumps_function(self._cls)
-            s["blob"] = blob
-            s["id"] = hashlib.blake2b(blob, digest_size=16).digest()
-        return s["id"], s["blob"]
-
     def remote(self, *args, **kwargs) -> ActorHandle:
         core = context.core()
         o = dict(self._options)
@@ -90,7 +71,7 @@ class ActorClass:
             raise ValueError(f"an actor named {name!r} already exists; use "
                              f"refbook.get_actor({name!r}) to get a handle to it")
         try:
-            sig = inspect.signature(self._cls)
+            sig = inspect.signature(self._target)
             sig.bind(*args, **kwargs)
         except TypeError as e:
             raise TypeError(f"{self.__name__}.remote(): {e}") from None

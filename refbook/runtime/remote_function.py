@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 
 from . import context
-from .serialization import dumps_function
+from .definition import Definition
 
 TASK_OPTIONS = {"num_cpus": 1, "num_returns": 1, "max_retries": 3,
                 "retry_exceptions": False, "resources": None, "name": None,
                 "num_gpus": 0, "memory": None, "scheduling_strategy": None}
 
 
-def _validate(opts: dict) -> dict:
-    unknown = set(opts) - set(TASK_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown task option(s) {', '.join(sorted(unknown))}; valid options "
-                        f"are {', '.join(sorted(TASK_OPTIONS))}")
+def _check(opts: dict) -> None:
     n = opts.get("num_returns", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"num_returns must be a positive integer, not {n!r}")
@@ -33,43 +28,28 @@ def _validate(opts: dict) -> dict:
         raise ValueError(f"resources must map names to non-negative numbers, not {res!r}")
     if "CPU" in res:
         raise ValueError("use num_cpus=, not resources={'CPU': ...}")
-    return opts
 
 
-class RemoteFunction:
+class RemoteFunction(Definition):
     """A function that runs as a task: ``f.remote(*args)`` returns ObjectRef(s) at once."""
 
+    DEFAULTS = TASK_OPTIONS
+    KIND = "task"
+
     def __init__(self, fn, options: dict, _shared=None):
-        self._function = fn
-        self._options = {**TASK_OPTIONS, **_validate(options)}
-        self._shared = _shared if _shared is not None else {}
+        super().__init__(fn, options, _shared)
         try:
             self._signature = inspect.signature(fn)
         except (TypeError, ValueError):
             self._signature = None
-        self.__name__ = getattr(fn, "__name__", "task")
-        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
-        self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
+
+    _check = staticmethod(_check)
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"remote function {self.__name__} cannot be called directly; use "
                         f"{self.__name__}.remote(...), or {self.__name__}.__wrapped__(...) "
                         f"to run it here")
-
-    def _export(self) -> tuple[bytes, bytes]:
-        s = self._shared
-        if "blob" not in s:
-            blob = dumps_function(self._function)
-            s["blob"] = blob
-            s["id"] = hashlib.blake2b(blob, digest_size=16).digest()
-        return s["id"], s["blob"]
-
-    def options(self, **opts) -> RemoteFunction:
-        """A copy with some options changed, e.g. ``f.options(num_cpus=2).remote()``."""
-        merged = {k: v for k, v in self._options.items() if v != TASK_OPTIONS[k]}
-        merged.update(opts)
-        return RemoteFunction(self._function, merged, self._shared)
 
     def remote(self, *args, **kwargs):
         core = context.core()
