@@ -312,15 +312,9 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
                 if node_id not in self.dead_nodes:
                     self.transport.send(self.node_address, (P.FREE, oids, node_id))
         if fx.dropped:
-            unpins = []
             for oid in fx.dropped:
                 self.values.pop(oid, None)
-                p = self.pins.get(oid)
-                if p is not None and p[2] <= 0:
-                    del self.pins[oid]
-                    unpins.append(oid)
-            if unpins:
-                self.transport.send(self.node_address, (P.UNPIN, self.me, unpins))
+            self._release_pins(fx.dropped)
         for addr, msg in fx.send:
             self.send(addr, msg)
         fx.free.clear()

@@ -234,8 +234,12 @@ class ObjectReading:
                     p[2] -= 1
 
     def _on_unpin_request(self, msg):
+        self._release_pins(msg[1])
+
+    def _release_pins(self, oids) -> None:
+        """Give up this process's pins on ``oids`` that no view of ours still reads."""
         released = []
-        for oid in msg[1]:
+        for oid in oids:
             p = self.pins.get(oid)
             if p is not None and p[2] <= 0:
                 del self.pins[oid]
