@@ -409,11 +409,17 @@ def machine() -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="refbook bench", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="refbook bench",
+        description="Measure refbook on this machine: task and object throughput and "
+                    "latency, actors, spilling, recovery, network transfers and notebook "
+                    "cells. Prints each figure next to its target and writes the results "
+                    "as JSON. Every figure is a median over repeats.")
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    ap.add_argument("--json", default=None, help="write results here "
+    ap.add_argument("--json", default=None, metavar="PATH", help="write results here "
                     "(default: bench-results/refbook-<time>.json)")
-    ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--num-cpus", type=int, default=2, metavar="N",
+                    help="CPUs of the cluster the benchmarks start (default: 2)")
     ap.add_argument("--only", choices=["core", "actors", "spill", "recovery", "net",
                                        "notebook"],
                     default=None,

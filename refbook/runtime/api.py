@@ -7,7 +7,6 @@ import atexit
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -15,6 +14,7 @@ import time
 import psutil
 
 from .. import exceptions as exc
+from ..units import fmt_bytes
 from . import core as core_mod
 from . import protocol as P
 from .arena import Arena
@@ -277,6 +277,9 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
     global _session
     with _lock:
         if _session is not None:
+            _warn_ignored(_session, num_cpus=num_cpus, object_store_memory=object_store_memory,
+                          spill_dir=spill_dir, address=address, resources=resources,
+                          memory_monitor_threshold=memory_monitor_threshold)
             return RuntimeContext(_session)
         unknown = set(kwargs) - {"ignore_reinit_error", "include_dashboard",
                                  "logging_level", "log_to_driver", "namespace"}
@@ -318,10 +321,31 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
                            memory_monitor_threshold)
         core_mod.set_current(_session.core)
         if log_to_stderr and not os.environ.get("REFBOOK_QUIET"):
+            # stdout: information, not an error (Jupyter shows stderr in a pink box)
             print(f"refbook: local cluster with {num_cpus} CPU(s), object store "
-                  f"{object_store_memory / 2**30:.2f} GiB, spilling to {_session.spill_dir}",
-                  file=sys.stderr)
+                  f"{fmt_bytes(object_store_memory)}, spilling to {_session.spill_dir}")
         return RuntimeContext(_session)
+
+
+def _warn_ignored(session, **given) -> None:
+    """``init(option=...)`` while a cluster runs changes nothing: say so, and how to
+    get the option (a warning, so scripts that call init twice keep working)."""
+    now = {"num_cpus": session.num_cpus, "object_store_memory": session.capacity,
+           "spill_dir": session.spill_dir}
+    ignored = [k for k, v in given.items()
+               if v is not None and (k not in now or v != now[k])]
+    if not ignored:
+        return
+    import warnings
+    shown = ", ".join(f"{k}={fmt_bytes(given[k]) if k == 'object_store_memory' else given[k]!r}"
+                      for k in ignored)
+    flags = " ".join(f"--{k.replace('_', '-')} ..." for k in ignored if k != "address")
+    warnings.warn(
+        f"refbook is already running (object store {fmt_bytes(session.capacity)}, "
+        f"{session.num_cpus} CPUs), so init({shown}) changes nothing. To restart with "
+        f"these options call refbook.shutdown() first (every ref of the old cluster "
+        f"becomes unusable); in a notebook: %refbook restart {flags}".rstrip(),
+        RuntimeWarning, stacklevel=3)
 
 
 def shutdown() -> None:
