@@ -17,8 +17,10 @@ def error_output(task_name: str, err: BaseException) -> dict:
         getattr(err, "cause_repr", str(err))
     if not lines:
         lines = [f"{ename}: {evalue}"]
+    left = f"{ename} in {task_name}, on a worker"
+    right = "Traceback (most recent call last)"
     head = (f"{RED}{ename}{RESET} in {CYAN}{task_name}{RESET}, on a worker"
-            f"{' ' * max(1, 44 - len(ename) - len(task_name))}Remote traceback")
+            f"{' ' * max(2, 75 - len(left) - len(right))}{right}")
     body = [*lines[:-1], f"{RED}{lines[-1].partition(':')[0]}{RESET}:"
             f"{lines[-1].partition(':')[2]}"]
     return {"output_type": "error", "ename": ename, "evalue": evalue,

@@ -65,18 +65,25 @@ class RefbookMagics(Magics):
                                  max_retries=args.retries,
                                  num_returns=max(1, len(writes)),
                                  name=args.name or f"cell[{count}]")
+        line = None
+        if _session is not None and _session.cell is not None and _session.widgets \
+                and not args.wait:
+            line = _session.show_line(_session.cell, writes, kept, remote=True)
         try:
             refs = f.remote(cell, f"<remote cell [{count}]>", writes, modules, names,
                             *values)
-        except TypeError:
-            _name_unpicklable(names, values)
+        except BaseException as e:
+            if line is not None:
+                line.abandon()
+            if isinstance(e, TypeError):
+                _name_unpicklable(names, values)
             raise
         refs = refs if isinstance(refs, list) else [refs]
         for name, ref in zip(writes, refs, strict=False):
             ns[name] = ref
-        cell = _session.cell if _session is not None else None
-        if cell is not None and _session.widgets and not args.wait:
-            _session.show_line(cell, writes, kept, remote_task=refs[0]._id[:16])
+        if line is not None:
+            line.remote_task = refs[0]._id[:16]
+            line.expecting = False
         if args.wait:
             refbook.get(refs)       # errors show here, with the cell's line numbers
 

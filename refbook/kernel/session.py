@@ -156,29 +156,36 @@ class NotebookSession:
             # from now on the frontend puts this cell's late messages in the widget
             cell.out.msg_id = cell.parent["header"]["msg_id"]
 
-    def show_line(self, cell: Cell, outputs=(), kept=(), remote_task=None) -> None:
+    def show_line(self, cell: Cell, outputs=(), kept=(), remote: bool = False):
         """A live status line under the cell, with an output area below it for what
         its tasks print after the cell finished.  ``outputs``: the names that became
-        refs (``kept``: those the cell assigns that stay on the worker);
-        ``remote_task``: the task of a ``%%remote`` cell, whose error is shown here."""
+        refs (``kept``: those the cell assigns that stay on the worker).  ``remote``: a
+        ``%%remote`` cell, shown before its task is submitted (so that everything the
+        task prints lands below the line) and whose error is shown here; set
+        ``line.remote_task`` once it is submitted, or call ``line.abandon()``."""
         import ipywidgets
 
         from ..widgets.live import CellLine, plain, show
         out = ipywidgets.Output()
-        on_failed = None
-        if remote_task is not None:
-            def on_failed(tid, name):
-                if tid == remote_task:
-                    from .errors import error_output
-                    err = self.core.task_error(tid) if self.core is not None else None
-                    if err is not None:
-                        out.outputs = (*out.outputs, error_output(name, err))
-        line = CellLine(self.core, cell, outputs, kept, on_failed)
+
+        def on_failed(tid, name):
+            if tid == line.remote_task:
+                from .errors import error_output
+                err = self.core.task_error(tid) if self.core is not None else None
+                if err is not None:
+                    out.outputs = (*out.outputs, error_output(name, err))
+        line = CellLine(self.core, cell, outputs, kept, on_failed if remote else None)
+        line.expecting = remote
         cell.line = line
         cell.out = out
         line.refresh()
         show(ipywidgets.VBox([line.widget, cell.out]), plain(line.last or ""))
+        if remote and cell.parent is not None:
+            # the cell itself prints nothing more: from now on (not before, or the
+            # widget would capture its own display) its task's output goes below the line
+            out.msg_id = cell.parent["header"]["msg_id"]
         self.refresher.add(line)
+        return line
 
     # -- output from tasks ----------------------------------------------------------
     def on_output(self, task_id: bytes, stream: str, text: str) -> None:

@@ -90,6 +90,8 @@ class CellLine(Line):
         self.kept = list(kept)
         self.on_failed = on_failed        # (task id, name) of a task that failed
         self.retries: dict[bytes, str] = {}   # task id -> "retried after ... (attempt n)"
+        self.remote_task = None   # the task of a %%remote cell (its errors show below)
+        self.expecting = False    # shown before its task is submitted
         self.since = getattr(cell, "started", None) or time.monotonic()
         self.ended = None
         self.seen: dict[bytes, None] = {}     # task ids in submission order
@@ -103,6 +105,8 @@ class CellLine(Line):
         for tid, name in list(self.cell.tasks.items())[len(self.seen):]:
             self.seen[tid] = None
             self.open[tid] = name
+            if self.expecting and self.remote_task is None:
+                self.remote_task = tid          # before anyone can see it fail
         live: dict[str, int] = {}
         first_open = None
         sample = list(self.open.items())[:2000]   # tasks mostly finish in order
@@ -120,7 +124,7 @@ class CellLine(Line):
                 first_open = first_open or (name, *st)
         states = self.closed[:1] if first_open is None else [first_open]
         if not self.seen:
-            return "", True
+            return "", not self.expecting
         final = not self.open
         if final and self.ended is None:
             self.ended = time.monotonic()
@@ -150,6 +154,10 @@ class CellLine(Line):
         more = f", {retried} retried after a worker died" if retried else ""
         return (f"{dot(worst)} <b>{len(self.seen)} tasks</b> from this cell: {summary}{more} "
                 f"({'in' if final else 'for'} {took:.2f} s)"), final
+
+    def abandon(self) -> None:
+        """The task this line waited for was never submitted."""
+        self.expecting = False
 
     def _retry(self, tid: bytes) -> None:
         """Note "retried after worker died (attempt 2)" once a task ran again."""
