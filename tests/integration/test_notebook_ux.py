@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from .test_kernel import Messages, kernel, run  # noqa: F401 - the fixture
+from .test_kernel import Messages, run
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -286,7 +286,7 @@ def test_command_line_help_is_clean():
     start = _help("start")
     opts = re.findall(r"^  (--[a-z-]+)(.*)$", start, re.M)
     assert len(opts) >= 7
-    for name, rest in opts:                     # every option says what it is
+    for name, _rest in opts:                     # every option says what it is
         tail = start.split(name, 1)[1].split("\n  --", 1)[0]
         assert len(tail.split()) >= 3, (name, start)
     assert "MiB" in start and "GB" in start, start      # units of --object-store-memory
