@@ -273,6 +273,29 @@ def test_kernelspec_has_logos(tmp_path):
         assert struct.unpack(">II", data[16:24]) == (size, size)
 
 
+def test_the_refbook_kernel_runs_the_quickstarts_first_cell(tmp_path):
+    """The "Python 3 (refbook)" kernel loads refbook when it starts; the quickstart's
+    %load_ext refbook then shows the summary, not "already loaded"."""
+    from jupyter_client.manager import KernelManager
+
+    from refbook.kernel import kernelspec
+    dest = kernelspec.install(prefix=str(tmp_path))
+    km = KernelManager(kernel_name="refbook")
+    km.kernel_spec_manager.kernel_dirs.insert(0, os.path.dirname(dest))
+    km.start_kernel(env=dict(os.environ, REFBOOK_QUIET="1"))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        out, err = run(kc, "%load_ext refbook")
+        assert err is None and "CPUs" in out and "already loaded" not in out, out
+        out, err = run(kc, "%load_ext refbook")
+        assert err is None and "CPUs" in out, out
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def _help(*args) -> str:
     p = subprocess.run([sys.executable, "-m", "refbook.cli", *args, "--help"],
                        capture_output=True, text=True)
