@@ -5,7 +5,7 @@ only, not refbook's (nor pyzmq's, where a wait is interrupted).
 Installed as IPython's custom exception handler while the extension is loaded; it cuts
 the innermost run of frames that belong to refbook or pyzmq and shows the rest the
 usual way.  Frames of the user's own code are never cut, nor is anything an exception
-raised outside refbook shows."""
+raised outside refbook shows; ``%xmode Verbose`` shows every frame."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def trim(tb):
 
 
 def _handler(shell, etype, value, tb, tb_offset=None):
-    shell.showtraceback((etype, value, trim(tb)), tb_offset=tb_offset,
-                        running_compiled_code=True)
+    if getattr(shell.InteractiveTB, "mode", None) != "Verbose":   # %xmode Verbose: all
+        tb = trim(tb)
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
 
 
 class Installed:
