@@ -146,7 +146,7 @@ def test_a_rebuilt_tasks_output_is_marked_as_a_rerun(tmp_path):
 
     from refbook.testing import Cluster
     c = Cluster()
-    km = None
+    km = kc = None
     try:
         n = c.add_node(num_cpus=1, resources={"x": 1})
         c.wait_for_nodes()
@@ -174,8 +174,9 @@ def test_a_rebuilt_tasks_output_is_marked_as_a_rerun(tmp_path):
         assert out.count("making v") == 2, out
         assert "re-run" in out.split("making v", 1)[1], out
         assert "making v" not in m.text(mid)
-        kc.stop_channels()
     finally:
+        if kc is not None:
+            kc.stop_channels()
         if km is not None and km.has_kernel:
             km.shutdown_kernel(now=True)
         c.shutdown()
