@@ -11,6 +11,14 @@ import sys
 import time
 
 from .exceptions import RefbookError
+from .units import SIZE_HELP, parse_bytes
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _query(head: str, secret: bytes, what, timeout: float = 5.0):
@@ -170,16 +178,28 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="refbook", description="refbook command line")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("bench", help="run the benchmarks (refbook bench --help)")
-    st = sub.add_parser("start", help="start a head (--head) or join a cluster (--address)")
-    st.add_argument("--head", action="store_true")
-    st.add_argument("--address", help="HOST:PORT of the head to join")
-    st.add_argument("--port", type=int, default=6380, help="the head's port (and port+1)")
-    st.add_argument("--bind", help="address to listen on (default: loopback for a head, the "
-                                   "address that reaches the head for a node)")
-    st.add_argument("--num-cpus", type=int)
-    st.add_argument("--object-store-memory", type=int)
-    st.add_argument("--resources", help='JSON, e.g. \'{"gpu": 1}\'')
-    st.add_argument("--secret-file")
+    st = sub.add_parser("start", help="start a head (--head) or join a cluster (--address)",
+                        description="Start a refbook node on this host: the head of a new "
+                                    "cluster (--head), or a node that joins one (--address).")
+    st.add_argument("--head", action="store_true",
+                    help="start the head of a new cluster; it prints the command to join")
+    st.add_argument("--address", metavar="HOST:PORT", help="the head to join")
+    st.add_argument("--port", type=int, default=6380,
+                    help="the head's TCP port; it also uses port+1 (default: 6380)")
+    st.add_argument("--bind", metavar="IP", help="address to listen on (default: loopback "
+                                                 "for a head, the address that reaches the "
+                                                 "head for a node)")
+    st.add_argument("--num-cpus", type=int, metavar="N",
+                    help="CPUs this node offers, one worker each (default: all of them)")
+    st.add_argument("--object-store-memory", type=_size, metavar="SIZE",
+                    help=f"shared memory for this node's objects, in {SIZE_HELP} "
+                         f"(default: 30%% of this machine's memory)")
+    st.add_argument("--resources", metavar="JSON",
+                    help='custom resources this node offers, e.g. \'{"gpu": 1}\'')
+    st.add_argument("--secret-file", metavar="PATH",
+                    help="the cluster's secret, a copy of the file `refbook start --head` "
+                         "wrote (default: $REFBOOK_SECRET, or that file when the head "
+                         "runs on this host)")
     ss = sub.add_parser("status", help="nodes, resources, store use and actors")
     ss.add_argument("--address")
     ss.add_argument("--secret-file")

@@ -21,26 +21,65 @@ def load_ipython_extension(ip) -> None:
     if _closing is not None:            # %reload_ext: keep the cluster and every ref
         _unregister(ip, _closing)
         _closing = None
-    if _session is not None:            # %load_ext twice: nothing to do
+    if _session is not None:            # loaded already (the refbook kernel): the summary
+        show_summary(None)
         return
-    ctx = refbook.init(address=os.environ.get("REFBOOK_ADDRESS") or None,
-                       log_to_stderr=False)
+    if not refbook.is_initialized():
+        refbook.init(address=os.environ.get("REFBOOK_ADDRESS") or None, log_to_stderr=False)
     ip.register_magics(RefbookMagics)
     ip.user_ns.setdefault("refbook", refbook)
     _session = NotebookSession(ip)
     _name_cells_in_tracebacks(ip)
-    took = time.perf_counter() - t
-    if _session.widgets:
+    _wrap_load_ext(ip)
+    from .tracebacks import Installed
+    _session.tracebacks = Installed(ip)
+    show_summary(time.perf_counter() - t)
+
+
+def show_summary(took: float | None) -> None:
+    """The cluster's summary: a live line in a notebook, a line of text elsewhere."""
+    import refbook
+
+    from ..units import fmt_bytes
+    if _session is not None and _session.widgets:
         from ..widgets.live import ClusterLine
         line = ClusterLine(refbook.nodes)
         line.refresh()
         line.show()
         _session.refresher.add(line, slow=True)
-    else:
-        nodes = refbook.nodes()
-        cpus = sum(n["resources"].get("CPU", 0) for n in nodes if n["alive"])
-        print(f"refbook: {len(nodes)} node(s), {cpus:g} CPU(s), object store "
-              f"{ctx.object_store_memory / 2**30:.2f} GiB, ready in {took:.2f} s")
+        return
+    nodes = [n for n in refbook.nodes() if n["alive"]]
+    cpus = sum(n["resources"].get("CPU", 0) for n in nodes)
+    store = sum(n["store"]["capacity"] for n in nodes)
+    print(f"refbook: {len(nodes)} node(s), {cpus:g} CPU(s), object store "
+          f"{fmt_bytes(store)}" + ("" if took is None else f", ready in {took:.2f} s"))
+
+
+def _wrap_load_ext(ip) -> None:
+    """``%load_ext refbook`` when it is loaded already (the "Python 3 (refbook)" kernel
+    loads it at start): show the summary rather than "already loaded"."""
+    magics = ip.magics_manager.magics["line"]
+    original = magics.get("load_ext")
+    if original is None or getattr(original, "_refbook_original", None) is not None:
+        return
+
+    def load_ext(line):
+        if line.strip() == "refbook" and _session is not None and \
+                "refbook" in ip.extension_manager.loaded:
+            show_summary(None)
+            return None
+        return original(line)
+
+    load_ext._refbook_original = original
+    load_ext.__doc__ = original.__doc__
+    magics["load_ext"] = load_ext
+
+
+def _unwrap_load_ext(ip) -> None:
+    magics = ip.magics_manager.magics["line"]
+    original = getattr(magics.get("load_ext"), "_refbook_original", None)
+    if original is not None:
+        magics["load_ext"] = original
 
 
 def unload_ipython_extension(ip) -> None:
@@ -49,12 +88,15 @@ def unload_ipython_extension(ip) -> None:
     global _session, _closing
     if _session is not None:
         _session.close()
+        if getattr(_session, "tracebacks", None) is not None:
+            _session.tracebacks.remove()
         _session = None
     from ..runtime.serialization import set_filename_display
     set_filename_display(None)
+    _unwrap_load_ext(ip)
     magics = ip.magics_manager.magics           # %%remote must not start a new cluster
     magics["cell"].pop("remote", None)
-    for name in ("put", "get", "refs"):
+    for name in ("put", "get", "refs", "refbook"):
         magics["line"].pop(name, None)
 
     def finish(result=None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -29,6 +30,10 @@ def install(user: bool = False, prefix: str | None = None) -> str:
         os.mkdir(path)
         with open(os.path.join(path, "kernel.json"), "w") as f:
             json.dump(spec(), f, indent=2)
+        logos = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logos")
+        for size in (32, 64):       # Jupyter shows them in the launcher and the tab
+            name = f"logo-{size}x{size}.png"
+            shutil.copy(os.path.join(logos, name), os.path.join(path, name))
         return KernelSpecManager().install_kernel_spec(path, NAME, user=user, prefix=prefix)
 
 

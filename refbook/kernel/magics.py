@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
@@ -11,6 +12,7 @@ import refbook
 
 from .cellrun import run_cell
 from .cells import analyze
+from .restart import restart
 
 
 @magics_class
@@ -26,11 +28,13 @@ class RefbookMagics(Magics):
     @argument("--resources", default="", help="k=v,... custom resources")
     @argument("--retries", type=int, default=3, help="times to retry if the worker dies")
     @argument("--name", default=None, help="a name for the task")
+    @argument("--out", default=None, metavar="A,B",
+              help="only these names come back as refs (default: every name it assigns)")
     @cell_magic
     def remote(self, line, cell):
         """Run the cell as a task.  Notebook values it reads are shipped (refs by
-        reference: they arrive as values); every name it assigns comes back as an
-        ObjectRef owned by this kernel."""
+        reference: they arrive as values); every name it assigns (or only those of
+        --out) comes back as an ObjectRef owned by this kernel."""
         args = parse_argstring(self.remote, line)
         resources = {}
         for kv in filter(None, (p.strip() for p in args.resources.split(","))):
@@ -39,7 +43,15 @@ class RefbookMagics(Magics):
                 resources[k.strip()] = float(v)
             except ValueError:
                 raise ValueError(f"--resources takes k=v pairs with numbers, not {kv!r}") from None
-        reads, writes = analyze(cell)
+        reads, assigned = analyze(cell)
+        writes, kept = assigned, []
+        if args.out is not None:
+            writes = [n.strip() for n in args.out.split(",") if n.strip()]
+            missing = [n for n in writes if n not in assigned]
+            if missing:
+                raise UsageError(f"--out names {', '.join(missing)}, which the cell does "
+                                 f"not assign (it assigns: {', '.join(assigned) or 'nothing'})")
+            kept = [n for n in assigned if n not in writes]
         ns = self.shell.user_ns
         names = [n for n in reads if n in ns and not isinstance(ns[n], types.ModuleType)]
         modules = {n: ns[n].__name__ for n in reads
@@ -53,20 +65,44 @@ class RefbookMagics(Magics):
                                  max_retries=args.retries,
                                  num_returns=max(1, len(writes)),
                                  name=args.name or f"cell[{count}]")
+        line = None
+        if _session is not None and _session.cell is not None and _session.widgets \
+                and not args.wait:
+            line = _session.show_line(_session.cell, writes, kept, remote=True)
         try:
             refs = f.remote(cell, f"<remote cell [{count}]>", writes, modules, names,
                             *values)
-        except TypeError:
-            _name_unpicklable(names, values)
+        except BaseException as e:
+            if line is not None:
+                line.abandon()
+            if isinstance(e, TypeError):
+                _name_unpicklable(names, values)
             raise
         refs = refs if isinstance(refs, list) else [refs]
         for name, ref in zip(writes, refs, strict=False):
             ns[name] = ref
-        cell = _session.cell if _session is not None else None
-        if cell is not None and _session.widgets and not args.wait:
-            _session.show_line(cell, writes)
+        if line is not None:
+            line.remote_task = refs[0]._id[:16]
+            line.expecting = False
         if args.wait:
             refbook.get(refs)       # errors show here, with the cell's line numbers
+
+    @line_magic
+    def refbook(self, line):
+        """%refbook: the cluster's summary.
+        %refbook restart [--num-cpus N] [--object-store-memory SIZE] [--spill-dir PATH]
+                         [--resources k=v,...] [--memory-monitor-threshold F]:
+        shut the cluster down and start a new one with these options.  Refs of the old
+        cluster can no longer be read."""
+        from . import show_summary
+        cmd, _, rest = line.strip().partition(" ")
+        if cmd in ("", "status"):
+            show_summary(None)
+        elif cmd == "restart":
+            restart(self.shell, rest)
+        else:
+            raise UsageError(f"%refbook {cmd}: unknown; use %refbook or %refbook restart "
+                             f"[options] (%refbook? for help)")
 
     @line_magic
     def put(self, line):
@@ -90,49 +126,10 @@ class RefbookMagics(Magics):
     def refs(self, line):
         """%refs: the refs this notebook holds (name, state, size, node, owner, what
         holds it), then objects this kernel owns that no notebook name holds (kept by
-        a list, a closure, a running task...): they pin memory too."""
-        ns = self.shell.user_ns
-        objs = {o["object_id"]: o for o in refbook.objects()}
-        from ..runtime import core as core_mod
-        me = core_mod.current().me if core_mod.current() is not None else None
-        names: dict[str, list] = {}
-        for n, v in ns.items():
-            if isinstance(v, refbook.ObjectRef) and not n.startswith("_"):
-                names.setdefault(v.hex(), []).append(n)
-        rows = []
-        for hexid, ns_names in names.items():
-            rows.append((", ".join(ns_names), hexid, objs.get(hexid, {})))
-        for hexid, o in objs.items():
-            if hexid not in names and o.get("owner") == me:
-                rows.append(("(no name)", hexid, o))
-        if not rows:
-            print("no refs")
-            return
-        table = []
-        for label, hexid, o in rows:
-            holders = []
-            if o.get("local_refs"):
-                holders.append(f"{o['local_refs']} ref(s) here")
-            if o.get("submitted_refs"):
-                holders.append(f"{o['submitted_refs']} pending task(s)")
-            for t in o.get("lineage") or ():
-                made = [n for x in t["returns"] for n in names.get(x, ())]
-                holders.append(f"kept to rebuild {', '.join(made) or t['name']} (lineage)")
-            if o.get("borrowers"):
-                holders.append(f"{len(o['borrowers'])} borrower(s)")
-            size = o.get("size")
-            table.append((label, o.get("state", "borrowed"),
-                          "" if size is None else _fmt_size(size),
-                          ",".join(o.get("nodes") or []),
-                          "this kernel" if o.get("owner") == me else (o.get("owner") or "?"),
-                          "; ".join(holders), hexid))
-        heads = ("name", "state", "size", "node", "owner", "held by", "object id")
-        widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(heads[:-1])]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=False)) + "  object id"]
-        for r in table:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False))
-                         + "  " + r[-1])
-        print("\n".join(lines))
+        a list, a closure, a running task...): they pin memory too.  %refs -l: with
+        the full object ids."""
+        from .refstable import refs_table
+        print(refs_table(self.shell.user_ns, long="-l" in line.split()))
 
 
 def _name_unpicklable(names: list, values: list) -> None:
@@ -146,8 +143,3 @@ def _name_unpicklable(names: list, values: list) -> None:
             f"the cell reads notebook variable {name!r}, which cannot be shipped to a "
             f"worker: it cannot be pickled ({type(e).__name__}: {e}). Create it inside "
             f"the cell, or keep the work that needs it in the notebook.") from None
-
-
-def _fmt_size(n: int) -> str:
-    from ..widgets.live import fmt_bytes
-    return fmt_bytes(n)

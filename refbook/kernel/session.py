@@ -27,7 +27,7 @@ from ..runtime import core as core_mod
 class Cell:
     """The tasks one cell execution submitted: ``tasks`` maps task id to name."""
 
-    __slots__ = ("count", "parent", "tasks", "line", "out", "started")
+    __slots__ = ("count", "parent", "tasks", "line", "out", "started", "labels")
 
     def __init__(self, count: int, parent: dict | None):
         self.started = time.monotonic()
@@ -36,6 +36,7 @@ class Cell:
         self.tasks: dict[bytes, str] = {}
         self.line = None
         self.out = None
+        self.labels: dict[bytes, tuple] = {}   # task id -> (attempt, rebuilds) last shown
 
     def add(self, task_id: bytes, name: str) -> None:
         self.tasks[task_id] = name
@@ -62,6 +63,7 @@ class NotebookSession:
         self._count_offset = 1 if IPython.version_info[0] >= 9 else 0
         self.widgets = _widgets_ok(ip)
         self.refresher = None
+        self.tracebacks = None
         if self.widgets:
             from ..widgets.live import Refresher
             from ..widgets.progress import WidgetProgress
@@ -85,6 +87,12 @@ class NotebookSession:
             core.output_sink = self.on_output
             core.defer_sigint = True
         return core
+
+    def attach_new_core(self) -> None:
+        """After ``%refbook restart``: tasks of the running cell go to the new core."""
+        core = self._attach()
+        if core is not None:
+            core.task_context = self.cell
 
     def close(self) -> None:
         for name, fn in (("pre_run_cell", self.pre_run_cell),
@@ -148,18 +156,36 @@ class NotebookSession:
             # from now on the frontend puts this cell's late messages in the widget
             cell.out.msg_id = cell.parent["header"]["msg_id"]
 
-    def show_line(self, cell: Cell, outputs=()) -> None:
+    def show_line(self, cell: Cell, outputs=(), kept=(), remote: bool = False):
         """A live status line under the cell, with an output area below it for what
-        its tasks print after the cell finished."""
+        its tasks print after the cell finished.  ``outputs``: the names that became
+        refs (``kept``: those the cell assigns that stay on the worker).  ``remote``: a
+        ``%%remote`` cell, shown before its task is submitted (so that everything the
+        task prints lands below the line) and whose error is shown here; set
+        ``line.remote_task`` once it is submitted, or call ``line.abandon()``."""
         import ipywidgets
 
         from ..widgets.live import CellLine, plain, show
-        line = CellLine(self.core, cell, outputs)
+        out = ipywidgets.Output()
+
+        def on_failed(tid, name):
+            if tid == line.remote_task:
+                from .errors import error_output
+                err = self.core.task_error(tid) if self.core is not None else None
+                if err is not None:
+                    out.outputs = (*out.outputs, error_output(name, err))
+        line = CellLine(self.core, cell, outputs, kept, on_failed if remote else None)
+        line.expecting = remote
         cell.line = line
-        cell.out = ipywidgets.Output()
+        cell.out = out
         line.refresh()
         show(ipywidgets.VBox([line.widget, cell.out]), plain(line.last or ""))
+        if remote and cell.parent is not None:
+            # the cell itself prints nothing more: from now on (not before, or the
+            # widget would capture its own display) its task's output goes below the line
+            out.msg_id = cell.parent["header"]["msg_id"]
         self.refresher.add(line)
+        return line
 
     # -- output from tasks ----------------------------------------------------------
     def on_output(self, task_id: bytes, stream: str, text: str) -> None:
@@ -172,6 +198,10 @@ class NotebookSession:
             return
         name = "stderr" if stream == "err" else "stdout"
         k = self.kernel
+        header = _attempt_header(core, cell, task_id)
+        if header:
+            k.session.send(k.iopub_socket, "stream", {"name": "stdout", "text": header},
+                           parent=parent, ident=b"stream.stdout")
         k.session.send(k.iopub_socket, "stream", {"name": name, "text": text},
                        parent=parent, ident=f"stream.{name}".encode())
 
@@ -186,6 +216,25 @@ class NotebookSession:
         line.show()
         self.refresher.add(line)
         return True
+
+
+def _attempt_header(core, cell: Cell, task_id: bytes) -> str | None:
+    """A line before the first output of a retried or rebuilt task's new run."""
+    info = core.task_attempt(task_id)
+    if info is None:
+        return None
+    key = (info["attempt"], info["rebuilds"])
+    last = cell.labels.get(task_id)
+    cell.labels[task_id] = key
+    if key == last or key == (1, 0):
+        return None
+    name = cell.tasks.get(task_id, "task")
+    if info["rebuilds"] and key[1] != (last or (0, 0))[1]:
+        return (f"\u2500\u2500 {name}: re-run to rebuild its lost result "
+                f"(rebuild {info['rebuilds']}) \u2500\u2500\n")
+    why = info["retried_because"] or "an error"
+    return (f"\u2500\u2500 {name}: attempt {info['attempt']} (retried after {why}) "
+            f"\u2500\u2500\n")
 
 
 def holds_refs(v) -> bool:

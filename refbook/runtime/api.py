@@ -7,7 +7,6 @@ import atexit
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -15,6 +14,7 @@ import time
 import psutil
 
 from .. import exceptions as exc
+from ..units import fmt_bytes
 from . import context
 from . import core as core_mod
 from . import protocol as P
@@ -52,6 +52,8 @@ class Session:
                  spill_dir: str | None, memory_threshold: float):
         self.num_cpus = num_cpus
         self.capacity = capacity
+        self.resources = resources
+        self.memory_threshold = memory_threshold
         self.dir = tempfile.mkdtemp(prefix="refbook-")
         self.spill_dir = spill_dir or os.path.join(self.dir, "spill")
         self.node_id = os.urandom(4).hex()
@@ -271,6 +273,10 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
     global _session
     with _lock:
         if _session is not None:
+            from .reinit import warn_ignored
+            warn_ignored(_session, num_cpus=num_cpus, object_store_memory=object_store_memory,
+                          spill_dir=spill_dir, address=address, resources=resources,
+                          memory_monitor_threshold=memory_monitor_threshold)
             return RuntimeContext(_session)
         unknown = set(kwargs) - {"ignore_reinit_error", "include_dashboard",
                                  "logging_level", "log_to_driver", "namespace"}
@@ -279,6 +285,7 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
         address = address or os.environ.get("REFBOOK_ADDRESS")
         if address:
             _session = JoinedSession(address, None)
+            _session.joined = address
             core_mod.set_current(_session.core)
             return RuntimeContext(_session)
         if num_cpus is None:
@@ -312,9 +319,9 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
                            memory_monitor_threshold)
         core_mod.set_current(_session.core)
         if log_to_stderr and not os.environ.get("REFBOOK_QUIET"):
+            # stdout: information, not an error (Jupyter shows stderr in a pink box)
             print(f"refbook: local cluster with {num_cpus} CPU(s), object store "
-                  f"{object_store_memory / 2**30:.2f} GiB, spilling to {_session.spill_dir}",
-                  file=sys.stderr)
+                  f"{fmt_bytes(object_store_memory)}, spilling to {_session.spill_dir}")
         return RuntimeContext(_session)
 
 

@@ -106,6 +106,8 @@ class Failures:
             if t.task_id in self.tm.tasks:
                 self.recovery.event("task_retried", task_id=t.task_id.hex(), task=t.name,
                                     attempt=t.attempts, reason=reason)
+                self.recovery.note_retry(t.task_id, t.attempts + 1,
+                                         "ran out of memory" if oom else "worker died")
         self.actors.process_died(addr, reason)
         self._apply(fx)
         self._do(follow)

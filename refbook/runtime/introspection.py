@@ -108,6 +108,25 @@ class Introspection:
             return "failed", None, self._error_name(err)
         return "done", (e[1] if e[0] == STORED else None), None
 
+    def task_attempt(self, task_id: bytes) -> dict | None:
+        """How often a task this process submitted ran: ``attempt`` (1 for the first
+        run), ``rebuilds`` (times it ran again to rebuild lost outputs) and
+        ``retried_because`` (why the last retry happened, or None).  None once the task
+        is forgotten (finished and no lineage kept)."""
+        with self.lock:
+            t = self.tm.tasks.get(task_id) or self.recovery.tasks.get(task_id)
+            if t is None:
+                return None
+            next_attempt, why = self.recovery.retried.get(task_id, (0, None))
+            return {"attempt": max(t.attempts, next_attempt, 1), "rebuilds": t._rebuilds,
+                    "retried_because": why}
+
+    def task_error(self, task_id: bytes) -> BaseException | None:
+        """The error a failed task ended with (its first return value), else None."""
+        with self.lock:
+            e = self.values.get(object_id(task_id, 0))
+        return e[1] if e is not None and e[0] == ERROR else None
+
     @staticmethod
     def _error_name(err) -> str:
         cls = getattr(err, "cause_cls", None)

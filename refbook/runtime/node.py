@@ -175,7 +175,7 @@ class NodeManager:
     # -- workers -------------------------------------------------------------------------
     def start_worker(self) -> None:
         self._n += 1
-        name = f"w-{os.urandom(6).hex()}"
+        name = f"w-{self._n}-{os.urandom(6).hex()}"     # "worker 3" in the notebook
         if self.bind_host:
             from .transport import free_port
             port = free_port(self.bind_host)

@@ -44,10 +44,17 @@ class Recovery:
         self.rebuilding: set[bytes] = set()        # outputs being made again
         self.released_by_user: set[bytes] = set()  # lineage dropped by release_lineage()
         self.events: deque = deque(maxlen=10_000)
+        self.retried: dict[bytes, tuple] = {}     # task id -> (next attempt, why)
 
     def event(self, kind: str, **fields) -> None:
         self.events.append({"time": time.time(), "kind": kind,
                             "node_id": self.core.node_id, "owner": self.core.me, **fields})
+
+    def note_retry(self, task_id: bytes, attempt: int, why: str) -> None:
+        """A task runs again (``attempt``) because ``why``: for the notebook's views."""
+        self.retried[task_id] = (attempt, why)
+        if len(self.retried) > 10_000:
+            del self.retried[next(iter(self.retried))]
 
     # -- keeping lineage -----------------------------------------------------------------------
     def keep(self, task: Task) -> None:

@@ -13,6 +13,8 @@ import html
 import threading
 import time
 
+from ..units import fmt_bytes
+
 _STYLE = ("font-family: var(--jp-code-font-family, monospace); font-size: 12px; "
           "line-height: 1.6; color: var(--jp-ui-font-color1, #333)")
 _DOT = {"waiting": "#9e9e9e", "queued": "#9e9e9e", "pending": "#9e9e9e",
@@ -20,14 +22,6 @@ _DOT = {"waiting": "#9e9e9e", "queued": "#9e9e9e", "pending": "#9e9e9e",
         "cancelled": "#fb8c00", "freed": "#9e9e9e", "ready": "#43a047"}
 
 
-def fmt_bytes(n) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def status_of(core, task_id: bytes) -> tuple[str, str | None, str | None]:
@@ -58,12 +52,14 @@ def show(widget, text: str) -> None:
 
 
 class Line:
-    """One live line.  ``text()`` returns ``(html, final)``."""
+    """One live line.  ``text()`` returns ``(html, final)``; a line that sets ``slow``
+    changes rarely and is refreshed at the refresher's slow pace."""
 
     def __init__(self):
         import ipywidgets
         self.widget = ipywidgets.HTML()
         self.last = None
+        self.slow = False
 
     def refresh(self) -> bool:
         """Update the widget; False once the line will not change any more."""
@@ -89,8 +85,13 @@ class Line:
 class CellLine(Line):
     """Under a cell: the state of the tasks it submitted."""
 
-    def __init__(self, core, cell, outputs=()):
+    def __init__(self, core, cell, outputs=(), kept=(), on_failed=None):
         self.core, self.cell, self.outputs = core, cell, list(outputs)
+        self.kept = list(kept)
+        self.on_failed = on_failed        # (task id, name) of a task that failed
+        self.retries: dict[bytes, str] = {}   # task id -> "retried after ... (attempt n)"
+        self.remote_task = None   # the task of a %%remote cell (its errors show below)
+        self.expecting = False    # shown before its task is submitted
         self.since = getattr(cell, "started", None) or time.monotonic()
         self.ended = None
         self.seen: dict[bytes, None] = {}     # task ids in submission order
@@ -104,21 +105,26 @@ class CellLine(Line):
         for tid, name in list(self.cell.tasks.items())[len(self.seen):]:
             self.seen[tid] = None
             self.open[tid] = name
+            if self.expecting and self.remote_task is None:
+                self.remote_task = tid          # before anyone can see it fail
         live: dict[str, int] = {}
         first_open = None
         sample = list(self.open.items())[:2000]   # tasks mostly finish in order
         for tid, name in sample:
             st = status_of(self.core, tid)
+            self._retry(tid)
             if st[0] in ("done", "failed", "cancelled"):
                 del self.open[tid]
                 self.closed.append((name, *st))
                 self.counts[st[0]] = self.counts.get(st[0], 0) + 1
+                if st[0] == "failed" and self.on_failed is not None:
+                    self.on_failed(tid, name)
             else:
                 live[st[0]] = live.get(st[0], 0) + 1
                 first_open = first_open or (name, *st)
         states = self.closed[:1] if first_open is None else [first_open]
         if not self.seen:
-            return "", True
+            return "", not self.expecting
         final = not self.open
         if final and self.ended is None:
             self.ended = time.monotonic()
@@ -131,9 +137,10 @@ class CellLine(Line):
             if detail:
                 parts.append(f"({html.escape(detail)})")
             parts.append(f"{'in' if final else 'for'} {took:.2f} s")
-            if state == "done" and self.outputs:
-                parts.append("&rarr; " + ", ".join(html.escape(o) for o in self.outputs))
-            return " ".join(parts), final
+            tid = next(iter(self.seen))
+            if tid in self.retries:
+                parts.append(f"&middot; {html.escape(self.retries[tid])}")
+            return " ".join(parts) + self._names(), final
         counts = dict(self.counts)
         for k, n in live.items():
             counts[k] = counts.get(k, 0) + n
@@ -143,8 +150,31 @@ class CellLine(Line):
         worst = next((k for k in ("failed", "cancelled", "running", "queued", "waiting",
                                   "pending") if k in counts), "done")
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-        return (f"{dot(worst)} <b>{len(self.seen)} tasks</b> from this cell: {summary} "
+        retried = len(self.retries)
+        more = f", {retried} retried after a worker died" if retried else ""
+        return (f"{dot(worst)} <b>{len(self.seen)} tasks</b> from this cell: {summary}{more} "
                 f"({'in' if final else 'for'} {took:.2f} s)"), final
+
+    def abandon(self) -> None:
+        """The task this line waited for was never submitted."""
+        self.expecting = False
+
+    def _retry(self, tid: bytes) -> None:
+        """Note "retried after worker died (attempt 2)" once a task ran again."""
+        info = self.core.task_attempt(tid)
+        if info is not None and info["attempt"] > 1 and info["retried_because"]:
+            self.retries[tid] = (f"retried after {info['retried_because']} "
+                                 f"(attempt {info['attempt']})")
+
+    def _names(self) -> str:
+        """Which names of a %%remote cell became refs (and which stayed behind)."""
+        out = ""
+        if self.outputs:
+            out += " &middot; refs: " + ", ".join(html.escape(o) for o in self.outputs)
+        if self.kept:
+            out += (' <span style="opacity:0.7">(not returned: '
+                    + ", ".join(html.escape(o) for o in self.kept) + ")</span>")
+        return out
 
 
 class RefLine(Line):
@@ -155,7 +185,13 @@ class RefLine(Line):
         super().__init__()
 
     def text(self) -> tuple[str, bool]:
+        from ..runtime import core as core_mod
+        if core_mod.current() is not self.core:
+            return (f"{dot('freed')} <b>ObjectRef</b> {self.oid.hex()} of a cluster that "
+                    f"was shut down"), True
         i = ref_info(self.core, self.oid)
+        # a ready ref changes only when it is freed (or spilled...): look now and then
+        self.slow = i["state"] in ("ready", "failed")
         parts = [dot(i["state"]), f"<b>ObjectRef</b> {i['id']}", i["state"]]
         if i["detail"]:
             parts.append(f"({html.escape(i['detail'])})")
@@ -164,7 +200,7 @@ class RefLine(Line):
         if i["where"]:
             parts.append(html.escape(i["where"]))
         parts.append(f"&middot; made by {html.escape(i['made_by'])}")
-        return " ".join(parts), i["state"] in ("ready", "failed", "freed")
+        return " ".join(parts), i["state"] == "freed"
 
 
 class ClusterLine(Line):
@@ -227,10 +263,11 @@ class Refresher:
                 if self._stop:
                     return
                 lines = list(self.lines)
-                slow = list(self.slow_lines) if time.monotonic() >= next_slow else []
-            if slow:
+                tick = time.monotonic() >= next_slow
+                slow = list(self.slow_lines) if tick else []
+            if tick:
                 next_slow = time.monotonic() + self.slow
-            done = [ln for ln in lines if not ln.refresh()]
+            done = [ln for ln in lines if (tick or not ln.slow) and not ln.refresh()]
             for ln in slow:
                 ln.refresh()
             with self._cv:

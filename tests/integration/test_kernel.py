@@ -9,22 +9,7 @@ import psutil
 import pytest
 
 jupyter_client = pytest.importorskip("jupyter_client")
-
-
-@pytest.fixture
-def kernel():
-    from jupyter_client.manager import KernelManager
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env=dict(os.environ, REFBOOK_QUIET="1"))
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
-    try:
-        yield km, kc
-    finally:
-        kc.stop_channels()
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
+# the `kernel` fixture (a real IPython kernel) is in conftest.py
 
 
 class Messages:
@@ -161,6 +146,21 @@ def test_refs_names_lineage_as_what_keeps_a_deleted_put_and_release_lineage_free
     assert err is None and out.split() == ["True", "True"], (out, err)
     out, err = run(kc, "%refs")
     assert "(no name)" not in out and "lineage" not in out, out
+
+
+def test_a_ref_from_before_a_restart_says_so_in_refs_and_raises_at_once(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    run(kc, "old = refbook.put(41)")
+    out, err = run(kc, "%refbook restart --num-cpus 1")
+    assert err is None, err
+    out, err = run(kc, "%refs")
+    row = next(line for line in out.splitlines() if line.startswith("old "))
+    assert "gone (its cluster was shut down)" in row, out
+    out, err = run(kc, "import time\nt = time.time()\ntry:\n    refbook.get(old)\n"
+                       "except refbook.exceptions.ClusterShutdownError as e:\n"
+                       "    print('raised', time.time() - t < 2)")
+    assert out.strip() == "raised True", (out, err)
 
 
 def test_independent_remote_cells_run_concurrently(kernel):
