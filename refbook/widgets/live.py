@@ -140,7 +140,7 @@ class CellLine(Line):
             tid = next(iter(self.seen))
             if tid in self.retries:
                 parts.append(f"&middot; {html.escape(self.retries[tid])}")
-            return " ".join(parts) + self._names(), final
+            return " ".join(parts) + self._names(failed=state == "failed"), final
         counts = dict(self.counts)
         for k, n in live.items():
             counts[k] = counts.get(k, 0) + n
@@ -166,11 +166,13 @@ class CellLine(Line):
             self.retries[tid] = (f"retried after {info['retried_because']} "
                                  f"(attempt {info['attempt']})")
 
-    def _names(self) -> str:
-        """Which names of a %%remote cell became refs (and which stayed behind)."""
+    def _names(self, failed: bool = False) -> str:
+        """Which names of a %%remote cell became refs (and which stayed behind); after
+        a failure those refs hold the error, and ``get`` raises it."""
         out = ""
         if self.outputs:
-            out += " &middot; refs: " + ", ".join(html.escape(o) for o in self.outputs)
+            label = "refs holding the error" if failed else "refs"
+            out += f" &middot; {label}: " + ", ".join(html.escape(o) for o in self.outputs)
         if self.kept:
             out += (' <span style="opacity:0.7">(not returned: '
                     + ", ".join(html.escape(o) for o in self.kept) + ")</span>")

@@ -89,6 +89,7 @@ def test_failed_retried_and_interrupted_cells(lab, page):
     failed, retried, interrupted = outs[1], outs[2], outs[3]
     assert "ZeroDivisionError" in failed and "<remote cell [2]>" in failed
     assert "total = sum(rows) / (len(rows) - 3)" in failed
+    assert "refs holding the error: rows, total" in failed
     assert "retried after worker died (attempt 2)" in retried, retried
     assert retried.count("loading part 1") == 2 and "attempt 2" in retried
     assert "refs: data" in retried
