@@ -27,6 +27,7 @@ import zmq
 from . import protocol as P
 from .arena import Arena
 from .head import Membership, choose_node
+from .launch import read_secret_fd
 from .monitor import MemoryMonitor, TaskInfo
 from .scheduler import LeaseScheduler, fits
 from .storeserver import StoreServer
@@ -564,7 +565,7 @@ class NodeManager:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    secret = bytes.fromhex(os.environ.pop("REFBOOK_SECRET"))
+    secret = read_secret_fd(cfg.pop("secret_fd"))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s node %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
