@@ -4,7 +4,8 @@ Every process binds one PULL *inbox* at its address and keeps one PUSH socket pe
 it sends to; a message is a one-way send into the peer's inbox (replies are sends the
 other way).  One send lock covers every outgoing socket, so each connection is FIFO and
 sequence numbers increase strictly (see protocol.py).  Only the I/O thread reads the
-inbox.  Frames that fail authentication are logged and dropped.
+inbox.  Frames that fail authentication are dropped and counted (gate.DropLog); on
+TCP, a peer must pass a handshake first (gate.py), and caps bound what it can send.
 """
 
 from __future__ import annotations
@@ -15,20 +16,41 @@ import threading
 import zmq
 
 from . import protocol
+from .gate import DropLog, HandshakeCheck, connect_securely, serve_securely
 from .protocol import RejectedMessage, Signer, Verifier, encode, tag_for
 
 log = logging.getLogger("refbook.transport")
 
+# Caps on what a listening socket takes in, enforced by libzmq before any check of ours.
+# ``MAXMSGSIZE`` bounds one frame (and, on TCP, what a connection may hold before it has
+# passed the handshake: see gate.py); ``RCVHWM`` bounds the messages queued here per
+# peer (a full queue stops reading that peer's connection, whose sender keeps the rest:
+# nothing is lost, and the peers are read in turn, so one cannot starve the others).
+MAX_FRAME = 256 << 20        # a process's inbox: a batch of inline values or task specs
+NODE_MAX_FRAME = 16 << 20    # a node manager's inbox on TCP: object chunks (4 MiB,
+                             # storeserver.CHUNK) and small control messages
+RPC_MAX_FRAME = 1 << 20      # a node manager's request port: ALLOC and PIN requests
+INBOX_HWM = 1000             # messages queued per peer
+MAX_DRAIN = 512              # messages read from one socket before others get a turn
+
 
 class Transport:
     def __init__(self, address: str, secret: bytes, tag: bytes, bind: bool = True,
-                 aliases: tuple = ()):
+                 aliases: tuple = (), max_frame: int = MAX_FRAME):
         self.address = address
         self.ctx = zmq.Context()
+        self._tcp = address.startswith("tcp://")
+        self.drops = DropLog(log, address)
+        self._handshake = None
+        if self._tcp and bind:
+            self._handshake = HandshakeCheck(self.ctx, secret,
+                                             DropLog(log, address, what="connection"))
         self.inbox = self.ctx.socket(zmq.PULL)
         self.inbox.setsockopt(zmq.LINGER, 0)
-        self.inbox.setsockopt(zmq.RCVHWM, 0)
-        self.inbox.setsockopt(zmq.MAXMSGSIZE, 256 << 20)
+        self.inbox.setsockopt(zmq.RCVHWM, INBOX_HWM)
+        self.inbox.setsockopt(zmq.MAXMSGSIZE, max_frame)
+        if self._tcp:
+            serve_securely(self.inbox)
         if bind:
             self.inbox.bind(endpoint(address))
         self._signer = Signer(secret, tag)
@@ -68,7 +90,10 @@ class Transport:
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 10)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
-        s.connect(endpoint(addr))
+        ep = endpoint(addr)
+        if ep.startswith("tcp://"):
+            connect_securely(s, self._secret)
+        s.connect(ep)
         peer = self._peers[addr] = (s, tag_for(addr))
         return peer
 
@@ -90,8 +115,9 @@ class Transport:
         try:
             return self._verifier.verify(frames)
         except RejectedMessage as e:
+            # cheap: counted, and reported at most every few seconds (gate.DropLog)
             self.rejected += 1
-            log.warning("dropped a message on %s: %s", self.address, e)
+            self.drops.drop(self._peer, e)
             return None
 
     # -- synchronous requests ------------------------------------------------------
@@ -104,7 +130,10 @@ class Transport:
         """Bind a ROUTER at ``rpc_address(self.address)`` for synchronous requests."""
         self.rpc = self.ctx.socket(zmq.ROUTER)
         self.rpc.setsockopt(zmq.LINGER, 0)
-        self.rpc.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        self.rpc.setsockopt(zmq.MAXMSGSIZE, RPC_MAX_FRAME)
+        self.rpc.setsockopt(zmq.RCVHWM, INBOX_HWM)
+        if self._tcp:
+            serve_securely(self.rpc)
         self.rpc.bind(endpoint(rpc_address(self.address)))
         self._rpc_verifier = Verifier(self._secret, tag_for(rpc_address(self.address)))
 
@@ -113,13 +142,13 @@ class Transport:
         frames = self.rpc.recv_multipart(zmq.NOBLOCK)
         if len(frames) != 3:
             self.rejected += 1
-            log.warning("dropped a request on %s: %d frames", self.address, len(frames))
+            self.drops.drop(self._peer, f"a request of {len(frames)} frames")
             return None
         try:
             return frames[0], self._rpc_verifier.verify(frames[1:])
         except RejectedMessage as e:
             self.rejected += 1
-            log.warning("dropped a request on %s: %s", self.address, e)
+            self.drops.drop(self._peer, e)
             return None
 
     def reply_rpc(self, identity: bytes, reply_to: str, msg: tuple) -> None:
@@ -144,7 +173,10 @@ class Transport:
                                     "verifier": Verifier(self._secret, tag_for(me))}
         target = rpc_address(addr)
         if target not in st["peers"]:
-            st["sock"].connect(endpoint(target))
+            ep = endpoint(target)
+            if ep.startswith("tcp://"):
+                connect_securely(st["sock"], self._secret)
+            st["sock"].connect(ep)
             st["peers"].add(target)
         st["sock"].send_multipart(st["signer"].sign(tag_for(target), encode(msg_for(st["me"]))))
         deadline_ms = int(timeout * 1000)
@@ -159,7 +191,18 @@ class Transport:
                 return st["verifier"].verify(frames)
             except RejectedMessage as e:
                 self.rejected += 1
-                log.warning("dropped a reply on %s: %s", st["me"], e)
+                self.drops.drop(self._peer, e)
+
+    @property
+    def _peer(self) -> str:
+        # Past the TCP handshake only holders of the token remain; on ipc, processes of
+        # this user.  Which one sent a bad frame is not known without asking libzmq for
+        # every frame's properties, a cost on every message: they are counted together.
+        return "a peer past the handshake" if self._tcp else "a local process"
+
+    def tick(self, now: float) -> None:
+        """Write the report of dropped frames if one is due."""
+        self.drops.tick(now)
 
     def close(self) -> None:
         if self.rpc is not None:
