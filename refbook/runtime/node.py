@@ -55,8 +55,10 @@ class NodeManager:
         self.transport.serve_rpc()
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
+        hard = int(os.environ.get("REFBOOK_MAX_WORKERS", 0)) or max(64, 16 * num_cpus)
         self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8),
-                                    pool_size=num_cpus,
+                                    pool_size=num_cpus, hard_max=hard,
+                                    hard_max_name="REFBOOK_MAX_WORKERS",
                                     lease_base=int.from_bytes(os.urandom(3), "big") << 32)
         # membership: the head keeps the table; every node keeps the latest view
         self.head = cfg.get("head_address")             # None: this node is the head
