@@ -31,7 +31,7 @@ from .launch import read_secret_fd
 from .monitor import MemoryMonitor, TaskInfo
 from .scheduler import LeaseScheduler, fits
 from .storeserver import StoreServer
-from .transport import MAX_DRAIN, NODE_MAX_FRAME, Transport
+from .transport import MAX_DRAIN, Transport
 from .zygote import Zygote
 
 log = logging.getLogger("refbook.node")
@@ -50,8 +50,7 @@ class NodeManager:
         if self.bind_host and cfg.get("head_address") is None:
             from .transport import endpoint
             aliases = (endpoint(self.address),)         # how other hosts first reach us
-        self.transport = Transport(self.address, secret, os.urandom(8), aliases=aliases,
-                                   **({"max_frame": NODE_MAX_FRAME} if self.bind_host else {}))
+        self.transport = Transport(self.address, secret, os.urandom(8), aliases=aliases)
         self.transport.serve_rpc()
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}

@@ -26,9 +26,8 @@ log = logging.getLogger("refbook.transport")
 # passed the handshake: see gate.py); ``RCVHWM`` bounds the messages queued here per
 # peer (a full queue stops reading that peer's connection, whose sender keeps the rest:
 # nothing is lost, and the peers are read in turn, so one cannot starve the others).
-MAX_FRAME = 256 << 20        # a process's inbox: a batch of inline values or task specs
-NODE_MAX_FRAME = 16 << 20    # a node manager's inbox on TCP: object chunks (4 MiB,
-                             # storeserver.CHUNK) and small control messages
+MAX_FRAME = 16 << 20         # an inbox: object chunks (4 MiB, storeserver.CHUNK) and
+                             # envelope parts (8 MiB, protocol.PART)
 RPC_MAX_FRAME = 1 << 20      # a node manager's request port: ALLOC and PIN requests
 INBOX_HWM = 1000             # messages queued per peer
 MAX_DRAIN = 512              # messages read from one socket before others get a turn
@@ -109,7 +108,8 @@ class Transport:
         frames = [sock.recv(flags)]
         if sock.getsockopt(zmq.RCVMORE):
             frames.append(sock.recv())
-            # a third frame is raw data, up to 16 MiB: read it in place, without a copy
+            # a third frame is raw data (or the rest of an envelope in parts), up to
+            # MAX_FRAME: read it in place, without a copy
             while sock.getsockopt(zmq.RCVMORE):
                 frames.append(sock.recv(copy=False).buffer)
         try:
