@@ -106,6 +106,9 @@ class HandshakeCheck:
         sock = self._sock
         try:
             while True:
+                if not sock.poll(1000):
+                    self._drops.tick(time.monotonic())     # report refusals when due
+                    continue
                 frames = sock.recv_multipart()
                 ok = False
                 peer = "?"

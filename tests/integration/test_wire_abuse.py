@@ -244,3 +244,62 @@ def test_messages_larger_than_the_frame_cap_still_pass(head):
     blobs = [os.urandom(90_000) for _ in range(300)]
     refs = [s.take.remote(b) for b in blobs]
     assert refbook.get(refs, timeout=60) == [90_000] * 300
+
+
+LOCAL_FLOOD = textwrap.dedent("""
+    import os, sys, time
+    import zmq
+    os.nice(19)
+    ctx = zmq.Context()
+    socks = []
+    for addr in sys.argv[2:]:
+        s = ctx.socket(zmq.DEALER if addr.endswith("-rpc") else zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(addr)
+        socks.append(s)
+    n = 0
+    deadline = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < deadline:
+        for s in socks:
+            for _ in range(500):
+                try:
+                    s.send_multipart([b"x" * 32, b"y" * 40], zmq.NOBLOCK)
+                    n += 1
+                except zmq.Again:
+                    break
+        time.sleep(0.0005)
+    print(n)
+""")
+
+
+def test_a_flood_of_bad_frames_from_a_local_process_is_dropped_cheaply(fresh_cluster):
+    # Past the handshake (here: ipc, a process of this user), frames with a bad MAC
+    # are counted and reported in aggregate, a bounded number per turn
+    ctx = fresh_cluster
+    log = os.path.join(ctx.session_dir, "logs", "node.log")
+    nm = refbook.nodes()[0]
+    proc = psutil.Process(nm["pid"])
+    sock_dir = os.path.join(ctx.session_dir, f"n-{ctx.node_id}")
+    targets = [f"ipc://{sock_dir}/nm", f"ipc://{sock_dir}/nm-rpc"]
+    latencies(100)
+    rss0, log0 = proc.memory_info().rss, os.path.getsize(log)
+    flood = subprocess.Popen([sys.executable, "-c", LOCAL_FLOOD, "6", *targets],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)
+        t = time.monotonic()
+        assert len(latencies(200)) == 200
+        assert refbook.get(refbook.put(b"z" * (1 << 20))) == b"z" * (1 << 20)  # ALLOC, PIN
+        served = time.monotonic() - t
+        sent = int(flood.communicate(timeout=30)[0])
+    finally:
+        if flood.poll() is None:
+            flood.kill()
+            flood.wait()
+    grown = os.path.getsize(log) - log0
+    print(f"{sent:,} bad frames; log +{grown} B; rss +"
+          f"{(proc.memory_info().rss - rss0) / 2**20:.1f} MB; 200 tasks in {served:.2f} s")
+    assert sent > 10_000
+    assert grown < 10_000
+    assert proc.memory_info().rss - rss0 < RSS_BOUND
+    assert served < 10
