@@ -40,6 +40,8 @@ class Transport:
         self.ctx = zmq.Context()
         self._tcp = address.startswith("tcp://")
         self.drops = DropLog(log, address)
+        self._suspect = False               # bad frames lately: see recv
+        self._drops_seen = 0
         self._handshake = None
         if self._tcp and bind:
             self._handshake = HandshakeCheck(self.ctx, secret,
@@ -105,7 +107,14 @@ class Transport:
     def recv(self, flags: int = 0):
         """Return one verified message tuple, or None if the frames were rejected."""
         sock = self.inbox
-        frames = [sock.recv(flags)]
+        first = None
+        if self._suspect:
+            # bad frames came lately: keep the first frame's properties, to tell who
+            # sends them (a little slower, so only then)
+            first = sock.recv(flags, copy=False)
+            frames = [first.bytes]
+        else:
+            frames = [sock.recv(flags)]
         if sock.getsockopt(zmq.RCVMORE):
             frames.append(sock.recv())
             # a third frame is raw data (or the rest of an envelope in parts), up to
@@ -117,7 +126,8 @@ class Transport:
         except RejectedMessage as e:
             # cheap: counted, and reported at most every few seconds (gate.DropLog)
             self.rejected += 1
-            self.drops.drop(self._peer, e)
+            self._suspect = True
+            self.drops.drop(self._peer_of(first), e)
             return None
 
     # -- synchronous requests ------------------------------------------------------
@@ -196,13 +206,24 @@ class Transport:
     @property
     def _peer(self) -> str:
         # Past the TCP handshake only holders of the token remain; on ipc, processes of
-        # this user.  Which one sent a bad frame is not known without asking libzmq for
-        # every frame's properties, a cost on every message: they are counted together.
+        # this user.  Who sent a frame is known only from its properties (see recv).
         return "a peer past the handshake" if self._tcp else "a local process"
 
+    def _peer_of(self, frame) -> str:
+        if frame is not None and self._tcp:
+            try:
+                return frame.get("Peer-Address") or self._peer
+            except zmq.ZMQError:
+                pass
+        return self._peer
+
     def tick(self, now: float) -> None:
-        """Write the report of dropped frames if one is due."""
+        """Write the report of dropped frames if one is due; stop looking at frames'
+        properties once a tick has passed without a bad one."""
         self.drops.tick(now)
+        if self._suspect:
+            self._suspect = self.drops.total != self._drops_seen
+            self._drops_seen = self.drops.total
 
     def close(self) -> None:
         if self.rpc is not None:

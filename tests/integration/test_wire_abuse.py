@@ -303,3 +303,49 @@ def test_a_flood_of_bad_frames_from_a_local_process_is_dropped_cheaply(fresh_clu
     assert grown < 10_000
     assert proc.memory_info().rss - rss0 < RSS_BOUND
     assert served < 10
+
+
+def test_bad_frames_past_the_handshake_are_counted_per_peer(caplog):
+    import logging
+
+    import zmq
+
+    from refbook.runtime.gate import PLAIN_USER, handshake_token
+    from refbook.runtime.transport import Transport, endpoint, free_port
+    secret = os.urandom(32)
+    addr = f"tcp://127.0.0.1:{free_port('127.0.0.1')}/n-test/nm"
+    t = Transport(addr, secret, os.urandom(8))
+    ctx = zmq.Context()
+    socks = []
+    for password in (handshake_token(secret), b"wrong" * 6):
+        s = ctx.socket(zmq.PUSH)
+        s.setsockopt(zmq.LINGER, 0)
+        s.plain_username, s.plain_password = PLAIN_USER, password
+        s.connect(endpoint(addr))
+        socks.append(s)
+    try:
+        with caplog.at_level(logging.WARNING, "refbook.transport"):
+            good, wrong = socks
+            for _ in range(1000):
+                good.send_multipart([b"x" * 32, b"y" * 40])
+                try:
+                    wrong.send_multipart([b"x" * 32, b"y" * 40], zmq.NOBLOCK)
+                except zmq.Again:                  # refused: nowhere to queue it
+                    pass
+            deadline = time.monotonic() + 10
+            while t.rejected < 1000 and time.monotonic() < deadline:
+                if t.inbox.poll(100):
+                    t.recv(zmq.NOBLOCK)
+            time.sleep(0.3)
+            assert not t.inbox.poll(100)           # nothing from the wrong password
+            t.drops.report(time.monotonic())
+        lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+        assert t.rejected == 1000
+        assert any("from 127.0.0.1" in line and "bad frames" in line for line in lines)
+        assert any("bad connection from 127.0.0.1" in line for line in lines)
+        assert len(lines) <= 4, lines
+    finally:
+        for s in socks:
+            s.close(linger=0)
+        ctx.term()
+        t.close()
