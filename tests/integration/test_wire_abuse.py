@@ -195,6 +195,9 @@ def test_a_head_under_unauthenticated_attack_keeps_its_bounds(head):
             watch()
         elapsed = time.monotonic() - t0
         grown = os.path.getsize(log) - log0
+        with open(log, errors="replace") as f:
+            f.seek(log0)
+            reported = f.read()
     finally:
         for p in (attacker, driver):
             if p is not None and p.poll() is None:
@@ -207,6 +210,8 @@ def test_a_head_under_unauthenticated_attack_keeps_its_bounds(head):
     assert proc.is_running()
     assert peak - rss0 < RSS_BOUND
     assert grown < LOG_BOUND_PER_MIN * max(elapsed, 1.0) / 60
+    # the refused handshakes (wrong password) are reported, in aggregate, by address
+    assert "bad connection" in reported and "from 127.0.0.1" in reported, reported
     assert p99(busy) <= 3 * max(p99(idle), 0.002)
     assert out.strip() == "42", err[-2000:]
     assert refbook.get(one.remote()) == 1
