@@ -46,8 +46,8 @@ MAC_LEN = 32
 SALT_LEN = 16
 TAG_LEN = 16
 _NONCE = bytes(12)        # every data key is used once, so a fixed nonce is safe
-PART = 8 << 20            # the largest envelope frame; larger ones go in parts
-MAX_PARTS = 32            # so an envelope is at most 256 MiB
+PART = 1 << 20            # the largest envelope frame; larger ones go in parts
+MAX_PARTS = 256           # so an envelope is at most 256 MiB
 
 
 def _data_key(secret: bytes) -> bytes:

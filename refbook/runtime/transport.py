@@ -26,8 +26,8 @@ log = logging.getLogger("refbook.transport")
 # passed the handshake: see gate.py); ``RCVHWM`` bounds the messages queued here per
 # peer (a full queue stops reading that peer's connection, whose sender keeps the rest:
 # nothing is lost, and the peers are read in turn, so one cannot starve the others).
-MAX_FRAME = 16 << 20         # an inbox: object chunks (4 MiB, storeserver.CHUNK) and
-                             # envelope parts (8 MiB, protocol.PART)
+MAX_FRAME = (4 << 20) + 4096  # an inbox: object chunks (4 MiB, storeserver.CHUNK) and
+                             # envelope parts (1 MiB, protocol.PART)
 RPC_MAX_FRAME = 1 << 20      # a node manager's request port: ALLOC and PIN requests
 INBOX_HWM = 1000             # messages queued per peer
 MAX_DRAIN = 512              # messages read from one socket before others get a turn

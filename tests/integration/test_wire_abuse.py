@@ -229,7 +229,7 @@ def test_a_connection_that_never_finishes_its_handshake_is_dropped(head):
         with pytest.raises(OSError):
             for _ in range(64):
                 c.sendall(b"a" * (1 << 20))
-    assert psutil.Process(pid).memory_info().rss < 150 << 20      # a frame is 16 MiB at most
+    assert psutil.Process(pid).memory_info().rss < 150 << 20      # a frame is 4 MiB at most
     assert refbook.get(one.remote()) == 1
 
 
@@ -244,7 +244,7 @@ class Sink:
 
 def test_messages_larger_than_the_frame_cap_still_pass(head):
     # 300 calls queued before the actor is placed go in one message of ~27 MB, more
-    # than an inbox takes in one frame (16 MiB): it travels in parts
+    # than an inbox takes in one frame (4 MiB): it travels in parts
     s = Sink.remote()
     blobs = [os.urandom(90_000) for _ in range(300)]
     refs = [s.take.remote(b) for b in blobs]

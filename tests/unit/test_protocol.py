@@ -107,3 +107,13 @@ def test_a_large_envelope_travels_in_parts_no_larger_than_part():
         s.sign(tag_for(ME), b"x" * (PART * MAX_PARTS + 1))
     with pytest.raises(RejectedMessage, match="unexpected frames"):
         v.verify([frames[0]] + [b"x"] * (MAX_PARTS + 1))
+
+
+def test_no_legitimate_frame_exceeds_what_an_inbox_takes():
+    from refbook.runtime.protocol import PART
+    from refbook.runtime.storeserver import CHUNK
+    from refbook.runtime.transport import MAX_FRAME
+    assert CHUNK <= MAX_FRAME and PART <= MAX_FRAME
+    s, _ = pair()
+    frames = s.sign(tag_for(ME), encode((21, b"x" * (5 * PART))))
+    assert max(len(f) for f in frames) <= MAX_FRAME
