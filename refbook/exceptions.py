@@ -116,8 +116,13 @@ class TaskCancelledError(RefbookError):
     """The task was cancelled with ``refbook.cancel``."""
 
 
+class DeadlockError(RefbookError):
+    """A ``get`` that could never return, refused at once: a task waiting for its own
+    result, or an actor (``max_concurrency=1``) waiting for a call to itself."""
+
+
 __all__ = [
     "RefbookError", "TaskError", "WorkerCrashedError", "ActorError", "ObjectLostError",
     "OwnerDiedError", "ObjectReconstructionFailedError", "GetTimeoutError",
-    "ObjectStoreFullError", "OutOfMemoryError", "TaskCancelledError",
+    "ObjectStoreFullError", "OutOfMemoryError", "TaskCancelledError", "DeadlockError",
 ]

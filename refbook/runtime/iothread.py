@@ -19,6 +19,7 @@ from .entries import (
     _DeferSigint,
 )
 from .refcount import Effects
+from .transport import MAX_DRAIN
 
 log = logging.getLogger("refbook.core")
 
@@ -160,7 +161,11 @@ class IOThread:
         inbox = self.transport.inbox
         msgs = []
         if inbox in events:
-            while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            # a bounded turn (the rest waits for the next poll, which returns at once),
+            # so that a flood of bad frames cannot pile up here nor hold the lock
+            for _ in range(MAX_DRAIN):
+                if not inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    break
                 m = self.transport.recv(zmq.NOBLOCK)
                 if m is not None:
                     msgs.append(m)
@@ -182,6 +187,7 @@ class IOThread:
                 self._dispatch(m)
             if now - self._last_tick > TICK_MS / 1000:
                 self._last_tick = now
+                self.transport.tick(now)
                 self.tm.now = now
                 self._do(self.tm.tick())
                 if self._refetch:

@@ -71,17 +71,30 @@ def spawn_node(cfg: dict, secret: bytes, log_path: str, extra_fds: tuple = ()):
     of its own.  Returns the process and the read end of its ready pipe, for
     :func:`wait_ready` (the caller may do other work in between)."""
     ready_r, ready_w = os.pipe()
-    cfg = dict(cfg, ready_fd=ready_w)
-    env = dict(os.environ, REFBOOK_SECRET=secret.hex())
+    # the secret goes through a pipe, never the environment: /proc/<pid>/environ keeps
+    # the environment a process was started with (and every fork of it) readable for
+    # its whole life, whatever the process later removes from os.environ
+    secret_r, secret_w = os.pipe()
+    os.write(secret_w, secret.hex().encode())      # 64 bytes: fits in any pipe buffer
+    os.close(secret_w)
+    cfg = dict(cfg, ready_fd=ready_w, secret_fd=secret_r)
+    env = {k: v for k, v in os.environ.items() if k != "REFBOOK_SECRET"}
     pkg_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
     with open(log_path, "ab") as logf:
         proc = subprocess.Popen([sys.executable, "-m", "refbook.runtime.node", json.dumps(cfg)],
-                                pass_fds=(*extra_fds, ready_w), env=env,
+                                pass_fds=(*extra_fds, ready_w, secret_r), env=env,
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                                 start_new_session=True)
     os.close(ready_w)
+    os.close(secret_r)
     return proc, ready_r
+
+
+def read_secret_fd(fd: int) -> bytes:
+    """The secret :func:`spawn_node` wrote into the pipe ``fd`` (closed here)."""
+    with os.fdopen(fd, "rb") as f:
+        return bytes.fromhex(f.read().decode())
 
 
 def wait_ready(proc, ready_r: int, log_path: str, timeout: float = 30.0) -> None:

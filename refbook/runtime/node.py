@@ -27,84 +27,14 @@ import zmq
 from . import protocol as P
 from .arena import Arena
 from .head import Membership, choose_node
+from .launch import read_secret_fd
 from .monitor import MemoryMonitor, TaskInfo
 from .scheduler import LeaseScheduler, fits
 from .storeserver import StoreServer
-from .transport import Transport
+from .transport import MAX_DRAIN, Transport
+from .zygote import Zygote
 
 log = logging.getLogger("refbook.node")
-
-
-class Zygote:
-    """A pre-imported, single-threaded fork of the node manager that forks workers."""
-
-    def __init__(self, cfg: dict, secret: bytes, arena: Arena):
-        cmd_r, self._cmd_w = os.pipe()
-        self._rep_r, rep_w = os.pipe()
-        nm_pid = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the zygote
-            os.close(self._cmd_w)
-            os.close(self._rep_r)
-            self._serve(cmd_r, rep_w, cfg, secret, arena, nm_pid)
-            os._exit(0)
-        self.pid = pid
-        os.close(cmd_r)
-        os.close(rep_w)
-        os.set_blocking(self._rep_r, False)
-        self._partial = b""
-
-    @staticmethod
-    def _serve(cmd_r, rep_w, cfg, secret, arena, nm_pid):
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)   # the kernel reaps workers
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            os.close(cfg["ready_fd"])    # only the node manager reports readiness
-        except OSError:
-            pass
-        cmds = os.fdopen(cmd_r, "r", buffering=1)
-        for line in cmds:          # ends when the node manager closes the pipe (dies)
-            address = line.strip()
-            pid = os.fork()
-            if pid == 0:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                cmds.close()
-                os.close(rep_w)
-                from .worker import worker_main
-                worker_main(cfg, secret, address, arena, nm_pid)
-                os._exit(0)
-            os.write(rep_w, f"{address} {pid}\n".encode())
-
-    def spawn(self, address: str) -> None:
-        os.write(self._cmd_w, (address + "\n").encode())
-
-    @property
-    def report_fd(self) -> int:
-        return self._rep_r
-
-    def read_reports(self) -> list[tuple[str, int]]:
-        """Every ``(address, pid)`` the zygote has reported since the last call."""
-        try:
-            data = os.read(self._rep_r, 65536)
-        except BlockingIOError:
-            return []
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        out = []
-        for line in lines:
-            addr, pid = line.decode().split()
-            out.append((addr, int(pid)))
-        return out
-
-    def close(self) -> None:
-        try:
-            os.close(self._cmd_w)
-        except OSError:
-            pass
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class NodeManager:
@@ -124,8 +54,10 @@ class NodeManager:
         self.transport.serve_rpc()
         num_cpus = cfg["num_cpus"]
         resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
+        hard = int(os.environ.get("REFBOOK_MAX_WORKERS", 0)) or max(64, 16 * num_cpus)
         self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8),
-                                    pool_size=num_cpus,
+                                    pool_size=num_cpus, hard_max=hard,
+                                    hard_max_name="REFBOOK_MAX_WORKERS",
                                     lease_base=int.from_bytes(os.urandom(3), "big") << 32)
         # membership: the head keeps the table; every node keeps the latest view
         self.head = cfg.get("head_address")             # None: this node is the head
@@ -382,7 +314,9 @@ class NodeManager:
                 del self.actor_dir[k]
 
     def _on_rpc(self) -> None:
-        while self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        for _ in range(MAX_DRAIN):
+            if not self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                break
             got = self.transport.recv_rpc()
             if got is not None:
                 try:
@@ -511,6 +445,7 @@ class NodeManager:
             if now - last_tick >= tick:
                 last_tick = now
                 self.store.tick()
+                self.transport.tick(now)
                 self._memory_tick(now)
                 self._membership_tick(now)
             elif self.monitor.query is not None:
@@ -524,8 +459,10 @@ class NodeManager:
                 self._on_spawned()
             for fd in [fd for fd in events if fd in self.pidfds]:
                 self._on_pidfd(fd)
-            if inbox in events:
-                while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if inbox in events:     # a bounded turn: requests and ticks come next
+                for _ in range(MAX_DRAIN):
+                    if not inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        break
                     m = self.transport.recv(zmq.NOBLOCK)
                     if m is None:
                         continue
@@ -571,7 +508,7 @@ def _running(pid: int) -> bool:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    secret = bytes.fromhex(os.environ.pop("REFBOOK_SECRET"))
+    secret = read_secret_fd(cfg.pop("secret_fd"))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s node %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -22,6 +22,12 @@ by yet another key derived from the secret, so the MAC of a three-frame message 
 never valid for a two-frame one (a data frame cannot be stripped).  The receiver checks
 the envelope's MAC, its address and sequence number before it spends time on the data.
 Data frames are never unpickled.
+
+An envelope larger than ``PART`` bytes (a large batch) travels in parts: ``mac |
+part 1 | ... | part n`` (2 <= n <= ``MAX_PARTS``), where ``mac`` is a 32-byte HMAC of the
+whole envelope under a key of its own.  So no frame is ever larger than ``PART`` or
+than a data frame, and a listening socket can refuse larger frames before it knows who
+sends them (transport.py).  A data message is told apart by its longer mac frame.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ MAC_LEN = 32
 SALT_LEN = 16
 TAG_LEN = 16
 _NONCE = bytes(12)        # every data key is used once, so a fixed nonce is safe
+PART = 1 << 20            # the largest envelope frame; larger ones go in parts
+MAX_PARTS = 256           # so an envelope is at most 256 MiB
 
 
 def _data_key(secret: bytes) -> bytes:
@@ -48,6 +56,10 @@ def _data_key(secret: bytes) -> bytes:
 
 def _with_data_key(secret: bytes) -> bytes:
     return hmac.digest(secret, b"refbook messages with a data frame", "sha256")
+
+
+def _parts_key(secret: bytes) -> bytes:
+    return hmac.digest(secret, b"refbook messages in parts", "sha256")
 
 
 def _data_tag(data_key: bytes, env: bytes, salt: bytes, data) -> bytes:
@@ -63,7 +75,7 @@ def tag_for(address: str) -> bytes:
 class Signer:
     """Signs outgoing messages for one sending process."""
 
-    __slots__ = ("_key", "_tag", "_seq", "_data_key", "_key3", "_salt")
+    __slots__ = ("_key", "_tag", "_seq", "_data_key", "_key3", "_keyp", "_salt")
 
     def __init__(self, key: bytes, sender_tag: bytes):
         self._key = key
@@ -71,6 +83,7 @@ class Signer:
         self._seq = 0
         self._data_key = _data_key(key)
         self._key3 = _with_data_key(key)
+        self._keyp = _parts_key(key)
         self._salt = os.urandom(SALT_LEN)
 
     def sign(self, receiver_tag: bytes, body: bytes, data=None) -> list:
@@ -80,7 +93,14 @@ class Signer:
         self._seq += 1
         env = _HDR.pack(receiver_tag, self._tag, self._seq) + body
         if data is None:
-            return [hmac.digest(self._key, env, "sha256"), env]
+            if len(env) <= PART:
+                return [hmac.digest(self._key, env, "sha256"), env]
+            if len(env) > PART * MAX_PARTS:
+                raise ValueError(f"a message of {len(env)} bytes is larger than the "
+                                 f"{PART * MAX_PARTS} bytes the protocol allows")
+            view = memoryview(env)
+            return [hmac.digest(self._keyp, env, "sha256")] + \
+                [view[i:i + PART] for i in range(0, len(env), PART)]
         salt_tag = self._salt + _data_tag(self._data_key, env, self._salt, data)
         return [hmac.digest(self._key3, env + salt_tag, "sha256") + salt_tag, env, data]
 
@@ -92,25 +112,36 @@ class RejectedMessage(Exception):
 class Verifier:
     """Checks incoming messages for one receiving process."""
 
-    __slots__ = ("_key", "_tags", "_last", "_data_key", "_key3")
+    __slots__ = ("_key", "_tags", "_last", "_data_key", "_key3", "_keyp")
 
     def __init__(self, key: bytes, receiver_tag: bytes, *aliases: bytes):
         self._key = key
         self._data_key = _data_key(key)
         self._key3 = _with_data_key(key)
+        self._keyp = _parts_key(key)
         self._tags = (receiver_tag, *aliases)   # a head also answers to "tcp://host:port"
         self._last: dict[bytes, int] = {}
 
     def verify(self, frames: list[bytes]) -> tuple:
         """The message tuple; a third frame (raw data) is appended to it."""
-        if len(frames) not in (2, 3):
-            raise RejectedMessage(f"expected 2 or 3 frames, got {len(frames)}")
-        mac, env = frames[0], frames[1]
-        want_len = MAC_LEN if len(frames) == 2 else MAC_LEN + SALT_LEN + TAG_LEN
-        if len(mac) != want_len or len(env) < HDR_LEN + 1:
+        n = len(frames)
+        if n == 2:
+            mac, env = frames
+            key = self._key
+        elif n == 3 and len(frames[0]) == MAC_LEN + SALT_LEN + TAG_LEN:
+            mac, env = frames[0], frames[1]
+            key = None                          # with a data frame
+        elif 3 <= n <= MAX_PARTS + 1 and len(frames[0]) == MAC_LEN:
+            mac, env = frames[0], b"".join(frames[1:])      # an envelope in parts
+            key = self._keyp
+            frames = [mac, env]
+        else:
+            raise RejectedMessage(f"unexpected frames: {n}")
+        if len(mac) != (MAC_LEN if key is not None else MAC_LEN + SALT_LEN + TAG_LEN) \
+                or len(env) < HDR_LEN + 1:
             raise RejectedMessage("truncated frame")
-        if len(frames) == 2:
-            want = hmac.digest(self._key, env, "sha256")
+        if key is not None:
+            want = hmac.digest(key, env, "sha256")
         else:
             want = hmac.digest(self._key3, env + mac[MAC_LEN:], "sha256")
         if not hmac.compare_digest(mac[:MAC_LEN], want):

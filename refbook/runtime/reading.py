@@ -26,6 +26,10 @@ class ObjectReading:
     """Mixed into CoreWorker; uses its ``lock``, ``values``, ``pins``, ``rt`` and
     ``transport``."""
 
+    # A worker sets this: called with the ids of a ``get`` that is about to wait, it
+    # raises if that wait could never end (see Worker.check_get).
+    check_get = None
+
     # --------------------------------------------------------------------- fetch
     def _fetch(self, oid: bytes, owner: str) -> None:
         if oid in self._fetching:
@@ -133,6 +137,8 @@ class ObjectReading:
         deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(20):
             if not all(oid in self.values for oid in ids):
+                if self.check_get is not None:     # a worker: would this wait for ever?
+                    self.check_get(ids)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 ready = self.wait_ready(refs, len(set(ids)), left)
                 if len(ready) < len(set(ids)):

@@ -43,12 +43,22 @@ class Lease:
 
 
 class LeaseScheduler:
+    """``max_workers`` caps the workers that can run (those not blocked in ``get``): a
+    worker that blocks lends its resources back and no longer counts, so nested tasks
+    get workers of their own however deep the recursion (as in Ray).  ``hard_max``
+    caps every worker process; a request that could only be served by one more worker
+    beyond it, while every worker that could finish is blocked, is rejected with a
+    message that names the limit (it would otherwise wait for ever)."""
+
     def __init__(self, resources: dict, max_workers: int, pool_size: int = 0,
-                 lease_base: int = 0):
+                 lease_base: int = 0, hard_max: int | None = None,
+                 hard_max_name: str = "the worker limit"):
         self.pool_size = pool_size          # shared (not dedicated) workers to keep
         self.total = dict(resources)
         self.available = dict(resources)
         self.max_workers = max_workers
+        self.hard_max = hard_max or max_workers + pool_size
+        self.hard_max_name = hard_max_name
         self.workers: dict[str, WorkerState] = {}
         self.idle: deque[str] = deque()        # most recently idle at the right
         self.starting = 0
@@ -154,6 +164,10 @@ class LeaseScheduler:
             if not fits(res, self.available):
                 break
             if not self.idle:
+                if self._stuck():
+                    self.queue.popleft()
+                    actions.append(("reject", owner, req_id, self._stuck_message()))
+                    continue
                 needed_workers += 1
                 break
             self.queue.popleft()
@@ -167,18 +181,36 @@ class LeaseScheduler:
                 self.available[k] = self.available.get(k, 0) - v
             actions.append(("grant", owner, req_id, lease_id, worker))
         total = len(self.workers) + self.starting
-        while needed_workers > self.starting and total < self.max_workers:
-            self.starting += 1
-            total += 1
-            actions.append(("start_worker",))
+        if needed_workers > self.starting:
+            # blocked workers wait for the tasks we are about to start: they do not count
+            running = total - sum(1 for w in self.workers.values() if w.blocked)
+            if running < self.max_workers and total < self.hard_max:
+                self.starting += 1
+                total += 1
+                actions.append(("start_worker",))
         # keep the shared pool full when actors took workers out of it
         shared = sum(1 for w in self.workers.values() if not w.dedicated) + self.starting
-        while shared < self.pool_size and total < self.max_workers + self.pool_size:
+        while shared < self.pool_size and total < self.hard_max:
             self.starting += 1
             shared += 1
             total += 1
             actions.append(("start_worker",))
         return actions
+
+    def _stuck(self) -> bool:
+        """No worker may start, none is starting, and none that holds a lease can
+        return it without one more worker (each is blocked, or an actor's own)."""
+        return (len(self.workers) + self.starting >= self.hard_max and not self.starting
+                and not any(w.lease is not None and not w.blocked and not w.dedicated
+                            for w in self.workers.values()))
+
+    def _stuck_message(self) -> str:
+        blocked = sum(1 for w in self.workers.values() if w.blocked)
+        return (f"cannot start another worker process: this node has {len(self.workers)}, "
+                f"the limit ({self.hard_max_name}={self.hard_max}), and {blocked} of them "
+                f"are blocked in get() waiting for tasks that need one more worker "
+                f"(nested get() deeper than the limit?); raise {self.hard_max_name} or "
+                f"block less deeply")
 
     def snapshot(self) -> dict:
         return {"total": dict(self.total), "available": dict(self.available),

@@ -4,7 +4,8 @@ Every process binds one PULL *inbox* at its address and keeps one PUSH socket pe
 it sends to; a message is a one-way send into the peer's inbox (replies are sends the
 other way).  One send lock covers every outgoing socket, so each connection is FIFO and
 sequence numbers increase strictly (see protocol.py).  Only the I/O thread reads the
-inbox.  Frames that fail authentication are logged and dropped.
+inbox.  Frames that fail authentication are dropped and counted (gate.DropLog); on
+TCP, a peer must pass a handshake first (gate.py), and caps bound what it can send.
 """
 
 from __future__ import annotations
@@ -15,20 +16,42 @@ import threading
 import zmq
 
 from . import protocol
+from .gate import DropLog, HandshakeCheck, connect_securely, serve_securely
 from .protocol import RejectedMessage, Signer, Verifier, encode, tag_for
 
 log = logging.getLogger("refbook.transport")
 
+# Caps on what a listening socket takes in, enforced by libzmq before any check of ours.
+# ``MAXMSGSIZE`` bounds one frame (and, on TCP, what a connection may hold before it has
+# passed the handshake: see gate.py); ``RCVHWM`` bounds the messages queued here per
+# peer (a full queue stops reading that peer's connection, whose sender keeps the rest:
+# nothing is lost, and the peers are read in turn, so one cannot starve the others).
+MAX_FRAME = (4 << 20) + 4096  # an inbox: object chunks (4 MiB, storeserver.CHUNK) and
+                             # envelope parts (1 MiB, protocol.PART)
+RPC_MAX_FRAME = 1 << 20      # a node manager's request port: ALLOC and PIN requests
+INBOX_HWM = 1000             # messages queued per peer
+MAX_DRAIN = 512              # messages read from one socket before others get a turn
+
 
 class Transport:
     def __init__(self, address: str, secret: bytes, tag: bytes, bind: bool = True,
-                 aliases: tuple = ()):
+                 aliases: tuple = (), max_frame: int = MAX_FRAME):
         self.address = address
         self.ctx = zmq.Context()
+        self._tcp = address.startswith("tcp://")
+        self.drops = DropLog(log, address)
+        self._suspect = False               # bad frames lately: see recv
+        self._drops_seen = 0
+        self._handshake = None
+        if self._tcp and bind:
+            self._handshake = HandshakeCheck(self.ctx, secret,
+                                             DropLog(log, address, what="connection"))
         self.inbox = self.ctx.socket(zmq.PULL)
         self.inbox.setsockopt(zmq.LINGER, 0)
-        self.inbox.setsockopt(zmq.RCVHWM, 0)
-        self.inbox.setsockopt(zmq.MAXMSGSIZE, 256 << 20)
+        self.inbox.setsockopt(zmq.RCVHWM, INBOX_HWM)
+        self.inbox.setsockopt(zmq.MAXMSGSIZE, max_frame)
+        if self._tcp:
+            serve_securely(self.inbox)
         if bind:
             self.inbox.bind(endpoint(address))
         self._signer = Signer(secret, tag)
@@ -68,7 +91,10 @@ class Transport:
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 10)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
-        s.connect(endpoint(addr))
+        ep = endpoint(addr)
+        if ep.startswith("tcp://"):
+            connect_securely(s, self._secret)
+        s.connect(ep)
         peer = self._peers[addr] = (s, tag_for(addr))
         return peer
 
@@ -81,17 +107,27 @@ class Transport:
     def recv(self, flags: int = 0):
         """Return one verified message tuple, or None if the frames were rejected."""
         sock = self.inbox
-        frames = [sock.recv(flags)]
+        first = None
+        if self._suspect:
+            # bad frames came lately: keep the first frame's properties, to tell who
+            # sends them (a little slower, so only then)
+            first = sock.recv(flags, copy=False)
+            frames = [first.bytes]
+        else:
+            frames = [sock.recv(flags)]
         if sock.getsockopt(zmq.RCVMORE):
             frames.append(sock.recv())
-            # a third frame is raw data, up to 16 MiB: read it in place, without a copy
+            # a third frame is raw data (or the rest of an envelope in parts), up to
+            # MAX_FRAME: read it in place, without a copy
             while sock.getsockopt(zmq.RCVMORE):
                 frames.append(sock.recv(copy=False).buffer)
         try:
             return self._verifier.verify(frames)
         except RejectedMessage as e:
+            # cheap: counted, and reported at most every few seconds (gate.DropLog)
             self.rejected += 1
-            log.warning("dropped a message on %s: %s", self.address, e)
+            self._suspect = True
+            self.drops.drop(self._peer_of(first), e)
             return None
 
     # -- synchronous requests ------------------------------------------------------
@@ -104,7 +140,10 @@ class Transport:
         """Bind a ROUTER at ``rpc_address(self.address)`` for synchronous requests."""
         self.rpc = self.ctx.socket(zmq.ROUTER)
         self.rpc.setsockopt(zmq.LINGER, 0)
-        self.rpc.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+        self.rpc.setsockopt(zmq.MAXMSGSIZE, RPC_MAX_FRAME)
+        self.rpc.setsockopt(zmq.RCVHWM, INBOX_HWM)
+        if self._tcp:
+            serve_securely(self.rpc)
         self.rpc.bind(endpoint(rpc_address(self.address)))
         self._rpc_verifier = Verifier(self._secret, tag_for(rpc_address(self.address)))
 
@@ -113,13 +152,13 @@ class Transport:
         frames = self.rpc.recv_multipart(zmq.NOBLOCK)
         if len(frames) != 3:
             self.rejected += 1
-            log.warning("dropped a request on %s: %d frames", self.address, len(frames))
+            self.drops.drop(self._peer, f"a request of {len(frames)} frames")
             return None
         try:
             return frames[0], self._rpc_verifier.verify(frames[1:])
         except RejectedMessage as e:
             self.rejected += 1
-            log.warning("dropped a request on %s: %s", self.address, e)
+            self.drops.drop(self._peer, e)
             return None
 
     def reply_rpc(self, identity: bytes, reply_to: str, msg: tuple) -> None:
@@ -144,7 +183,10 @@ class Transport:
                                     "verifier": Verifier(self._secret, tag_for(me))}
         target = rpc_address(addr)
         if target not in st["peers"]:
-            st["sock"].connect(endpoint(target))
+            ep = endpoint(target)
+            if ep.startswith("tcp://"):
+                connect_securely(st["sock"], self._secret)
+            st["sock"].connect(ep)
             st["peers"].add(target)
         st["sock"].send_multipart(st["signer"].sign(tag_for(target), encode(msg_for(st["me"]))))
         deadline_ms = int(timeout * 1000)
@@ -159,7 +201,29 @@ class Transport:
                 return st["verifier"].verify(frames)
             except RejectedMessage as e:
                 self.rejected += 1
-                log.warning("dropped a reply on %s: %s", st["me"], e)
+                self.drops.drop(self._peer, e)
+
+    @property
+    def _peer(self) -> str:
+        # Past the TCP handshake only holders of the token remain; on ipc, processes of
+        # this user.  Who sent a frame is known only from its properties (see recv).
+        return "a peer past the handshake" if self._tcp else "a local process"
+
+    def _peer_of(self, frame) -> str:
+        if frame is not None and self._tcp:
+            try:
+                return frame.get("Peer-Address") or self._peer
+            except zmq.ZMQError:
+                pass
+        return self._peer
+
+    def tick(self, now: float) -> None:
+        """Write the report of dropped frames if one is due; stop looking at frames'
+        properties once a tick has passed without a bad one."""
+        self.drops.tick(now)
+        if self._suspect:
+            self._suspect = self.drops.total != self._drops_seen
+            self._drops_seen = self.drops.total
 
     def close(self) -> None:
         if self.rpc is not None:

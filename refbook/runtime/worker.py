@@ -25,6 +25,7 @@ from . import entries
 from . import protocol as P
 from .core import INLINE_MAX, CoreWorker, _TopArg
 from .entries import INLINE
+from .ids import task_of
 from .serialization import deserialize, serialize
 
 log = logging.getLogger("refbook.worker")
@@ -92,6 +93,7 @@ class WorkerRuntime:
         self.actor_error: BaseException | None = None
         self.actor_name = ""
         self.pool = None                  # threads, for actors with max_concurrency > 1
+        self.actor_id: bytes | None = None
         core.task_info = self.task_info
         core.pending_calls = lambda: self.queue.qsize() + (self.current is not None)
         core.on_push = self.push
@@ -101,6 +103,7 @@ class WorkerRuntime:
             P.ACTOR_EXIT: lambda m: self.queue.put(("exit", None, None)),
         })
         core.on_block = self.hand_back
+        core.check_get = self.check_get
         core.on_cancel = self.cancel
 
     # -- called from the I/O thread -------------------------------------------------
@@ -121,6 +124,38 @@ class WorkerRuntime:
         if cur is not None and self.cancel_target == cur[1]:
             self.cancel_target = None
             raise KeyboardInterrupt
+
+    def check_get(self, ids: list) -> None:
+        """Called before a ``get`` in the running task waits: raise DeadlockError at
+        once if it could never return (Ray waits for ever in both cases):
+        - the task asks for one of its own results, which exist only once it returns;
+        - an actor with ``max_concurrency=1`` asks for the result of a call to itself,
+          which can only start after the running call returns."""
+        cur = self.current
+        if cur is None or self.pool is not None:   # threaded actors may wait on each other
+            return
+        core = self.core
+        for oid in ids:
+            if oid in core.values:
+                continue
+            tid = task_of(oid)
+            if tid == cur[1]:
+                name = self.current_info[1] if self.current_info else "?"
+                raise exc.DeadlockError(
+                    f"task {name} ({tid.hex()}) called get() on its own result "
+                    f"{oid.hex()}, which exists only once the task returns: it would "
+                    f"wait for ever")
+            if self.actor_id is not None and core.actors.calls.get(tid) == self.actor_id:
+                with core.lock:
+                    q = core.actors.queues.get(self.actor_id)
+                    calls = list(q.pending) + list(q.inflight.values()) if q else []
+                name = next((t.name for t in calls if t.task_id == tid), "a method")
+                raise exc.DeadlockError(
+                    f"actor {self.actor_name} ({self.actor_id.hex()}) called get() on its "
+                    f"own call {name} ({tid.hex()}): with max_concurrency=1 that call "
+                    f"starts only after the running one returns, so it would wait for "
+                    f"ever; call the method directly (self.{name.rsplit('.', 1)[-1]}(...)) "
+                    f"or give the actor max_concurrency > 1")
 
     def task_info(self):
         """For the memory monitor: what this worker runs, and its memory use."""
@@ -292,8 +327,9 @@ class WorkerRuntime:
             self.flush()
             os._exit(0)
         if kind == "create":
-            task_id, _actor_id, class_id, blob, args_pair, resolved, name, conc = spec
+            task_id, actor_id, class_id, blob, args_pair, resolved, name, conc = spec
             self.actor_name = name
+            self.actor_id = actor_id
             holder = {}
 
             def construct():

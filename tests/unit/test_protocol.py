@@ -84,3 +84,36 @@ def test_a_data_frame_cannot_be_stripped():
     with pytest.raises(RejectedMessage):
         v.verify([a[0], a[1]])
     assert v.verify(a)[:2] == (68, "x")
+
+
+def test_a_large_envelope_travels_in_parts_no_larger_than_part():
+    from refbook.runtime.protocol import MAC_LEN, MAX_PARTS, PART
+    s, v = pair()
+    big = os.urandom(2 * PART + 123)
+    frames = s.sign(tag_for(ME), encode((21, big)))
+    assert len(frames) == 4 and len(frames[0]) == MAC_LEN
+    assert all(len(f) <= PART for f in frames[1:])
+    assert v.verify([bytes(f) for f in frames]) == (21, big)
+    # parts dropped, swapped or altered, or passed off as a plain message: refused
+    s2, v2 = pair()
+    frames = [bytes(f) for f in s2.sign(tag_for(ME), encode((21, big)))]
+    for bad in (frames[:3], [frames[0], frames[2], frames[1], frames[3]],
+                frames[:3] + [frames[3][:-1] + b"!"],
+                [frames[0], b"".join(frames[1:])]):
+        with pytest.raises(RejectedMessage):
+            v2.verify(bad)
+    assert v2.verify(frames) == (21, big)
+    with pytest.raises(ValueError, match="larger than"):
+        s.sign(tag_for(ME), b"x" * (PART * MAX_PARTS + 1))
+    with pytest.raises(RejectedMessage, match="unexpected frames"):
+        v.verify([frames[0]] + [b"x"] * (MAX_PARTS + 1))
+
+
+def test_no_legitimate_frame_exceeds_what_an_inbox_takes():
+    from refbook.runtime.protocol import PART
+    from refbook.runtime.storeserver import CHUNK
+    from refbook.runtime.transport import MAX_FRAME
+    assert CHUNK <= MAX_FRAME and PART <= MAX_FRAME
+    s, _ = pair()
+    frames = s.sign(tag_for(ME), encode((21, b"x" * (5 * PART))))
+    assert max(len(f) for f in frames) <= MAX_FRAME

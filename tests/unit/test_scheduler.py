@@ -56,3 +56,44 @@ def test_dead_worker_and_dead_owner_give_resources_back():
     assert s.available["CPU"] == 1
     s.owner_died("o2")
     assert s.available["CPU"] == 2 and not s.leases
+
+
+def nest(s, depth):
+    """A chain of nested gets: each leased worker blocks, asking for one more."""
+    owner, req, out = "driver", 1, []
+    for _ in range(depth):
+        actions = s.request(owner, req, {"CPU": 1})
+        while ("start_worker",) in actions and not grants(actions):
+            actions = s.worker_registered(f"w{len(s.workers)}")
+        if not grants(actions):
+            return out + actions
+        (g,) = grants(actions)
+        out.append(g)
+        owner, req = g[4], req + 1
+        s.worker_blocked(g[4])
+    return out
+
+
+def test_blocked_workers_do_not_count_against_the_cap_on_running_workers():
+    s = LeaseScheduler({"CPU": 1}, max_workers=2, hard_max=100)
+    got = nest(s, 30)
+    assert len(grants(got)) == 30 and len(s.workers) == 30
+
+
+def test_beyond_the_hard_limit_a_nested_request_is_rejected_naming_it():
+    s = LeaseScheduler({"CPU": 1}, max_workers=2, hard_max=5, hard_max_name="LIMIT")
+    got = nest(s, 10)
+    assert len(grants(got)) == 5
+    (reject,) = [a for a in got if a[0] == "reject"]
+    assert "LIMIT=5" in reject[3] and "5 of them are blocked" in reject[3]
+
+
+def test_at_the_hard_limit_a_request_waits_while_a_running_worker_can_finish():
+    s = LeaseScheduler({"CPU": 2}, max_workers=2, hard_max=2)
+    s.worker_registered("w1")
+    s.worker_registered("w2")
+    (g1,) = grants(s.request("d", 1, {"CPU": 1}))
+    (g2,) = grants(s.request("d", 2, {"CPU": 1}))
+    s.worker_blocked(g1[4])                  # w2 still runs: it will give its lease back
+    assert not [a for a in s.request(g1[4], 3, {"CPU": 1}) if a[0] in ("reject", "grant")]
+    assert grants(s.release(g2[3]))
