@@ -152,6 +152,7 @@ def head(tmp_path, monkeypatch):
         cli(home, "stop", check=False)
 
 
+@pytest.mark.alone
 def test_a_head_under_unauthenticated_attack_keeps_its_bounds(head):
     home, port, pid, secret, log = head
     proc = psutil.Process(pid)
