@@ -135,6 +135,7 @@ class ObjectTable:
         self.restored_bytes = 0         # bytes read back, ever
         self.spilling_bytes = 0         # being written now
         self._doomed: dict[bytes, int] = {}   # freed while a restore writes its range
+        self._closed: list[int] = []    # spill files emptied inside create(): take_closed()
 
     @property
     def capacity(self) -> int:
@@ -151,13 +152,20 @@ class ObjectTable:
         if o is not None:
             if o.sealed and o.size == size and o.state == RESIDENT:
                 return ("exists", o.offset)
-            self.delete(oid)      # an earlier attempt died before sealing, or a stale copy
+            # an earlier attempt died before sealing, or a stale copy (maybe on disk)
+            self._closed += self.delete(oid)
         off = self.alloc.alloc(size)
         if off is None:
             return ("wait", None)
         o = self.objects[oid] = StoredObject(oid, off, size, owner, creator)
         o.last_use = next(self._clock)
         return ("ok", off)
+
+    def take_closed(self) -> list[int]:
+        """Ids of spill files that ``create`` emptied by replacing a stale copy: the
+        caller closes them, as it does those ``delete`` returns."""
+        closed, self._closed = self._closed, []
+        return closed
 
     def full_message(self, oid: bytes, size: int, detail: str = "") -> str:
         cap = self.capacity

@@ -91,17 +91,18 @@ class StoreServer:
     def _serve(self, w: Waiting) -> bool:
         """Try to answer ``w`` now; False if it must wait."""
         if w.kind == "send":                 # a transfer out, waiting for a restore
-            status, _ = self.table.pin_many(w.proc, w.args)
+            status, detail = self._pin(w)
             if status == "wait":
                 return False
             if status == "ok":
                 self._send_meta(w.args[0], w.reply_to)
             else:
-                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], "object is gone"))
+                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], detail))
             return True
         if w.kind == "alloc":
             oid, size, owner = w.args
             status, detail = self.table.create(oid, size, owner, w.proc)
+            self._close(self.table.take_closed())
             if status == "wait":
                 return False
             self._reply(w, (P.ALLOC_REPLY, status, detail))
@@ -113,15 +114,25 @@ class StoreServer:
             if err is not None and oid not in self.table.objects:
                 self._reply(w, (P.PIN_REPLY, "error", err))
                 return True
-        status, detail = self.table.pin_many(w.proc, w.args)
+        status, detail = self._pin(w)
         if status == "wait":
-            for oid, fid, foff, aoff, size in detail:
-                self.io.restore(oid, fid, foff, aoff, size)
-            w.size = sum(self.table.objects[o].size for o in w.args
-                         if self.table.state_of(o) == SPILLED)
             return False
         self._reply(w, (P.PIN_REPLY, status, detail))
         return True
+
+    def _pin(self, w: Waiting):
+        """``table.pin_many`` for ``w``, and every restore it books started at once: the
+        table has already marked those objects RESTORING and given them their arena
+        range, so a restore not started here would leave them RESTORING for ever (and
+        every reader waiting).  While it waits, ``w.size`` is what is still on disk with
+        no room to come back: what ``_make_room`` must free for it."""
+        status, detail = self.table.pin_many(w.proc, w.args)
+        if status == "wait":
+            for r in detail:
+                self.io.restore(*r)
+            w.size = sum(self.table.objects[o].size for o in w.args
+                         if self.table.state_of(o) == SPILLED)
+        return status, detail
 
     # -- messages (inbox) -------------------------------------------------------------------
     def on_seal(self, m) -> None:
@@ -180,16 +191,10 @@ class StoreServer:
     def _on_pull(self, m) -> None:
         _, oid, requester, requester_node = m
         self._requester_node[requester] = requester_node
-        status, detail = self.table.pin_many(f"pull:{requester}", [oid])
-        if status == "error":
-            self.t.send(requester, (P.PULL_FAIL, oid, detail))
-        elif status == "wait":            # on disk here: restore it, then send
-            for r in detail:
-                self.io.restore(*r)
-            self.waiting.append(Waiting("send", None, requester, f"pull:{requester}",
-                                        [oid], 0))
-        else:
-            self._send_meta(oid, requester)
+        w = Waiting("send", None, requester, f"pull:{requester}", [oid], 0)
+        if not self._serve(w):            # on disk here: restore it, then send
+            self.waiting.append(w)
+            self._make_room(w.size)
 
     def _send_meta(self, oid: bytes, requester: str) -> None:
         o = self.table.objects[oid]
@@ -207,6 +212,7 @@ class StoreServer:
     def _alloc_pull(self, oid: bytes) -> bool:
         p = self.pulls[oid]
         status, off = self.table.create(oid, p["size"], p["owner"], self.t.address)
+        self._close(self.table.take_closed())
         if status == "wait":
             p["waiting_space"] = True
             self._make_room(p["size"])
@@ -277,7 +283,7 @@ class StoreServer:
     def _pull_failed(self, oid: bytes, message: str) -> None:
         p = self.pulls.pop(oid, None)
         if p is not None and p.get("offset") is not None:
-            self.table.delete(oid)
+            self._close(self.table.delete(oid))
         self.pull_errors[oid] = message
         self.progress()
 

@@ -1,0 +1,99 @@
+"""The object store under pressure across nodes (issue 12): a spilled object pulled by
+another node while its store is full, a node that needs room while a transfer pins an
+object, and the errors a driver gets when its own views fill the store."""
+
+import hashlib
+import time
+
+import numpy as np
+import pytest
+
+import refbook
+from refbook.testing import Cluster
+
+from .helpers import alive, wait_for
+
+MB = 1 << 20
+
+
+@refbook.remote
+def make(seed, mb):
+    return np.random.default_rng(seed).integers(0, 255, mb * MB, dtype=np.uint8)
+
+
+@refbook.remote
+def digest(a):
+    return hashlib.sha256(memoryview(a).cast("B")).hexdigest()
+
+
+def expected(seed, mb):
+    a = np.random.default_rng(seed).integers(0, 255, mb * MB, dtype=np.uint8)
+    return hashlib.sha256(memoryview(a).cast("B")).hexdigest()
+
+
+@refbook.remote
+class Holder:
+    """Keeps zero-copy views of objects on its node, so their memory stays pinned."""
+
+    def hold(self, refs):
+        self.views = refbook.get(refs)
+        return sum(v.nbytes for v in self.views)
+
+    def drop(self):
+        self.views = None
+        return True
+
+
+def node_states(node_id: str) -> dict:
+    n = next(n for n in refbook.nodes() if n["node_id"] == node_id)
+    from refbook.runtime.api import _query
+    return _query(n["address"], "object_states") or {}
+
+
+@pytest.fixture
+def two_small_nodes():
+    """A head (no CPUs) and nodes A and B with 64 MiB stores; the driver joins."""
+    refbook.shutdown()
+    c = Cluster()
+    try:
+        a = c.add_node(num_cpus=2, object_store_memory=64 * MB, resources={"a": 2})
+        b = c.add_node(num_cpus=1, object_store_memory=64 * MB, resources={"b": 1})
+        c.wait_for_nodes()
+        refbook.init(address=c.address)
+        yield c, a, b
+    finally:
+        refbook.shutdown()
+        pids = [n.pid for n in c.nodes]
+        c.shutdown()
+        assert wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
+
+
+def _spill_first_then_pin_the_rest(a, first_mb=8, n_fill=7, fill_mb=8):
+    """On node A: ``first`` is spilled, and an actor holds views of the fill objects
+    (``n_fill * fill_mb`` MiB), so ``first`` cannot come back until they go."""
+    on_a = {"resources": {"a": 1}}
+    first = make.options(**on_a).remote(0, first_mb)
+    refbook.wait([first])
+    fill = [make.options(**on_a).remote(i + 1, fill_mb) for i in range(n_fill)]
+    refbook.wait(fill, num_returns=len(fill))
+    holder = Holder.options(resources={"a": 1}).remote()
+    held = refbook.get(holder.hold.remote(fill), timeout=60)
+    assert held == n_fill * fill_mb * MB
+    assert wait_for(lambda: node_states(a.node_id).get(first.hex()) == "spilled",
+                    timeout=20), node_states(a.node_id)
+    return first, fill, holder
+
+
+def test_a_spilled_object_pulled_by_another_node_is_restored_and_sent(two_small_nodes):
+    """Issue 12 §1: node A's store is full of an actor's views when node B pulls the
+    spilled object ``first``; once the views go, A restores ``first`` and sends it.
+    Before the fix the restore was booked but never issued: ``first`` stayed
+    "restoring" and the task on B never finished."""
+    c, a, b = two_small_nodes
+    first, fill, holder = _spill_first_then_pin_the_rest(a)
+    d = digest.options(resources={"b": 1}).remote(first)
+    time.sleep(1.0)                        # B's pull now waits on A
+    assert refbook.get(holder.drop.remote(), timeout=10)
+    assert refbook.get(d, timeout=30) == expected(0, 8)
+    assert node_states(a.node_id).get(first.hex()) != "restoring"
+    del d, first, fill, holder
