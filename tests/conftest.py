@@ -39,5 +39,7 @@ def fresh_cluster():
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: long runs under pressure and faults "
+                            "(each under 100 s; deselect with -m 'not soak')")
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     os.environ.setdefault("REFBOOK_QUIET", "1")

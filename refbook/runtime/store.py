@@ -192,13 +192,19 @@ class ObjectTable:
         """Pin every object in ``oids`` for ``proc``, all or nothing.  Returns
         ``("ok", {oid: (offset, size)})``; ``("wait", restores)`` where ``restores``
         lists ``(oid, file_id, file_offset, arena_offset, size)`` reads to start now
-        (retry when they finish or memory frees up); or ``("error", message)``."""
+        (retry when they finish, memory frees up, or a missing seal arrives); or
+        ``("error", message)``.  The caller must start every read it gets: the objects
+        are RESTORING from now on, and nothing else reads them back."""
         total = 0
+        unsealed = False
         for oid in oids:
             o = self.objects.get(oid)
-            if o is None or not o.sealed:
+            if o is None:
                 return ("error", f"object {oid.hex()} is not in the object store of this "
                                  f"node (it was freed, or its node was lost)")
+            # Being written: its creator's SEAL is on its way.  The reader heard of the
+            # object from its owner, over another connection, and may be here first.
+            unsealed = unsealed or not o.sealed
             total += o.size
         if total > self.capacity:
             return ("error", f"the {len(oids)} object(s) needed at once take {total:,} "
@@ -216,7 +222,7 @@ class ObjectTable:
                     restores.append(r)
             elif o.state == RESTORING:
                 waiting = True
-        if restores or waiting:
+        if restores or waiting or unsealed:
             return ("wait", restores)
         out = {}
         for oid in oids:

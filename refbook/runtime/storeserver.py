@@ -138,8 +138,7 @@ class StoreServer:
     def on_seal(self, m) -> None:
         _, oid, _off, _size, _owner, pin_for = m
         self.table.seal(oid, pin_for)
-        if self.table.over_high_water():
-            self._make_room(0)
+        self.progress()         # readers may be waiting for it; room is made there too
 
     def on_free(self, oids) -> None:
         for oid in oids:
