@@ -26,6 +26,7 @@ import zmq
 
 from . import protocol as P
 from .arena import Arena
+from .guard import Guard
 from .head import Membership, choose_node
 from .monitor import MemoryMonitor, TaskInfo
 from .scheduler import LeaseScheduler, fits
@@ -145,6 +146,7 @@ class NodeManager:
         self.worker_pids: dict[str, int] = {}
         self.pidfds: dict[int, str] = {}
         self.poller = zmq.Poller()
+        self.guard = Guard(log)       # an error in one handler is logged and survived
         self._n = 0
         self.running = True
         self.target_pool = num_cpus
@@ -385,10 +387,7 @@ class NodeManager:
         while self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             got = self.transport.recv_rpc()
             if got is not None:
-                try:
-                    self.store.on_request(*got)
-                except Exception:  # noqa: BLE001 - never die on one bad request
-                    log.exception("error handling a store request")
+                self.guard("a store request", self.store.on_request, *got)
 
     # -- the memory monitor -------------------------------------------------------------------
     def _memory_tick(self, now: float) -> None:
@@ -505,25 +504,26 @@ class NodeManager:
         if self.head is not None:
             self.transport.send(self.head, (P.NODE_REGISTER, self.node_view()))
         tick = min(0.1, self.heartbeat_s / 2)
+        guard = self.guard
         while self.running:
             events = dict(self.poller.poll(int(tick * 1000)))
             now = time.monotonic()
             if now - last_tick >= tick:
                 last_tick = now
-                self.store.tick()
-                self._memory_tick(now)
-                self._membership_tick(now)
+                guard("the store's timers", self.store.tick)
+                guard("the memory monitor", self._memory_tick, now)
+                guard("membership", self._membership_tick, now)
             elif self.monitor.query is not None:
-                self._memory_tick(now)
+                guard("the memory monitor", self._memory_tick, now)
             if self.store.io.fd in events:
-                self.store.on_io()
+                guard("spill I/O completions", self.store.on_io)
             if parent_fd in events:
                 log.info("driver exited; shutting down")
                 break
             if self.zygote.report_fd in events:
-                self._on_spawned()
+                guard("worker start-ups", self._on_spawned)
             for fd in [fd for fd in events if fd in self.pidfds]:
-                self._on_pidfd(fd)
+                guard("a process exit", self._on_pidfd, fd)
             if inbox in events:
                 while inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     m = self.transport.recv(zmq.NOBLOCK)
@@ -533,18 +533,17 @@ class NodeManager:
                     if h is None:
                         log.warning("unexpected message type %r", m[0])
                         continue
-                    try:
-                        h(m)
-                    except Exception:  # noqa: BLE001 - never die on one bad message
-                        log.exception("error handling message type %r", m[0])
+                    guard(f"message type {m[0]!r}", h, m)
             # requests after the inbox: a FREE sent just before an ALLOC is applied first
             if self.transport.rpc in events or \
                     self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 self._on_rpc()
 
     def close(self) -> None:
+        """Every exit path ends here, and it never blocks for long: workers are killed,
+        and every socket is closed with linger 0 before the context ends."""
         self.running = False
-        self.store.stop()
+        self.guard("stopping the spill threads", self.store.stop)
         for addr in list(self.worker_pids):
             self._kill(addr)
         self.zygote.close()

@@ -23,6 +23,7 @@ log = logging.getLogger("refbook.store")
 WAIT_LIMIT = 120.0     # seconds a request may wait for memory before it fails
 CHUNK = 4 << 20        # bytes per transfer message between nodes (fits in cache)
 WINDOW = 16            # chunks in flight per transfer
+TRANSFER = "pull:"     # pins held for a transfer out are held by "pull:<requester>"
 
 
 class Waiting:
@@ -190,7 +191,7 @@ class StoreServer:
     def _on_pull(self, m) -> None:
         _, oid, requester, requester_node = m
         self._requester_node[requester] = requester_node
-        w = Waiting("send", None, requester, f"pull:{requester}", [oid], 0)
+        w = Waiting("send", None, requester, TRANSFER + requester, [oid], 0)
         if not self._serve(w):            # on disk here: restore it, then send
             self.waiting.append(w)
             self._make_room(w.size)
@@ -270,7 +271,7 @@ class StoreServer:
     def _on_pull_done(self, m) -> None:
         _, oid, requester = m
         if self.sending.pop((oid, requester), None) is not None:
-            self.table.unpin(f"pull:{requester}", [oid])
+            self.table.unpin(TRANSFER + requester, [oid])
             node = self._requester_node.get(requester)
             if node is not None:
                 self.copies.setdefault(oid, set()).add(node)
@@ -297,7 +298,7 @@ class StoreServer:
         for (oid, requester), _off in list(self.sending.items()):
             if self._requester_node.get(requester) == node_id:   # it will never finish
                 del self.sending[(oid, requester)]
-                self.table.unpin(f"pull:{requester}", [oid])
+                self.table.unpin(TRANSFER + requester, [oid])
         for oid, (src, owner) in list(self.pulled_from.items()):
             if src == node_id:        # ours is the primary copy now: say so to its owner
                 del self.pulled_from[oid]
@@ -405,6 +406,8 @@ class StoreServer:
             self.io.spill(fid, entries)
         now = time.monotonic()
         for proc, oids in ask.items():
+            if proc.startswith(TRANSFER):
+                continue      # no process to ask: the pin goes when the transfer ends
             key = (proc, tuple(oids))
             if now - self._asked.get(key, 0) > 0.2:
                 self._asked[key] = now

@@ -57,7 +57,7 @@ def two_small_nodes():
     c = Cluster()
     try:
         a = c.add_node(num_cpus=2, object_store_memory=64 * MB, resources={"a": 2})
-        b = c.add_node(num_cpus=1, object_store_memory=64 * MB, resources={"b": 1})
+        b = c.add_node(num_cpus=1, object_store_memory=64 * MB, resources={"b": 2})
         c.wait_for_nodes()
         refbook.init(address=c.address)
         yield c, a, b
@@ -97,3 +97,66 @@ def test_a_spilled_object_pulled_by_another_node_is_restored_and_sent(two_small_
     assert refbook.get(d, timeout=30) == expected(0, 8)
     assert node_states(a.node_id).get(first.hex()) != "restoring"
     del d, first, fill, holder
+
+
+def _node_alive(node) -> bool:
+    return any(n["node_id"] == node.node_id and n["alive"] for n in refbook.nodes())
+
+
+def test_a_node_that_needs_room_while_a_transfer_pins_an_object_survives(two_small_nodes):
+    """Issue 12 §2: A restores the spilled ``first`` for B and pins it for the
+    transfer, which waits for room on B; A, over its high-water mark, must not ask the
+    transfer (``pull:<address>``, no process) to unpin.  Before the fix that request
+    raised ZMQError out of A's loop, A's manager stopped serving, and it then hung for
+    ever in Context.term() (a socket was never closed), outliving SIGTERM."""
+    c, a, b = two_small_nodes
+    first, fill, holder = _spill_first_then_pin_the_rest(a, n_fill=6)
+    on_b = {"resources": {"b": 1}}
+    b_fill = [make.options(**on_b).remote(100 + i, 8) for i in range(7)]
+    refbook.wait(b_fill, num_returns=len(b_fill))
+    b_holder = Holder.options(**on_b).remote()
+    assert refbook.get(b_holder.hold.remote(b_fill), timeout=60) == 56 * MB
+    d = digest.options(**on_b).remote(first)      # B pulls; there is no room on B
+    first_id = first.hex()
+    assert wait_for(lambda: node_states(a.node_id).get(first_id) is None, timeout=20), \
+        node_states(a.node_id)                     # restored on A, for the transfer
+    time.sleep(1.0)                                # A holds it for the transfer, and ticks
+    assert _node_alive(a) and a.proc.poll() is None
+    assert refbook.get(b_holder.drop.remote(), timeout=10)
+    assert refbook.get(d, timeout=30) == expected(0, 8)
+    assert _node_alive(a)
+    with open(a.log_path) as f:
+        log = f.read()
+    assert "Traceback" not in log, log[-3000:]
+    a.proc.terminate()                             # and it still stops when told to
+    a.proc.wait(timeout=10)
+    c.nodes.remove(a)
+    del d, first, fill, holder, b_fill, b_holder
+
+
+def test_a_process_whose_connect_failed_still_exits(tmp_path):
+    """Issue 12 §2: the socket made for a peer whose address ZeroMQ refuses is closed,
+    so closing the transport (every exit path of a process) cannot block for ever in
+    Context.term()."""
+    import subprocess
+    import sys
+    code = f"""
+import os, zmq
+from refbook.runtime.transport import Transport
+t = Transport("ipc://{tmp_path}/me", os.urandom(32), os.urandom(8))
+err = None
+try:
+    t.send("pull:ipc://{tmp_path}/peer", ("x",))
+except zmq.ZMQError as e:
+    err = e     # as in a node manager's loop: the error, its traceback and frames live on
+t.close()
+print("closed after", repr(err))
+"""
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=20)
+    except subprocess.TimeoutExpired as e:
+        e.args = ("the process hung on its way out",) + e.args
+        raise
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1].startswith("closed after ZMQError")
