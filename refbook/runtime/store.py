@@ -192,9 +192,10 @@ class ObjectTable:
         """Pin every object in ``oids`` for ``proc``, all or nothing.  Returns
         ``("ok", {oid: (offset, size)})``; ``("wait", restores)`` where ``restores``
         lists ``(oid, file_id, file_offset, arena_offset, size)`` reads to start now
-        (retry when they finish, memory frees up, or a missing seal arrives); or
-        ``("error", message)``.  The caller must start every read it gets: the objects
-        are RESTORING from now on, and nothing else reads them back."""
+        (retry when they finish, memory frees up, or a missing seal arrives);
+        ``("full", message)`` when they can never fit at once; or ``("error",
+        message)``.  The caller must start every read it gets: the objects are
+        RESTORING from now on, and nothing else reads them back."""
         total = 0
         unsealed = False
         for oid in oids:
@@ -206,10 +207,14 @@ class ObjectTable:
             # object from its owner, over another connection, and may be here first.
             unsealed = unsealed or not o.sealed
             total += o.size
-        if total > self.capacity:
-            return ("error", f"the {len(oids)} object(s) needed at once take {total:,} "
-                             f"bytes, more than the whole object store ({self.capacity:,}). "
-                             f"Pass a larger object_store_memory= to refbook.init().")
+        if total > self.capacity:         # nothing is lost: they can never fit at once
+            if len(oids) == 1:
+                return ("full", self.full_message(oids[0], total))
+            return ("full", f"the {len(oids)} objects needed at once take {total:,} "
+                            f"bytes, more than the whole object store ({self.capacity:,} "
+                            f"bytes), so they cannot all be in memory together. Get them "
+                            f"(or pass them to a task) a few at a time, or pass a larger "
+                            f"object_store_memory= to refbook.init().")
         restores = []
         waiting = False
         for oid in oids:

@@ -48,7 +48,7 @@ class StoreServer:
         self.pulls: dict[bytes, dict] = {}      # oid -> transfer into this node
         self.sending: dict[tuple, int] = {}     # (oid, requester) -> pinned while we send
         self.copies: dict[bytes, set] = {}      # oid -> nodes that pulled a copy from us
-        self.pull_errors: dict[bytes, str] = {}
+        self.pull_errors: dict[bytes, tuple] = {}     # oid -> (PIN_REPLY status, why)
         self._requester_node: dict[str, str] = {}     # node manager address -> node id
         self._progressing = False                     # progress() is running
         self._again = False                           # ...and should run another round
@@ -113,7 +113,7 @@ class StoreServer:
                 return False                   # still arriving from another node
             err = self.pull_errors.get(oid)
             if err is not None and oid not in self.table.objects:
-                self._reply(w, (P.PIN_REPLY, "error", err))
+                self._reply(w, (P.PIN_REPLY, *err))
                 return True
         status, detail = self._pin(w)
         if status == "wait":
@@ -180,7 +180,7 @@ class StoreServer:
             return
         src = self.address_of(node)
         if src is None:
-            self.pull_errors[oid] = (f"object {oid.hex()} was on node {node}, which is no "
+            self.pull_errors[oid] = ("error", f"object {oid.hex()} was on node {node}, which is no "
                                      f"longer part of the cluster")
             return
         self.pull_errors.pop(oid, None)
@@ -217,8 +217,8 @@ class StoreServer:
             p["waiting_space"] = True
             self._make_room(p["size"])
             return False
-        if status == "full":
-            self._pull_failed(oid, off)
+        if status == "full":          # larger than this whole store: nothing was lost
+            self._pull_failed(oid, off, "full")
             return True
         p["waiting_space"] = False
         if status == "exists":
@@ -280,11 +280,11 @@ class StoreServer:
     def _on_pull_fail(self, m) -> None:
         self._pull_failed(m[1], m[2])
 
-    def _pull_failed(self, oid: bytes, message: str) -> None:
+    def _pull_failed(self, oid: bytes, message: str, status: str = "error") -> None:
         p = self.pulls.pop(oid, None)
         if p is not None and p.get("offset") is not None:
             self._close(self.table.delete(oid))
-        self.pull_errors[oid] = message
+        self.pull_errors[oid] = (status, message)
         self.progress()
 
     def node_died(self, node_id: str) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import refbook
+from refbook.exceptions import ObjectLostError, ObjectStoreFullError
 from refbook.testing import Cluster
 
 from .helpers import alive, wait_for
@@ -160,3 +161,50 @@ print("closed after", repr(err))
         raise
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1].startswith("closed after ZMQError")
+
+
+@pytest.fixture
+def store_64MB(tmp_path):
+    refbook.shutdown()
+    ctx = refbook.init(num_cpus=1, object_store_memory=64 * MB, spill_dir=str(tmp_path))
+    try:
+        yield ctx
+    finally:
+        refbook.shutdown()
+
+
+@refbook.remote
+def total_size(*arrays):
+    return sum(a.nbytes for a in arrays)
+
+
+def test_getting_more_than_the_whole_store_at_once_says_the_store_is_full(store_64MB):
+    """Issue 12 §6: 32 x 20 MiB (spilled) cannot all be mapped at once in 64 MiB.
+    Before the fix: ObjectLostError, although nothing was lost."""
+    refs = [refbook.put(np.full(20 * MB, i, dtype=np.uint8)) for i in range(32)]
+    with pytest.raises(ObjectStoreFullError, match="more than the whole object store") as e:
+        refbook.get(refs, timeout=60)
+    assert not isinstance(e.value, ObjectLostError)
+    assert refbook.get(refs[5])[0] == 5            # each one still reads back
+    del refs
+
+
+def test_task_arguments_larger_than_the_store_say_the_store_is_full(store_64MB):
+    """Issue 11 §2 item 5: three 30 MiB arguments of one task on a 64 MiB store.  Before
+    the fix: TaskError(ObjectLostError)."""
+    refs = [refbook.put(np.zeros(30 * MB, dtype=np.uint8)) for _ in range(3)]
+    with pytest.raises(ObjectStoreFullError, match="more than the whole object store") as e:
+        refbook.get(total_size.remote(*refs), timeout=60)
+    assert not isinstance(e.value, ObjectLostError)
+    assert refbook.get(total_size.remote(*refs[:2]), timeout=60) == 60 * MB
+    del refs
+
+
+def test_an_argument_larger_than_the_store_of_the_tasks_node_says_so(two_small_nodes):
+    """An 80 MiB value in the head's 256 MiB store, for a task on a node whose store has
+    64 MiB: before the fix the failed transfer surfaced as ObjectLostError."""
+    big = refbook.put(np.ones(80 * MB, dtype=np.uint8))
+    with pytest.raises(ObjectStoreFullError, match="larger than the whole object store") as e:
+        refbook.get(total_size.options(resources={"a": 1}).remote(big), timeout=60)
+    assert not isinstance(e.value, ObjectLostError)
+    del big
