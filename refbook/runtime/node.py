@@ -156,7 +156,7 @@ class NodeManager:
             P.LEASE_RETURN: lambda m: self._do(self.sched.release(m[1])),
             P.SEAL: self.store.on_seal,
             P.FREE: self._on_free,
-            P.UNPIN: lambda m: self.store.on_unpin(m[1], m[2]),
+            P.UNPIN: lambda m: self.store.on_unpin(*m[1:]),
             P.PREFETCH: lambda m: self.store.on_prefetch(m[1]),
             P.TASK_INFO: self._on_task_info,
             P.ACTOR_UPDATE: self._on_actor_update,

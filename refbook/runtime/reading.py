@@ -234,14 +234,23 @@ class ObjectReading:
                     p[2] -= 1
 
     def _on_unpin_request(self, msg):
-        released = []
+        """Drop the cached pins asked for that no live value uses.  Say which ones live
+        values still use, and whether this process is blocked in get()/wait() now: if
+        it is waiting for the very task that needs the room, only its user can help,
+        and the node says so at once instead of letting the task wait."""
+        released, in_use = [], []
         for oid in msg[1]:
             p = self.pins.get(oid)
-            if p is not None and p[2] <= 0:
+            if p is None:
+                continue
+            if p[2] <= 0:
                 del self.pins[oid]
                 released.append(oid)
-        if released:
-            self.transport.send(self.node_address, (P.UNPIN, self.me, released))
+            else:
+                in_use.append(oid)
+        if released or in_use:
+            self.transport.send(self.node_address, (P.UNPIN, self.me, released, in_use,
+                                                    bool(self._countdowns), self.kind))
 
     def decode(self, oid: bytes, owner: str, entry: tuple, cover: bool):
         """Rebuild a value from its entry.  Stored values become read-only views of

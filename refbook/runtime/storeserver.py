@@ -62,6 +62,9 @@ class StoreServer:
         self.events: deque = deque(maxlen=10_000)
         self.disk_error: str | None = None
         self._asked: dict[tuple, float] = {}
+        # proc -> (oids its live values use, its kind, when it said so): it answered an
+        # UNPIN_REQUEST while blocked in get()/wait()
+        self._stuck: dict[str, tuple] = {}
 
     def event(self, kind: str, **fields) -> None:
         self.events.append({"time": time.time(), "kind": kind, "node_id": self.node_id,
@@ -304,8 +307,13 @@ class StoreServer:
                 del self.pulled_from[oid]
                 self.t.send(owner, (P.OBJECT_COPY, oid, self.node_id, True))
 
-    def on_unpin(self, proc: str, oids) -> None:
+    def on_unpin(self, proc: str, oids, in_use=(), waiting: bool = False,
+                 kind: str = "process") -> None:
         self.table.unpin(proc, oids)
+        if in_use and waiting:
+            self._stuck[proc] = (set(in_use), kind, time.monotonic())
+        else:
+            self._stuck.pop(proc, None)
         self.progress()
 
     def on_prefetch(self, oids) -> None:
@@ -415,6 +423,35 @@ class StoreServer:
         if not entries and self.disk_error and self.waiting:
             self._fail_waiting(lambda w: w.size > 0, self.disk_error + ". Free some disk "
                                "space or pass another spill_dir= to refbook.init().")
+        elif ask and not entries and not self.table.spilling_bytes and self.waiting:
+            self._fail_if_only_waiters_hold(ask, now)
+
+    def _fail_if_only_waiters_hold(self, ask: dict, now: float) -> None:
+        """Nothing is left to spill, and every pin in the way belongs to a process that
+        uses it in live values while it is blocked in get()/wait(): most likely waiting
+        for the very tasks that need the room.  Waiting would take WAIT_LIMIT and end
+        the same way, so fail those requests now, naming the views in the way."""
+        stuck = []
+        for proc, oids in ask.items():
+            s = self._stuck.get(proc)
+            if proc.startswith(TRANSFER) or s is None or now - s[2] > 5.0 or \
+                    not set(oids) <= s[0]:
+                return
+            stuck.append((proc, s[1], oids))
+        blockers = {proc for proc, _k, _o in stuck}
+        said = min(self._stuck[proc][2] for proc in blockers)   # requests older than
+        #  that answer: the answer is about them, not about values dropped since
+        held = "; ".join(
+            f"the {kind} {proc} holds {len(oids)} object(s) of it "
+            f"({sum(self.table.objects[o].size for o in oids if o in self.table.objects):,}"
+            f" bytes: {', '.join(o.hex() for o in oids[:3])}{' ...' if len(oids) > 3 else ''})"
+            for proc, kind, oids in stuck)
+        self._fail_waiting(
+            lambda w: w.size > 0 and w.kind != "send" and w.proc not in blockers
+            and w.since <= said,
+            f" because {held} in values it still uses (arrays from get() or put()) while it "
+            f"waits in get() or wait(), so they cannot be spilled; delete those values "
+            f"(or copy what you need out of them) before waiting")
 
     def tick(self) -> None:
         now = time.monotonic()

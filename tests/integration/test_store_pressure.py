@@ -208,3 +208,25 @@ def test_an_argument_larger_than_the_store_of_the_tasks_node_says_so(two_small_n
         refbook.get(total_size.options(resources={"a": 1}).remote(big), timeout=60)
     assert not isinstance(e.value, ObjectLostError)
     del big
+
+
+@refbook.remote
+def zeros(mb):
+    return np.zeros(mb * MB, dtype=np.uint8)
+
+
+def test_a_task_blocked_only_by_the_waiting_drivers_own_views_fails_at_once(store_64MB):
+    """Issue 12 §6: the driver keeps arrays over 48 of 64 MiB and waits for a task that
+    needs 20 MiB.  Only the driver can free that room, and it is waiting: say so at
+    once, naming its views.  Before the fix the task waited 120 s."""
+    views = [refbook.get(refbook.put(np.full(16 * MB, i, dtype=np.uint8)))
+             for i in range(3)]
+    t0 = time.monotonic()
+    with pytest.raises(ObjectStoreFullError, match="the driver") as e:
+        refbook.get(zeros.remote(20), timeout=30)
+    took = time.monotonic() - t0
+    assert took < 10, f"took {took:.1f} s"
+    assert "delete those values" in str(e.value)
+    print(f"ObjectStoreFullError after {took:.2f} s")
+    del views                                      # and once they go, it fits
+    assert refbook.get(zeros.remote(20), timeout=30).nbytes == 20 * MB
