@@ -190,6 +190,7 @@ class ObjectReading:
             return
         missing = []
         with self.lock:
+            after = self._unpin_seq           # served after the UNPINs sent up to now
             pins = self.pins
             for oid in stored:
                 p = pins.get(oid)
@@ -208,7 +209,8 @@ class ObjectReading:
         want = list(dict.fromkeys(missing))
         try:
             _, status, detail = self.transport.request(
-                self.node_address, lambda reply_to: (P.PIN, self.me, reply_to, want, where),
+                self.node_address,
+                lambda reply_to: (P.PIN, self.me, reply_to, want, where, after),
                 300)
         except TimeoutError:
             status, detail = "full", "the node did not make the objects resident in 300 s"
@@ -249,8 +251,17 @@ class ObjectReading:
             else:
                 in_use.append(oid)
         if released or in_use:
-            self.transport.send(self.node_address, (P.UNPIN, self.me, released, in_use,
-                                                    bool(self._countdowns), self.kind))
+            self.send_unpin(released, in_use, bool(self._countdowns))
+
+    def send_unpin(self, oids, in_use=(), waiting: bool = False) -> None:
+        """Tell the node we dropped our cached pins of ``oids`` (caller holds the lock,
+        and removed them from ``self.pins``).  UNPINs are numbered: a PIN we send later
+        goes over another connection and may overtake this one, so it carries the number
+        of the last UNPIN, and the node serves it only after that UNPIN (else the late
+        UNPIN would drop the new pin and leave a live view unpinned)."""
+        self._unpin_seq += 1
+        self.transport.send(self.node_address, (P.UNPIN, self.me, oids, in_use, waiting,
+                                                self.kind, self._unpin_seq))
 
     def decode(self, oid: bytes, owner: str, entry: tuple, cover: bool):
         """Rebuild a value from its entry.  Stored values become read-only views of

@@ -27,21 +27,28 @@ TRANSFER = "pull:"     # pins held for a transfer out are held by "pull:<request
 
 
 class Waiting:
-    __slots__ = ("kind", "ident", "reply_to", "proc", "args", "size", "since")
+    __slots__ = ("kind", "ident", "reply_to", "proc", "args", "size", "since", "after")
 
-    def __init__(self, kind, ident, reply_to, proc, args, size):
-        self.kind = kind          # "alloc" or "pin"
+    def __init__(self, kind, ident, reply_to, proc, args, size, since: float):
+        self.kind = kind          # "alloc", "pin", or "send" (a transfer out)
         self.ident = ident
         self.reply_to = reply_to
         self.proc = proc
-        self.args = args          # alloc: (oid, size, owner); pin: oids
+        self.args = args          # alloc: (oid, size, owner); pin, send: oids
         self.size = size
-        self.since = time.monotonic()
+        self.since = since
+        self.after = 0            # pin: serve only once this UNPIN of proc's has come
 
 
 class StoreServer:
-    def __init__(self, transport, arena, node_id: str, spill_dir: str, address_of=None):
+    """``io`` (default: a :class:`SpillIO` over ``spill_dir``) and ``clock`` are the
+    simulator's way in (refbook.testing.storesim): the same server, with spill I/O and
+    time under a seeded schedule."""
+
+    def __init__(self, transport, arena, node_id: str, spill_dir: str, address_of=None,
+                 io=None, clock=time.monotonic):
         self.t = transport
+        self.clock = clock
         self.node_id = node_id
         self.arena = arena
         self.address_of = address_of or (lambda node_id: None)
@@ -55,9 +62,11 @@ class StoreServer:
         self.pulled_from: dict[bytes, tuple] = {}     # our secondary copies: oid ->
         #                                               (source node, owner)
         self.table = ObjectTable(arena.capacity)
-        os.makedirs(spill_dir, mode=0o700, exist_ok=True)
         self.spill_dir = spill_dir
-        self.io = SpillIO(spill_dir, arena.mm)
+        if io is None:
+            os.makedirs(spill_dir, mode=0o700, exist_ok=True)
+            io = SpillIO(spill_dir, arena.mm)
+        self.io = io
         self.waiting: list[Waiting] = []
         self.events: deque = deque(maxlen=10_000)
         self.disk_error: str | None = None
@@ -65,6 +74,7 @@ class StoreServer:
         # proc -> (oids its live values use, its kind, when it said so): it answered an
         # UNPIN_REQUEST while blocked in get()/wait()
         self._stuck: dict[str, tuple] = {}
+        self._unpins: dict[str, int] = {}       # proc -> number of its last UNPIN here
 
     def event(self, kind: str, **fields) -> None:
         self.events.append({"time": time.time(), "kind": kind, "node_id": self.node_id,
@@ -74,10 +84,12 @@ class StoreServer:
     def on_request(self, ident: bytes, m: tuple) -> None:
         if m[0] == P.ALLOC:
             _, proc, reply_to, oid, size, owner = m
-            w = Waiting("alloc", ident, reply_to, proc, (oid, size, owner), size)
+            w = Waiting("alloc", ident, reply_to, proc, (oid, size, owner), size,
+                        self.clock())
         elif m[0] == P.PIN:
-            _, proc, reply_to, oids, where = m
-            w = Waiting("pin", ident, reply_to, proc, oids, 0)
+            _, proc, reply_to, oids, where, *after = m
+            w = Waiting("pin", ident, reply_to, proc, oids, 0, self.clock())
+            w.after = after[0] if after else 0
             for oid, node in where.items():       # stored on another node: fetch it
                 if node != self.node_id and oid not in self.table.objects:
                     self._start_pull(oid, node)
@@ -111,6 +123,8 @@ class StoreServer:
                 return False
             self._reply(w, (P.ALLOC_REPLY, status, detail))
             return True
+        if self._unpins.get(w.proc, 0) < w.after:
+            return False        # an UNPIN it sent first is still on its way: not yet
         for oid in w.args:
             if oid in self.pulls:
                 return False                   # still arriving from another node
@@ -188,13 +202,13 @@ class StoreServer:
             return
         self.pull_errors.pop(oid, None)
         self.pulls[oid] = {"src": src, "node": node, "size": None, "offset": None,
-                           "next": 0, "received": 0, "since": time.monotonic()}
+                           "next": 0, "received": 0, "since": self.clock()}
         self.t.send(src, (P.PULL, oid, self.t.address, self.node_id))
 
     def _on_pull(self, m) -> None:
         _, oid, requester, requester_node = m
         self._requester_node[requester] = requester_node
-        w = Waiting("send", None, requester, TRANSFER + requester, [oid], 0)
+        w = Waiting("send", None, requester, TRANSFER + requester, [oid], 0, self.clock())
         if not self._serve(w):            # on disk here: restore it, then send
             self.waiting.append(w)
             self._make_room(w.size)
@@ -266,7 +280,7 @@ class StoreServer:
             self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
             self.t.send(p["owner"], (P.OBJECT_COPY, oid, self.node_id, True))
             self.event("transfer", object_ids=[oid.hex()], bytes=p["size"],
-                       source=p["node"], seconds=time.monotonic() - p["since"])
+                       source=p["node"], seconds=self.clock() - p["since"])
             self.progress()
         else:
             self._request_chunk(oid)
@@ -308,10 +322,12 @@ class StoreServer:
                 self.t.send(owner, (P.OBJECT_COPY, oid, self.node_id, True))
 
     def on_unpin(self, proc: str, oids, in_use=(), waiting: bool = False,
-                 kind: str = "process") -> None:
+                 kind: str = "process", seq: int | None = None) -> None:
         self.table.unpin(proc, oids)
+        if seq is not None:
+            self._unpins[proc] = max(seq, self._unpins.get(proc, 0))
         if in_use and waiting:
-            self._stuck[proc] = (set(in_use), kind, time.monotonic())
+            self._stuck[proc] = (set(in_use), kind, self.clock())
         else:
             self._stuck.pop(proc, None)
         self.progress()
@@ -412,7 +428,7 @@ class StoreServer:
         if entries:
             fid = self.table.new_file_id() if any(not e[3] for e in entries) else None
             self.io.spill(fid, entries)
-        now = time.monotonic()
+        now = self.clock()
         for proc, oids in ask.items():
             if proc.startswith(TRANSFER):
                 continue      # no process to ask: the pin goes when the transfer ends
@@ -454,7 +470,7 @@ class StoreServer:
             f"(or copy what you need out of them) before waiting")
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for oid, p in list(self.pulls.items()):
             if now - p["since"] > WAIT_LIMIT:
                 self._pull_failed(oid, f"the transfer of object {oid.hex()} from node "
@@ -463,6 +479,10 @@ class StoreServer:
                            f" after waiting {WAIT_LIMIT:.0f} s")
         if len(self._asked) > 10_000:
             self._asked.clear()
+        if self.waiting or any(p.get("waiting_space") for p in self.pulls.values()):
+            # ask again: a holder that still used its pins when asked may be done now,
+            # and would not say so on its own (it keeps unused pins cached)
+            self.progress()
 
     def _fail_waiting(self, pred, detail: str) -> None:
         keep = []
@@ -500,6 +520,8 @@ class StoreServer:
             self._forget(oid, f"object {oid.hex()} went with its owner {addr}, which died")
             self.copies.pop(oid, None)
         self.waiting = [w for w in self.waiting if w.proc != addr]
+        self._unpins.pop(addr, None)
+        self._stuck.pop(addr, None)
         self.progress()
 
     def io_stats(self) -> dict:
