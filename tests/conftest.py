@@ -42,6 +42,8 @@ def fresh_cluster():
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "soak: long runs under pressure and faults "
+                            "(each under 100 s; deselect with -m 'not soak')")
     os.environ.setdefault("PYTHONFAULTHANDLER", "1")
     os.environ.setdefault("REFBOOK_QUIET", "1")
     if not hasattr(config, "workerinput"):    # the run's controller: watch for leaks

@@ -105,12 +105,14 @@ class Session:
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
         arena = getattr(self, "arena", None)
-        for fd in (arena.fd if arena is not None else None, getattr(self, "node_fd", None)):
-            if fd is not None:
-                try:
-                    os.close(fd)      # the arena's memory goes when nothing maps it
-                except OSError:
-                    pass
+        if arena is not None:
+            arena.close()     # its memory goes when nothing maps it: not on a GC's whim
+        fd = getattr(self, "node_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class JoinedSession:
@@ -232,11 +234,11 @@ class JoinedSession:
             time.sleep(0.05)  # let it pass that on to the other nodes before it stops
         self._stop_own_node()
         core.stop()
-        for fd in (self.arena.fd, self.node_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.arena.close()
+        try:
+            os.close(self.node_fd)
+        except OSError:
+            pass
 
 
 def _read_secret(root: str) -> bytes:

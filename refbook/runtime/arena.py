@@ -17,7 +17,9 @@ process keeps holding the object exactly as long as the user can see its memory.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
+import threading
 import weakref
 
 import numpy as np
@@ -44,13 +46,38 @@ class Arena:
         self.mm = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED,
                             prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self.np = np.frombuffer(self.mm, dtype=np.uint8)
+        self._live = 0               # values read from here whose buffers may live on
+        self._live_lock = threading.Lock()
 
     @classmethod
     def create(cls, capacity: int) -> Arena:
-        import os
         fd = os.memfd_create("refbook-arena", 0)
         os.ftruncate(fd, capacity)
         return cls(fd, capacity)
+
+    def close(self) -> None:
+        """Release this process's hold on the arena now: its descriptor and its mapping
+        (``mmap`` keeps a descriptor of its own).  Idempotent.  Values read from it that
+        are still alive (zero-copy views) keep the mapping until the last of them goes,
+        since unmapping memory under them would crash the process; nothing else does."""
+        self.np = None
+        mm, self.mm = self.mm, None
+        # numpy does not hold a buffer export on the mmap (mm.close() would succeed and
+        # unmap memory under live arrays): the holders of read() say if values live on
+        if mm is not None and not self._live:
+            mm.close()
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _holder_gone(self, on_release) -> None:
+        with self._live_lock:
+            self._live -= 1
+        if on_release is not None:
+            on_release()
 
     def write(self, offset: int, s: Serialized) -> None:
         n = len(s.buffers)
@@ -82,8 +109,10 @@ class Arena:
         for ln in lens:
             bufs.append(view[pos:pos + ln])
             pos = align_up(pos + ln)
-        if on_release is not None and n:
-            weakref.finalize(holder, on_release)
+        if n:
+            with self._live_lock:
+                self._live += 1
+            weakref.finalize(holder, self._holder_gone, on_release)
             return deserialize(meta, bufs)
         try:
             return deserialize(meta, bufs)

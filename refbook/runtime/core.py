@@ -104,6 +104,7 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         self._releases: deque = deque()
         self._view_releases: deque = deque()
         self.pins: dict[bytes, list] = {}        # oid -> [offset, size, live views]
+        self._unpin_seq = 0                      # UNPINs sent (see send_unpin)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)

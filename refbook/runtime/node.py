@@ -26,6 +26,7 @@ import zmq
 
 from . import protocol as P
 from .arena import Arena
+from .guard import Guard
 from .head import Membership, choose_node
 from .launch import read_secret_fd
 from .monitor import MemoryMonitor, TaskInfo
@@ -77,6 +78,7 @@ class NodeManager:
         self.worker_pids: dict[str, int] = {}
         self.pidfds: dict[int, str] = {}
         self.poller = zmq.Poller()
+        self.guard = Guard(log)       # an error in one handler is logged and survived
         self._n = 0
         self.running = True
         self.target_pool = num_cpus
@@ -86,7 +88,7 @@ class NodeManager:
             P.LEASE_RETURN: lambda m: self._do(self.sched.release(m[1])),
             P.SEAL: self.store.on_seal,
             P.FREE: self._on_free,
-            P.UNPIN: lambda m: self.store.on_unpin(m[1], m[2]),
+            P.UNPIN: lambda m: self.store.on_unpin(*m[1:]),
             P.PREFETCH: lambda m: self.store.on_prefetch(m[1]),
             P.TASK_INFO: self._on_task_info,
             P.ACTOR_UPDATE: self._on_actor_update,
@@ -319,10 +321,7 @@ class NodeManager:
                 break
             got = self.transport.recv_rpc()
             if got is not None:
-                try:
-                    self.store.on_request(*got)
-                except Exception:  # noqa: BLE001 - never die on one bad request
-                    log.exception("error handling a store request")
+                self.guard("a store request", self.store.on_request, *got)
 
     # -- the memory monitor -------------------------------------------------------------------
     def _memory_tick(self, now: float) -> None:
@@ -439,26 +438,27 @@ class NodeManager:
         if self.head is not None:
             self.transport.send(self.head, (P.NODE_REGISTER, self.node_view()))
         tick = min(0.1, self.heartbeat_s / 2)
+        guard = self.guard
         while self.running:
             events = dict(self.poller.poll(int(tick * 1000)))
             now = time.monotonic()
             if now - last_tick >= tick:
                 last_tick = now
-                self.store.tick()
-                self.transport.tick(now)
-                self._memory_tick(now)
-                self._membership_tick(now)
+                guard("the store's timers", self.store.tick)
+                guard("the transport's timers", self.transport.tick, now)
+                guard("the memory monitor", self._memory_tick, now)
+                guard("membership", self._membership_tick, now)
             elif self.monitor.query is not None:
-                self._memory_tick(now)
+                guard("the memory monitor", self._memory_tick, now)
             if self.store.io.fd in events:
-                self.store.on_io()
+                guard("spill I/O completions", self.store.on_io)
             if parent_fd in events:
                 log.info("driver exited; shutting down")
                 break
             if self.zygote.report_fd in events:
-                self._on_spawned()
+                guard("worker start-ups", self._on_spawned)
             for fd in [fd for fd in events if fd in self.pidfds]:
-                self._on_pidfd(fd)
+                guard("a process exit", self._on_pidfd, fd)
             if inbox in events:     # a bounded turn: requests and ticks come next
                 for _ in range(MAX_DRAIN):
                     if not inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -470,18 +470,17 @@ class NodeManager:
                     if h is None:
                         log.warning("unexpected message type %r", m[0])
                         continue
-                    try:
-                        h(m)
-                    except Exception:  # noqa: BLE001 - never die on one bad message
-                        log.exception("error handling message type %r", m[0])
+                    guard(f"message type {m[0]!r}", h, m)
             # requests after the inbox: a FREE sent just before an ALLOC is applied first
             if self.transport.rpc in events or \
                     self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 self._on_rpc()
 
     def close(self) -> None:
+        """Every exit path ends here, and it never blocks for long: workers are killed,
+        and every socket is closed with linger 0 before the context ends."""
         self.running = False
-        self.store.stop()
+        self.guard("stopping the spill threads", self.store.stop)
         for addr in list(self.worker_pids):
             self._kill(addr)
         # wait while the zygote still reaps them: once it is gone they would linger as

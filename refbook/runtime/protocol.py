@@ -210,7 +210,10 @@ DEC_REF = 34           # borrower -> owner: (addr, oid, n)
 PIN = 40               # proc -> nm rpc socket: (addr, reply_to, [oid, ...], {oid: node})
                        #   all or nothing; objects on other nodes are pulled here first
 PIN_REPLY = 41         # nm -> proc: ("ok", {oid: (offset, size)}) or (status, message)
-UNPIN = 42             # proc -> nm: (addr, [oid, ...])  cached pins it gave up
+UNPIN = 42             # proc -> nm: (addr, [oid, ...], [oid in use, ...], waiting, kind,
+#                        seq)  cached pins it gave up; in answer to UNPIN_REQUEST also the
+#                        ones it cannot (live values use them), and if it waits in get()
+#                        now; seq numbers a process's UNPINs (a PIN names the last one)
 UNPIN_REQUEST = 43     # nm -> proc: ([oid, ...],)  please drop these pins if unused
 PREFETCH = 44          # owner -> nm: ([oid, ...],)  queued tasks will need these
 TASK_QUERY = 45        # nm -> worker: (query_id,)  what are you running?

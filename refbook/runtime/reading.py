@@ -196,6 +196,7 @@ class ObjectReading:
             return
         missing = []
         with self.lock:
+            after = self._unpin_seq           # served after the UNPINs sent up to now
             pins = self.pins
             for oid in stored:
                 p = pins.get(oid)
@@ -214,7 +215,8 @@ class ObjectReading:
         want = list(dict.fromkeys(missing))
         try:
             _, status, detail = self.transport.request(
-                self.node_address, lambda reply_to: (P.PIN, self.me, reply_to, want, where),
+                self.node_address,
+                lambda reply_to: (P.PIN, self.me, reply_to, want, where, after),
                 300)
         except TimeoutError:
             status, detail = "full", "the node did not make the objects resident in 300 s"
@@ -240,18 +242,36 @@ class ObjectReading:
                     p[2] -= 1
 
     def _on_unpin_request(self, msg):
-        self._release_pins(msg[1])
+        self._release_pins(msg[1], asked=True)
 
-    def _release_pins(self, oids) -> None:
-        """Give up this process's pins on ``oids`` that no view of ours still reads."""
-        released = []
+    def _release_pins(self, oids, asked: bool = False) -> None:
+        """Give up this process's cached pins on ``oids`` that no live value uses.
+        ``asked``: the node needs room; also say which pins live values still use, and
+        whether this process is blocked in get()/wait() now: if it is waiting for the
+        very task that needs the room, only its user can help, and the node says so at
+        once instead of letting the task wait."""
+        released, in_use = [], []
         for oid in oids:
             p = self.pins.get(oid)
-            if p is not None and p[2] <= 0:
+            if p is None:
+                continue
+            if p[2] <= 0:
                 del self.pins[oid]
                 released.append(oid)
-        if released:
-            self.transport.send(self.node_address, (P.UNPIN, self.me, released))
+            elif asked:
+                in_use.append(oid)
+        if released or in_use:
+            self.send_unpin(released, in_use, asked and bool(self._countdowns))
+
+    def send_unpin(self, oids, in_use=(), waiting: bool = False) -> None:
+        """Tell the node we dropped our cached pins of ``oids`` (caller holds the lock,
+        and removed them from ``self.pins``).  UNPINs are numbered: a PIN we send later
+        goes over another connection and may overtake this one, so it carries the number
+        of the last UNPIN, and the node serves it only after that UNPIN (else the late
+        UNPIN would drop the new pin and leave a live view unpinned)."""
+        self._unpin_seq += 1
+        self.transport.send(self.node_address, (P.UNPIN, self.me, oids, in_use, waiting,
+                                                self.kind, self._unpin_seq))
 
     def decode(self, oid: bytes, owner: str, entry: tuple, cover: bool):
         """Rebuild a value from its entry.  Stored values become read-only views of

@@ -18,7 +18,6 @@ import time
 from collections import deque
 
 from .. import exceptions as exc
-from . import protocol as P
 from .ids import is_put, task_of
 from .refcount import Effects
 from .tasks import WAITING, Task
@@ -125,7 +124,7 @@ class Recovery:
         core = self.core
         core.values.pop(oid, None)
         if core.pins.pop(oid, None) is not None:
-            core.transport.send(core.node_address, (P.UNPIN, core.me, [oid]))
+            core.send_unpin([oid])
         if is_put(oid):
             return core._set_value(oid, (2, exc.ObjectLostError(
                 f"object {oid.hex()} was created by put() and {why}; a put value has no "

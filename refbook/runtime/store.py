@@ -135,6 +135,7 @@ class ObjectTable:
         self.restored_bytes = 0         # bytes read back, ever
         self.spilling_bytes = 0         # being written now
         self._doomed: dict[bytes, int] = {}   # freed while a restore writes its range
+        self._closed: list[int] = []    # spill files emptied inside create(): take_closed()
 
     @property
     def capacity(self) -> int:
@@ -151,13 +152,20 @@ class ObjectTable:
         if o is not None:
             if o.sealed and o.size == size and o.state == RESIDENT:
                 return ("exists", o.offset)
-            self.delete(oid)      # an earlier attempt died before sealing, or a stale copy
+            # an earlier attempt died before sealing, or a stale copy (maybe on disk)
+            self._closed += self.delete(oid)
         off = self.alloc.alloc(size)
         if off is None:
             return ("wait", None)
         o = self.objects[oid] = StoredObject(oid, off, size, owner, creator)
         o.last_use = next(self._clock)
         return ("ok", off)
+
+    def take_closed(self) -> list[int]:
+        """Ids of spill files that ``create`` emptied by replacing a stale copy: the
+        caller closes them, as it does those ``delete`` returns."""
+        closed, self._closed = self._closed, []
+        return closed
 
     def full_message(self, oid: bytes, size: int, detail: str = "") -> str:
         cap = self.capacity
@@ -184,18 +192,29 @@ class ObjectTable:
         """Pin every object in ``oids`` for ``proc``, all or nothing.  Returns
         ``("ok", {oid: (offset, size)})``; ``("wait", restores)`` where ``restores``
         lists ``(oid, file_id, file_offset, arena_offset, size)`` reads to start now
-        (retry when they finish or memory frees up); or ``("error", message)``."""
+        (retry when they finish, memory frees up, or a missing seal arrives);
+        ``("full", message)`` when they can never fit at once; or ``("error",
+        message)``.  The caller must start every read it gets: the objects are
+        RESTORING from now on, and nothing else reads them back."""
         total = 0
+        unsealed = False
         for oid in oids:
             o = self.objects.get(oid)
-            if o is None or not o.sealed:
+            if o is None:
                 return ("error", f"object {oid.hex()} is not in the object store of this "
                                  f"node (it was freed, or its node was lost)")
+            # Being written: its creator's SEAL is on its way.  The reader heard of the
+            # object from its owner, over another connection, and may be here first.
+            unsealed = unsealed or not o.sealed
             total += o.size
-        if total > self.capacity:
-            return ("error", f"the {len(oids)} object(s) needed at once take {total:,} "
-                             f"bytes, more than the whole object store ({self.capacity:,}). "
-                             f"Pass a larger object_store_memory= to refbook.init().")
+        if total > self.capacity:         # nothing is lost: they can never fit at once
+            if len(oids) == 1:
+                return ("full", self.full_message(oids[0], total))
+            return ("full", f"the {len(oids)} objects needed at once take {total:,} "
+                            f"bytes, more than the whole object store ({self.capacity:,} "
+                            f"bytes), so they cannot all be in memory together. Get them "
+                            f"(or pass them to a task) a few at a time, or pass a larger "
+                            f"object_store_memory= to refbook.init().")
         restores = []
         waiting = False
         for oid in oids:
@@ -208,7 +227,7 @@ class ObjectTable:
                     restores.append(r)
             elif o.state == RESTORING:
                 waiting = True
-        if restores or waiting:
+        if restores or waiting or unsealed:
             return ("wait", restores)
         out = {}
         for oid in oids:

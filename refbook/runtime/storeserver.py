@@ -23,44 +23,58 @@ log = logging.getLogger("refbook.store")
 WAIT_LIMIT = 120.0     # seconds a request may wait for memory before it fails
 CHUNK = 4 << 20        # bytes per transfer message between nodes (fits in cache)
 WINDOW = 16            # chunks in flight per transfer
+TRANSFER = "pull:"     # pins held for a transfer out are held by "pull:<requester>"
 
 
 class Waiting:
-    __slots__ = ("kind", "ident", "reply_to", "proc", "args", "size", "since")
+    __slots__ = ("kind", "ident", "reply_to", "proc", "args", "size", "since", "after")
 
-    def __init__(self, kind, ident, reply_to, proc, args, size):
-        self.kind = kind          # "alloc" or "pin"
+    def __init__(self, kind, ident, reply_to, proc, args, size, since: float):
+        self.kind = kind          # "alloc", "pin", or "send" (a transfer out)
         self.ident = ident
         self.reply_to = reply_to
         self.proc = proc
-        self.args = args          # alloc: (oid, size, owner); pin: oids
+        self.args = args          # alloc: (oid, size, owner); pin, send: oids
         self.size = size
-        self.since = time.monotonic()
+        self.since = since
+        self.after = 0            # pin: serve only once this UNPIN of proc's has come
 
 
 class StoreServer:
-    def __init__(self, transport, arena, node_id: str, spill_dir: str, address_of=None):
+    """``io`` (default: a :class:`SpillIO` over ``spill_dir``) and ``clock`` are the
+    simulator's way in (refbook.testing.storesim): the same server, with spill I/O and
+    time under a seeded schedule."""
+
+    def __init__(self, transport, arena, node_id: str, spill_dir: str, address_of=None,
+                 io=None, clock=time.monotonic):
         self.t = transport
+        self.clock = clock
         self.node_id = node_id
         self.arena = arena
         self.address_of = address_of or (lambda node_id: None)
         self.pulls: dict[bytes, dict] = {}      # oid -> transfer into this node
         self.sending: dict[tuple, int] = {}     # (oid, requester) -> pinned while we send
         self.copies: dict[bytes, set] = {}      # oid -> nodes that pulled a copy from us
-        self.pull_errors: dict[bytes, str] = {}
+        self.pull_errors: dict[bytes, tuple] = {}     # oid -> (PIN_REPLY status, why)
         self._requester_node: dict[str, str] = {}     # node manager address -> node id
         self._progressing = False                     # progress() is running
         self._again = False                           # ...and should run another round
         self.pulled_from: dict[bytes, tuple] = {}     # our secondary copies: oid ->
         #                                               (source node, owner)
         self.table = ObjectTable(arena.capacity)
-        os.makedirs(spill_dir, mode=0o700, exist_ok=True)
         self.spill_dir = spill_dir
-        self.io = SpillIO(spill_dir, arena.mm)
+        if io is None:
+            os.makedirs(spill_dir, mode=0o700, exist_ok=True)
+            io = SpillIO(spill_dir, arena.mm)
+        self.io = io
         self.waiting: list[Waiting] = []
         self.events: deque = deque(maxlen=10_000)
         self.disk_error: str | None = None
         self._asked: dict[tuple, float] = {}
+        # proc -> (oids its live values use, its kind, when it said so): it answered an
+        # UNPIN_REQUEST while blocked in get()/wait()
+        self._stuck: dict[str, tuple] = {}
+        self._unpins: dict[str, int] = {}       # proc -> number of its last UNPIN here
 
     def event(self, kind: str, **fields) -> None:
         self.events.append({"time": time.time(), "kind": kind, "node_id": self.node_id,
@@ -70,10 +84,12 @@ class StoreServer:
     def on_request(self, ident: bytes, m: tuple) -> None:
         if m[0] == P.ALLOC:
             _, proc, reply_to, oid, size, owner = m
-            w = Waiting("alloc", ident, reply_to, proc, (oid, size, owner), size)
+            w = Waiting("alloc", ident, reply_to, proc, (oid, size, owner), size,
+                        self.clock())
         elif m[0] == P.PIN:
-            _, proc, reply_to, oids, where = m
-            w = Waiting("pin", ident, reply_to, proc, oids, 0)
+            _, proc, reply_to, oids, where, *after = m
+            w = Waiting("pin", ident, reply_to, proc, oids, 0, self.clock())
+            w.after = after[0] if after else 0
             for oid, node in where.items():       # stored on another node: fetch it
                 if node != self.node_id and oid not in self.table.objects:
                     self._start_pull(oid, node)
@@ -91,44 +107,56 @@ class StoreServer:
     def _serve(self, w: Waiting) -> bool:
         """Try to answer ``w`` now; False if it must wait."""
         if w.kind == "send":                 # a transfer out, waiting for a restore
-            status, _ = self.table.pin_many(w.proc, w.args)
+            status, detail = self._pin(w)
             if status == "wait":
                 return False
             if status == "ok":
                 self._send_meta(w.args[0], w.reply_to)
             else:
-                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], "object is gone"))
+                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], detail))
             return True
         if w.kind == "alloc":
             oid, size, owner = w.args
             status, detail = self.table.create(oid, size, owner, w.proc)
+            self._close(self.table.take_closed())
             if status == "wait":
                 return False
             self._reply(w, (P.ALLOC_REPLY, status, detail))
             return True
+        if self._unpins.get(w.proc, 0) < w.after:
+            return False        # an UNPIN it sent first is still on its way: not yet
         for oid in w.args:
             if oid in self.pulls:
                 return False                   # still arriving from another node
             err = self.pull_errors.get(oid)
             if err is not None and oid not in self.table.objects:
-                self._reply(w, (P.PIN_REPLY, "error", err))
+                self._reply(w, (P.PIN_REPLY, *err))
                 return True
-        status, detail = self.table.pin_many(w.proc, w.args)
+        status, detail = self._pin(w)
         if status == "wait":
-            for oid, fid, foff, aoff, size in detail:
-                self.io.restore(oid, fid, foff, aoff, size)
-            w.size = sum(self.table.objects[o].size for o in w.args
-                         if self.table.state_of(o) == SPILLED)
             return False
         self._reply(w, (P.PIN_REPLY, status, detail))
         return True
+
+    def _pin(self, w: Waiting):
+        """``table.pin_many`` for ``w``, and every restore it books started at once: the
+        table has already marked those objects RESTORING and given them their arena
+        range, so a restore not started here would leave them RESTORING for ever (and
+        every reader waiting).  While it waits, ``w.size`` is what is still on disk with
+        no room to come back: what ``_make_room`` must free for it."""
+        status, detail = self.table.pin_many(w.proc, w.args)
+        if status == "wait":
+            for r in detail:
+                self.io.restore(*r)
+            w.size = sum(self.table.objects[o].size for o in w.args
+                         if self.table.state_of(o) == SPILLED)
+        return status, detail
 
     # -- messages (inbox) -------------------------------------------------------------------
     def on_seal(self, m) -> None:
         _, oid, _off, _size, _owner, pin_for = m
         self.table.seal(oid, pin_for)
-        if self.table.over_high_water():
-            self._make_room(0)
+        self.progress()         # readers may be waiting for it; room is made there too
 
     def on_free(self, oids) -> None:
         for oid in oids:
@@ -169,27 +197,21 @@ class StoreServer:
             return
         src = self.address_of(node)
         if src is None:
-            self.pull_errors[oid] = (f"object {oid.hex()} was on node {node}, which is no "
+            self.pull_errors[oid] = ("error", f"object {oid.hex()} was on node {node}, which is no "
                                      f"longer part of the cluster")
             return
         self.pull_errors.pop(oid, None)
         self.pulls[oid] = {"src": src, "node": node, "size": None, "offset": None,
-                           "next": 0, "received": 0, "since": time.monotonic()}
+                           "next": 0, "received": 0, "since": self.clock()}
         self.t.send(src, (P.PULL, oid, self.t.address, self.node_id))
 
     def _on_pull(self, m) -> None:
         _, oid, requester, requester_node = m
         self._requester_node[requester] = requester_node
-        status, detail = self.table.pin_many(f"pull:{requester}", [oid])
-        if status == "error":
-            self.t.send(requester, (P.PULL_FAIL, oid, detail))
-        elif status == "wait":            # on disk here: restore it, then send
-            for r in detail:
-                self.io.restore(*r)
-            self.waiting.append(Waiting("send", None, requester, f"pull:{requester}",
-                                        [oid], 0))
-        else:
-            self._send_meta(oid, requester)
+        w = Waiting("send", None, requester, TRANSFER + requester, [oid], 0, self.clock())
+        if not self._serve(w):            # on disk here: restore it, then send
+            self.waiting.append(w)
+            self._make_room(w.size)
 
     def _send_meta(self, oid: bytes, requester: str) -> None:
         o = self.table.objects[oid]
@@ -207,12 +229,13 @@ class StoreServer:
     def _alloc_pull(self, oid: bytes) -> bool:
         p = self.pulls[oid]
         status, off = self.table.create(oid, p["size"], p["owner"], self.t.address)
+        self._close(self.table.take_closed())
         if status == "wait":
             p["waiting_space"] = True
             self._make_room(p["size"])
             return False
-        if status == "full":
-            self._pull_failed(oid, off)
+        if status == "full":          # larger than this whole store: nothing was lost
+            self._pull_failed(oid, off, "full")
             return True
         p["waiting_space"] = False
         if status == "exists":
@@ -257,7 +280,7 @@ class StoreServer:
             self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
             self.t.send(p["owner"], (P.OBJECT_COPY, oid, self.node_id, True))
             self.event("transfer", object_ids=[oid.hex()], bytes=p["size"],
-                       source=p["node"], seconds=time.monotonic() - p["since"])
+                       source=p["node"], seconds=self.clock() - p["since"])
             self.progress()
         else:
             self._request_chunk(oid)
@@ -265,7 +288,7 @@ class StoreServer:
     def _on_pull_done(self, m) -> None:
         _, oid, requester = m
         if self.sending.pop((oid, requester), None) is not None:
-            self.table.unpin(f"pull:{requester}", [oid])
+            self.table.unpin(TRANSFER + requester, [oid])
             node = self._requester_node.get(requester)
             if node is not None:
                 self.copies.setdefault(oid, set()).add(node)
@@ -274,11 +297,11 @@ class StoreServer:
     def _on_pull_fail(self, m) -> None:
         self._pull_failed(m[1], m[2])
 
-    def _pull_failed(self, oid: bytes, message: str) -> None:
+    def _pull_failed(self, oid: bytes, message: str, status: str = "error") -> None:
         p = self.pulls.pop(oid, None)
         if p is not None and p.get("offset") is not None:
-            self.table.delete(oid)
-        self.pull_errors[oid] = message
+            self._close(self.table.delete(oid))
+        self.pull_errors[oid] = (status, message)
         self.progress()
 
     def node_died(self, node_id: str) -> None:
@@ -292,14 +315,21 @@ class StoreServer:
         for (oid, requester), _off in list(self.sending.items()):
             if self._requester_node.get(requester) == node_id:   # it will never finish
                 del self.sending[(oid, requester)]
-                self.table.unpin(f"pull:{requester}", [oid])
+                self.table.unpin(TRANSFER + requester, [oid])
         for oid, (src, owner) in list(self.pulled_from.items()):
             if src == node_id:        # ours is the primary copy now: say so to its owner
                 del self.pulled_from[oid]
                 self.t.send(owner, (P.OBJECT_COPY, oid, self.node_id, True))
 
-    def on_unpin(self, proc: str, oids) -> None:
+    def on_unpin(self, proc: str, oids, in_use=(), waiting: bool = False,
+                 kind: str = "process", seq: int | None = None) -> None:
         self.table.unpin(proc, oids)
+        if seq is not None:
+            self._unpins[proc] = max(seq, self._unpins.get(proc, 0))
+        if in_use and waiting:
+            self._stuck[proc] = (set(in_use), kind, self.clock())
+        else:
+            self._stuck.pop(proc, None)
         self.progress()
 
     def on_prefetch(self, oids) -> None:
@@ -398,8 +428,10 @@ class StoreServer:
         if entries:
             fid = self.table.new_file_id() if any(not e[3] for e in entries) else None
             self.io.spill(fid, entries)
-        now = time.monotonic()
+        now = self.clock()
         for proc, oids in ask.items():
+            if proc.startswith(TRANSFER):
+                continue      # no process to ask: the pin goes when the transfer ends
             key = (proc, tuple(oids))
             if now - self._asked.get(key, 0) > 0.2:
                 self._asked[key] = now
@@ -407,9 +439,38 @@ class StoreServer:
         if not entries and self.disk_error and self.waiting:
             self._fail_waiting(lambda w: w.size > 0, self.disk_error + ". Free some disk "
                                "space or pass another spill_dir= to refbook.init().")
+        elif ask and not entries and not self.table.spilling_bytes and self.waiting:
+            self._fail_if_only_waiters_hold(ask, now)
+
+    def _fail_if_only_waiters_hold(self, ask: dict, now: float) -> None:
+        """Nothing is left to spill, and every pin in the way belongs to a process that
+        uses it in live values while it is blocked in get()/wait(): most likely waiting
+        for the very tasks that need the room.  Waiting would take WAIT_LIMIT and end
+        the same way, so fail those requests now, naming the views in the way."""
+        stuck = []
+        for proc, oids in ask.items():
+            s = self._stuck.get(proc)
+            if proc.startswith(TRANSFER) or s is None or now - s[2] > 5.0 or \
+                    not set(oids) <= s[0]:
+                return
+            stuck.append((proc, s[1], oids))
+        blockers = {proc for proc, _k, _o in stuck}
+        said = min(self._stuck[proc][2] for proc in blockers)   # requests older than
+        #  that answer: the answer is about them, not about values dropped since
+        held = "; ".join(
+            f"the {kind} {proc} holds {len(oids)} object(s) of it "
+            f"({sum(self.table.objects[o].size for o in oids if o in self.table.objects):,}"
+            f" bytes: {', '.join(o.hex() for o in oids[:3])}{' ...' if len(oids) > 3 else ''})"
+            for proc, kind, oids in stuck)
+        self._fail_waiting(
+            lambda w: w.size > 0 and w.kind != "send" and w.proc not in blockers
+            and w.since <= said,
+            f" because {held} in values it still uses (arrays from get() or put()) while it "
+            f"waits in get() or wait(), so they cannot be spilled; delete those values "
+            f"(or copy what you need out of them) before waiting")
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         for oid, p in list(self.pulls.items()):
             if now - p["since"] > WAIT_LIMIT:
                 self._pull_failed(oid, f"the transfer of object {oid.hex()} from node "
@@ -418,6 +479,10 @@ class StoreServer:
                            f" after waiting {WAIT_LIMIT:.0f} s")
         if len(self._asked) > 10_000:
             self._asked.clear()
+        if self.waiting or any(p.get("waiting_space") for p in self.pulls.values()):
+            # ask again: a holder that still used its pins when asked may be done now,
+            # and would not say so on its own (it keeps unused pins cached)
+            self.progress()
 
     def _fail_waiting(self, pred, detail: str) -> None:
         keep = []
@@ -455,6 +520,8 @@ class StoreServer:
             self._forget(oid, f"object {oid.hex()} went with its owner {addr}, which died")
             self.copies.pop(oid, None)
         self.waiting = [w for w in self.waiting if w.proc != addr]
+        self._unpins.pop(addr, None)
+        self._stuck.pop(addr, None)
         self.progress()
 
     def io_stats(self) -> dict:

@@ -92,9 +92,13 @@ class Transport:
         s.setsockopt(zmq.RECONNECT_IVL, 10)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
         ep = endpoint(addr)
-        if ep.startswith("tcp://"):
-            connect_securely(s, self._secret)
-        s.connect(ep)
+        try:
+            if ep.startswith("tcp://"):
+                connect_securely(s, self._secret)
+            s.connect(ep)
+        except zmq.ZMQError:
+            s.close(linger=0)     # an open socket would block Context.term() for ever
+            raise
         peer = self._peers[addr] = (s, tag_for(addr))
         return peer
 
@@ -236,7 +240,9 @@ class Transport:
                 s.close(linger=0)
             self._peers.clear()
             self.inbox.close(linger=0)
-            self.ctx.term()
+            # destroy, not term: it closes any socket still open (linger 0) first, so
+            # no exit path can block on one that was missed
+            self.ctx.destroy(linger=0)
 
 
 def endpoint(addr: str) -> str:

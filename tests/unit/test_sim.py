@@ -1,8 +1,11 @@
-"""The deterministic simulator: the real protocol classes under seeded faults."""
+"""The deterministic simulators: the real protocol classes under seeded faults (sim),
+and the real store servers of three nodes under memory pressure (storesim)."""
 
 import pytest
 
-from refbook.testing import sim
+from refbook.runtime import protocol as P
+from refbook.runtime.storeserver import StoreServer
+from refbook.testing import sim, storesim
 
 
 @pytest.mark.parametrize("block", range(4))
@@ -36,3 +39,53 @@ def test_the_simulator_catches_a_leak(monkeypatch):
     with pytest.raises(sim.SimFailure, match="objects left"):
         for seed in range(200):
             sim.run(seed)
+
+
+# -- the object store across nodes under pressure (refbook.testing.storesim) ---------------
+
+@pytest.mark.parametrize("block", range(2))
+def test_500_seeds_of_the_stores_under_pressure_across_three_nodes(block):
+    """Spilled objects pulled by other nodes while the source store is full of pinned
+    views, seals overtaken by readers, unpins overtaken by pins: every read answered
+    with the right bytes, nothing left behind."""
+    for seed in range(block * 250, block * 250 + 250):
+        storesim.run(seed)
+
+
+def test_a_store_seed_replays_exactly():
+    a, b = storesim.run(7), storesim.run(7)
+    assert a.log == b.log and len(a.log) > 300
+
+
+def test_the_store_simulator_finds_a_restore_booked_for_a_transfer_and_never_started(
+        monkeypatch):
+    """Issue 12 §1, put back: a transfer out that waited for room drops the restores
+    pin_many booked.  The simulator finds it on its own, at the first seed."""
+    fixed = StoreServer._pin
+
+    def before_the_fix(self, w):
+        if w.kind == "send":
+            return self.table.pin_many(w.proc, w.args)
+        return fixed(self, w)
+
+    monkeypatch.setattr(StoreServer, "_pin", before_the_fix)
+    with pytest.raises(storesim.StoreSimFailure, match="never got an answer.*restoring"):
+        for seed in range(20):
+            storesim.run(seed)
+
+
+def test_the_store_simulator_finds_a_pin_overtaken_by_an_older_unpin(monkeypatch):
+    """Without the UNPIN numbers, a PIN sent after an UNPIN (on another connection) can
+    be served first; the late UNPIN then drops the new pin, and the node spills or
+    drops memory under a live view."""
+    on_request = StoreServer.on_request
+
+    def unnumbered(self, ident, m):
+        if m[0] == P.PIN:
+            m = m[:5]
+        return on_request(self, ident, m)
+
+    monkeypatch.setattr(StoreServer, "on_request", unnumbered)
+    with pytest.raises(storesim.StoreSimFailure, match="no longer in the arena"):
+        for seed in range(500):
+            storesim.run(seed)

@@ -126,8 +126,23 @@ def test_objects_pinned_while_being_written_stay_in_memory():
     assert t.state_of(first) == "resident" and t.objects[first].spill is not None
 
 
-def test_pin_of_more_than_the_store_is_an_error():
+def test_pin_of_more_than_the_store_says_the_store_is_full_not_that_it_lost_them():
     t = sealed_table(2, 400 << 10, 1 << 20)
     t.objects[bytes([0]) * 20].size = 900 << 10
     status, msg = t.pin_many("p", [bytes([0]) * 20, bytes([1]) * 20])
-    assert status == "error" and "more than the whole object store" in msg
+    assert status == "full" and "more than the whole object store" in msg
+    t.objects[bytes([0]) * 20].size = 2 << 20
+    status, msg = t.pin_many("p", [bytes([0]) * 20])
+    assert status == "full" and "larger than the whole object store" in msg
+
+
+def test_a_pin_of_an_object_still_being_written_waits_for_its_seal():
+    """The reader heard of the object from its owner, over another connection than the
+    creator's SEAL: it may ask first, and must wait rather than be told it is lost."""
+    t = ObjectTable(1 << 20)
+    t.create(b"x", 1000, "owner", "writer")
+    assert t.pin_many("reader", [b"x"]) == ("wait", [])
+    t.seal(b"x")
+    status, detail = t.pin_many("reader", [b"x"])
+    assert status == "ok" and detail[b"x"][1] == 1000
+    assert t.pin_many("reader", [b"gone"])[0] == "error"

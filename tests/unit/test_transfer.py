@@ -96,3 +96,46 @@ def test_chunk_requests_and_chunks_outside_the_object_are_ignored(server):
     before = bytes(arena.mm[:4 * CHUNK])
     srv._on_chunk((P.CHUNK, y, 50, b"q" * 100))   # would run past the object
     assert bytes(arena.mm[:4 * CHUNK]) == before
+
+
+def test_a_pull_that_arrives_before_the_seal_is_sent_once_sealed(server):
+    srv, t, arena = server
+    x = oid(6)
+    srv.table.create(x, CHUNK, "owner", "writer")      # the SEAL is still on its way
+    srv._on_pull((P.PULL, x, "nm-far", "far"))
+    assert not t.of(P.PULL_FAIL) and not t.of(P.PULL_META)
+    srv.on_seal((P.SEAL, x, 0, CHUNK, "owner", None))
+    assert t.of(P.PULL_META) == [("nm-far", (P.PULL_META, x, CHUNK, "owner"), None)]
+
+
+def test_a_spilled_object_pulled_while_the_store_is_full_is_restored_and_sent(server):
+    """Issue 12 §1, message by message: the restore booked for a waiting transfer must
+    be started, or the object stays RESTORING for ever."""
+    srv, t, arena = server
+    x, y = oid(7), oid(8)
+    srv.table.create(x, 8 * MB, "owner", "owner")
+    arena.mm[0:8 * MB] = b"x" * (8 * MB)
+    srv.table.seal(x)
+    srv.table.plan_spill(64 * MB)                   # spill everything unpinned: x
+    srv.io.spill(1, [(x, 0, 8 * MB, False)])
+    wait_io(srv, lambda: srv.table.state_of(x) == "spilled")
+    status, off = srv.table.create(y, 60 * MB, "owner", "holder")   # the store is full
+    srv.table.seal(y, "holder")
+    srv._on_pull((P.PULL, x, "nm-far", "far"))
+    assert not t.of(P.PULL_META) and srv.table.state_of(x) == "spilled"
+    srv.on_free([y])                                 # room at last
+    wait_io(srv, lambda: srv.table.state_of(x) == "resident")
+    assert t.of(P.PULL_META) == [("nm-far", (P.PULL_META, x, 8 * MB, "owner"), None)]
+    srv._on_pull_chunk((P.PULL_CHUNK, x, "nm-far", 0, CHUNK))
+    assert t.of(P.CHUNK)[0][2] == b"x" * CHUNK
+
+
+def wait_io(srv, pred, timeout=10.0):
+    """Let the server's spill threads finish, handling their completions as the node
+    manager's loop would."""
+    import time
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, srv.table.state_of
+        time.sleep(0.005)
+        srv.on_io()
