@@ -94,7 +94,7 @@ class Allocator:
 
 class StoredObject:
     __slots__ = ("oid", "offset", "size", "owner", "creator", "sealed", "state", "pins",
-                 "spill", "last_use")
+                 "spill", "last_use", "wanted")
 
     def __init__(self, oid: bytes, offset: int | None, size: int, owner: str, creator: str):
         self.oid = oid
@@ -107,6 +107,10 @@ class StoredObject:
         self.pins: set[str] = set()     # processes that may have it mapped
         self.spill: tuple | None = None  # (file id, offset in file) once written out
         self.last_use = 0
+        # A pin request that waits (for restores, room or a seal) needs it: spilling
+        # it to stay under the high-water mark would undo that request's restores,
+        # again and again.  Only a waiting allocation may take it.
+        self.wanted = False
 
 
 class SpillFile:
@@ -228,10 +232,13 @@ class ObjectTable:
             elif o.state == RESTORING:
                 waiting = True
         if restores or waiting or unsealed:
+            for oid in oids:
+                self.objects[oid].wanted = True
             return ("wait", restores)
         out = {}
         for oid in oids:
             o = self.objects[oid]
+            o.wanted = False
             o.pins.add(proc)
             o.last_use = next(self._clock)
             out[oid] = (o.offset, o.size)
@@ -281,19 +288,22 @@ class ObjectTable:
         used = self.alloc.used - self.spilling_bytes          # after the writes in flight
         free_soon = self.capacity - used
         want = used - int(self.low_water * self.capacity) if self.over_high_water() else 0
+        want_need = 0
         if need:
-            want = max(want, need - free_soon)
-            if want <= 0 and self.alloc.largest_free() < need and not self.spilling_bytes:
-                want = need          # enough in total, but fragmented
+            want_need = need - free_soon
+            if want_need <= 0 and self.alloc.largest_free() < need and not self.spilling_bytes:
+                want_need = need     # enough in total, but fragmented
+            want = max(want, want_need)
         if want <= 0:
             return [], {}
+        # objects that a waiting pin request needs go last, and only for an allocation
         cands = sorted((o for o in self.objects.values()
                         if o.state == RESIDENT and o.sealed),
-                       key=lambda o: o.last_use)
+                       key=lambda o: (o.wanted, o.last_use))
         entries, freed = [], 0
         ask: dict[str, list] = {}
         for o in cands:
-            if freed >= want:
+            if freed >= want or (o.wanted and freed >= want_need):
                 break
             if o.pins:
                 for p in o.pins:
