@@ -387,7 +387,10 @@ def get(refs, timeout: float | None = None):
     if len(lst) >= PROGRESS_MIN:
         start = time.monotonic()
         ids = {r._id for r in lst}
-        _wait_with_progress(core, lst, len(ids), timeout, "get")
+        ready = _wait_with_progress(core, lst, len(ids), timeout, "get")
+        if len(ready) < len(ids):
+            raise exc.GetTimeoutError(f"get() timed out after {timeout} s; "
+                                      f"{len(ids) - len(ready)} of {len(ids)} ref(s) not ready")
         if timeout is not None:
             timeout = max(0.0, timeout - (time.monotonic() - start))
     values = core.get(lst, timeout)

@@ -90,8 +90,9 @@ class DropLog:
 class HandshakeCheck:
     """The ZAP handler of one ZeroMQ context: accepts a PLAIN handshake whose password
     is the cluster's token, refuses anything else.  A thread of its own, because libzmq
-    waits for its answer while a connection is being set up; it ends when the context
-    is terminated."""
+    waits for its answer while a connection is being set up.  ``close()`` stops it, and
+    it closes its own sockets: a ZeroMQ socket must never be closed under the thread
+    that polls it (that crashed a process at exit, losing what it had printed)."""
 
     def __init__(self, ctx: zmq.Context, secret: bytes, drops: DropLog):
         self._token = handshake_token(secret)
@@ -99,14 +100,36 @@ class HandshakeCheck:
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(ZAP_ENDPOINT)
+        wake = f"inproc://refbook-zap-stop-{id(self):x}"
+        self._stop_r = ctx.socket(zmq.PAIR)
+        self._stop_r.bind(wake)
+        self._stop_w = ctx.socket(zmq.PAIR)
+        self._stop_w.setsockopt(zmq.LINGER, 0)
+        self._stop_w.connect(wake)
         self._thread = threading.Thread(target=self._serve, name="refbook-zap", daemon=True)
         self._thread.start()
 
+    def close(self) -> None:
+        """Stop the thread; it closes its sockets before it ends."""
+        if self._thread.is_alive():
+            try:
+                self._stop_w.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            self._thread.join(timeout=2)
+        self._stop_w.close(linger=0)
+
     def _serve(self) -> None:
         sock = self._sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._stop_r, zmq.POLLIN)
         try:
             while True:
-                if not sock.poll(1000):
+                ready = dict(poller.poll(1000))
+                if self._stop_r in ready:
+                    return
+                if sock not in ready:
                     self._drops.tick(time.monotonic())     # report refusals when due
                     continue
                 frames = sock.recv_multipart()
@@ -131,6 +154,7 @@ class HandshakeCheck:
             logging.getLogger("refbook.transport").exception("the handshake check failed")
         finally:
             sock.close(linger=0)
+            self._stop_r.close(linger=0)
 
 
 def serve_securely(sock: zmq.Socket) -> None:

@@ -240,6 +240,8 @@ class Transport:
                 s.close(linger=0)
             self._peers.clear()
             self.inbox.close(linger=0)
+            if self._handshake is not None:
+                self._handshake.close()    # its thread closes its own sockets
             # destroy, not term: it closes any socket still open (linger 0) first, so
             # no exit path can block on one that was missed
             self.ctx.destroy(linger=0)

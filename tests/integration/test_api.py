@@ -85,6 +85,9 @@ def test_get_list_and_timeout():
     assert isinstance(ei.value, TimeoutError)
     assert time.monotonic() - t < 1.5
     assert refbook.get(slow) == 1
+    many = [sleep_then.remote(1, 2.0)] + [add.remote(i) for i in range(9)]   # 10: a bar
+    with pytest.raises(GetTimeoutError, match="timed out after 0.2 s; 1 of 10"):
+        refbook.get(many, timeout=0.2)
 
 
 def test_wait_returns_ready_first():

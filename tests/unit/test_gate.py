@@ -47,3 +47,21 @@ def test_many_peers_are_summed_up_beyond_a_bound():
 def test_the_handshake_token_is_not_the_secret():
     secret = bytes(range(32))
     assert handshake_token(secret) != secret and len(handshake_token(secret)) == 32
+
+
+def test_closing_a_tcp_transport_stops_its_handshake_thread_before_its_sockets_go(caplog):
+    """The handshake thread polls its socket; closing that socket under it ("Socket
+    operation on non-socket", or a crash at exit that lost a process's output) is
+    what closing a transport used to do."""
+    import os
+
+    from refbook.runtime.transport import Transport, free_port
+    secret = os.urandom(32)
+    with caplog.at_level("ERROR", logger="refbook.transport"):
+        for _ in range(40):
+            t = Transport(f"tcp://127.0.0.1:{free_port('127.0.0.1')}/probe", secret,
+                          os.urandom(8))
+            thread = t._handshake._thread
+            t.close()
+            assert not thread.is_alive()
+    assert not [r for r in caplog.records if "handshake check failed" in r.getMessage()]
