@@ -33,6 +33,7 @@ from ..runtime.refcount import Effects, ReferenceTable
 from ..runtime.scheduler import LeaseScheduler
 from ..runtime.store import ObjectTable
 from ..runtime.tasks import Task, TaskManager
+from . import seeds
 
 INLINE, STORED, ERROR = 0, 1, 2
 DOCUMENTED = (exc.WorkerCrashedError, exc.ObjectLostError, exc.TaskError)
@@ -488,13 +489,7 @@ def run(seed: int, steps: int = 200) -> World:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    first = int(argv[0]) if argv else 0
-    count = int(argv[1]) if len(argv) > 1 else 2000
-    for seed in range(first, first + count):
-        run(seed)
-    print(f"{count} seeds passed ({first}..{first + count - 1})")
-    return 0
+    return seeds.main(run, 2000, argv)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from types import SimpleNamespace
 
 from ..runtime import protocol as P
 from ..runtime.storeserver import StoreServer
+from . import seeds
 
 KB = 1 << 10
 
@@ -404,13 +405,7 @@ def run(seed: int, steps: int = 400) -> StoreWorld:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    first = int(argv[0]) if argv else 0
-    count = int(argv[1]) if len(argv) > 1 else 500
-    for seed in range(first, first + count):
-        run(seed)
-    print(f"{count} seeds passed ({first}..{first + count - 1})")
-    return 0
+    return seeds.main(run, 500, argv)
 
 
 if __name__ == "__main__":
