@@ -60,3 +60,31 @@ def worker_pids() -> list[int]:
 
 def no_files(path) -> bool:
     return not os.path.exists(path)
+
+
+MB = 1 << 20
+
+
+def random_bytes(seed: int, mb: int):
+    """``mb`` MiB of seeded random bytes: the same on every run and every host."""
+    import numpy as np
+    return np.random.default_rng(seed).integers(0, 255, mb * MB, dtype=np.uint8)
+
+
+def sha(a) -> str:
+    import hashlib
+
+    import numpy as np
+    return hashlib.sha256(memoryview(np.ascontiguousarray(a)).cast("B")).hexdigest()
+
+
+@refbook.remote
+def make(seed, mb):
+    """A task that makes ``random_bytes(seed, mb)`` where it runs."""
+    return random_bytes(seed, mb)
+
+
+@refbook.remote
+def digest(a):
+    """A task that returns ``sha(a)`` where it runs (the value is not moved back)."""
+    return sha(a)

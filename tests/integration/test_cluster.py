@@ -1,7 +1,6 @@
 """Several node managers on one host: placement by resources, objects moving between
 nodes, and what happens when a node dies."""
 
-import hashlib
 import os
 import time
 
@@ -16,9 +15,7 @@ from refbook.exceptions import (
 )
 from refbook.testing import Cluster
 
-from .helpers import alive, wait_for
-
-MB = 1 << 20
+from .helpers import MB, alive, digest, make, sha, wait_for
 
 
 @pytest.fixture
@@ -40,18 +37,6 @@ def where():
     return core.current().node_id
 
 
-@refbook.remote
-def make(seed, mb):
-    return np.random.default_rng(seed).integers(0, 255, mb * MB, dtype=np.uint8)
-
-
-@refbook.remote
-def digest(a):
-    return hashlib.sha256(memoryview(a).cast("B")).hexdigest()
-
-
-def sha(a):
-    return hashlib.sha256(memoryview(np.ascontiguousarray(a)).cast("B")).hexdigest()
 
 
 def test_nodes_join_and_tasks_go_where_their_resources_are(cluster3):

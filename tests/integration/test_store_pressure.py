@@ -2,7 +2,6 @@
 another node while its store is full, a node that needs room while a transfer pins an
 object, and the errors a driver gets when its own views fill the store."""
 
-import hashlib
 import time
 
 import numpy as np
@@ -12,24 +11,11 @@ import refbook
 from refbook.exceptions import ObjectLostError, ObjectStoreFullError
 from refbook.testing import Cluster
 
-from .helpers import alive, wait_for
-
-MB = 1 << 20
-
-
-@refbook.remote
-def make(seed, mb):
-    return np.random.default_rng(seed).integers(0, 255, mb * MB, dtype=np.uint8)
-
-
-@refbook.remote
-def digest(a):
-    return hashlib.sha256(memoryview(a).cast("B")).hexdigest()
+from .helpers import MB, alive, digest, make, random_bytes, sha, wait_for
 
 
 def expected(seed, mb):
-    a = np.random.default_rng(seed).integers(0, 255, mb * MB, dtype=np.uint8)
-    return hashlib.sha256(memoryview(a).cast("B")).hexdigest()
+    return sha(random_bytes(seed, mb))
 
 
 @refbook.remote
