@@ -84,7 +84,15 @@ def test_failed_retried_and_interrupted_cells(lab, page):
         cells[i].scroll_into_view_if_needed()
         cells[i].screenshot(path=os.path.join(d, name))
     page.screenshot(path=os.path.join(d, "failures-notebook.png"), full_page=True)
-    print(f"\nscreenshots in {d}: {', '.join(names.values())}, failures-notebook.png")
+    # the lines use the theme's colours: the same notebook in JupyterLab Dark
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', "
+                  "{theme: 'JupyterLab Dark'})")
+    _wait(lambda: page.evaluate("document.body.dataset.jpThemeLight") == "false", 30,
+          "the dark theme", page)
+    time.sleep(1.0)
+    page.screenshot(path=os.path.join(d, "failures-notebook-dark.png"), full_page=True)
+    print(f"\nscreenshots in {d}: {', '.join(names.values())}, failures-notebook.png, "
+          f"failures-notebook-dark.png")
 
     failed, retried, interrupted = outs[1], outs[2], outs[3]
     assert "ZeroDivisionError" in failed and "<remote cell [2]>" in failed
