@@ -11,8 +11,6 @@ import tempfile
 import threading
 import time
 
-import psutil
-
 from .. import exceptions as exc
 from ..units import fmt_bytes
 from . import context
@@ -256,6 +254,7 @@ def _read_secret(root: str) -> bytes:
 
 
 def _default_store_memory() -> int:
+    import psutil
     return int(psutil.virtual_memory().total * 0.3)
 
 

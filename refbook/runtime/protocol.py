@@ -37,8 +37,7 @@ import hmac
 import os
 import pickle
 import struct
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from functools import cache
 
 _HDR = struct.Struct(">8s8sQ")
 HDR_LEN = _HDR.size
@@ -62,9 +61,17 @@ def _parts_key(secret: bytes) -> bytes:
     return hmac.digest(secret, b"refbook messages in parts", "sha256")
 
 
+@cache
+def _aesgcm():
+    """AES-GCM, imported on first use: only data frames between nodes need it, and the
+    import costs a tenth of a second of every ``import refbook``."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    return AESGCM
+
+
 def _data_tag(data_key: bytes, env: bytes, salt: bytes, data) -> bytes:
     one_time = hmac.digest(data_key, env + salt, "sha256")
-    return AESGCM(one_time).encrypt(_NONCE, b"", data)
+    return _aesgcm()(one_time).encrypt(_NONCE, b"", data)
 
 
 def tag_for(address: str) -> bytes:
