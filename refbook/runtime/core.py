@@ -158,7 +158,8 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         self._lease_nm: dict[int, str] = {}       # lease id -> the node manager that granted it
         self.dead_nodes: set[str] = set()
         self.copies: dict[bytes, set] = {}    # owned oid -> nodes with a secondary copy
-        self._stale: dict[bytes, set] = {}        # task id -> nodes of attempts that died
+        self._stale: dict[bytes, set] = {}        # task id -> {(node, worker)} of attempts
+                                                  # that died
         self._refetch: list = []                  # (when, oid, owner): ask the owner again
         self.head_address = node_address
         from .actor_runtime import ActorRuntime
@@ -545,11 +546,13 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
 
     def _free_stale(self, task: Task, keep: dict) -> None:
         """Outputs an attempt that died may have stored, on nodes other than where each
-        final copy is (``keep``: oid -> node): nobody else knows about them."""
-        for node in self._stale.pop(task.task_id, ()):
+        final copy is (``keep``: oid -> node): nobody else knows about them.  Only the
+        copy that dead worker wrote goes: the node may meanwhile hold another copy of
+        the same object, pulled there for a reader of the final value."""
+        for node, worker in self._stale.pop(task.task_id, ()):
             oids = [oid for oid in task.return_ids if keep.get(oid) != node]
             if oids and node not in self.dead_nodes:
-                self.transport.send(self.node_address, (P.FREE, oids, node))
+                self.transport.send(self.node_address, (P.FREE, oids, node, worker))
 
     def _fail_task(self, task: Task, error: BaseException) -> None:
         if task.task_id in self._stale:

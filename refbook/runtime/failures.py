@@ -100,7 +100,7 @@ class Failures:
         node = _node_of(addr)
         for t in inflight:       # it may have stored outputs before it died: free them later
             if node is not None:
-                self._stale.setdefault(t.task_id, set()).add(node)
+                self._stale.setdefault(t.task_id, set()).add((node, addr))
         follow += self.tm.worker_died(addr, reason, oom)
         for t in inflight:
             if t.task_id in self.tm.tasks:

@@ -356,14 +356,16 @@ class NodeManager:
         self.monitor.on_info(worker, qid, info)
 
     def _on_free(self, m):
-        """FREE from an owner here, possibly for objects on another node: pass it on."""
+        """FREE from an owner here, possibly for objects on another node: pass it on.
+        With a creator, only the copies that process wrote go (see core._free_stale)."""
         node = m[2] if len(m) > 2 else self.node_id
+        creator = m[3] if len(m) > 3 else None
         if node == self.node_id:
-            self.store.on_free(m[1])
+            self.store.on_free(m[1], creator)
         else:
             addr = self.node_address_of(node)
             if addr is not None:
-                self.transport.send(addr, (P.FREE, m[1], node))
+                self.transport.send(addr, (P.FREE, m[1], node, creator))
 
     def _on_kill_worker(self, m):
         self._kill(m[1])

@@ -158,7 +158,12 @@ class StoreServer:
         self.table.seal(oid, pin_for)
         self.progress()         # readers may be waiting for it; room is made there too
 
-    def on_free(self, oids) -> None:
+    def on_free(self, oids, creator: str | None = None) -> None:
+        """The owner freed ``oids``: every copy goes.  With ``creator``, only a copy
+        that process wrote goes (an attempt that died), not another one of the same id."""
+        if creator is not None:
+            oids = [o for o in oids if o in self.table.objects
+                    and self.table.objects[o].creator == creator]
         for oid in oids:
             self._close(self.table.delete(oid))
             self._forget(oid, f"object {oid.hex()} was freed by its owner")

@@ -39,9 +39,10 @@ def node_states(node_id: str) -> dict:
 
 @pytest.fixture
 def two_small_nodes():
-    """A head (no CPUs) and nodes A and B with 64 MiB stores; the driver joins."""
+    """A head (no CPUs) and nodes A and B with 64 MiB stores; the driver joins.  No
+    node dies in these tests: the heartbeat timeout is generous for a busy machine."""
     refbook.shutdown()
-    c = Cluster()
+    c = Cluster(heartbeat_timeout_s=5.0)
     try:
         a = c.add_node(num_cpus=2, object_store_memory=64 * MB, resources={"a": 2})
         b = c.add_node(num_cpus=1, object_store_memory=64 * MB, resources={"b": 2})

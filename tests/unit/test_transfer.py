@@ -139,3 +139,19 @@ def wait_io(srv, pred, timeout=10.0):
         assert time.monotonic() < deadline, srv.table.state_of
         time.sleep(0.005)
         srv.on_io()
+
+
+def test_freeing_a_dead_attempts_copy_spares_a_copy_being_pulled_for_a_reader(server):
+    """A task's first attempt died on this node; its retry ran elsewhere, and a reader
+    here now pulls that final value.  The owner's FREE of the dead attempt's copy (with
+    the dead worker as creator) must not stop the pull: it did, as "freed by its
+    owner", about one soak run in ten with worker kills."""
+    srv, t, arena = server
+    x, size = oid(5), 2 * CHUNK
+    srv.on_request(None, (P.PIN, "reader", "reader-rpc", [x], {x: "there"}))
+    srv._on_pull_meta((P.PULL_META, x, size, "owner"))
+    srv.on_free([x], creator="ipc://dead-worker")          # the stale copy's FREE
+    assert x in srv.pulls and x in srv.table.objects
+    assert not t.of(P.PULL_FAIL)
+    srv.on_free([x])                                         # a real free still works
+    assert x not in srv.pulls and x not in srv.table.objects
