@@ -396,40 +396,15 @@ def get(refs, timeout: float | None = None):
     return values[0] if isinstance(refs, ObjectRef) else values
 
 
-# A get or wait on at least PROGRESS_MIN refs that is still blocked after
-# PROGRESS_AFTER seconds shows its progress (the notebook sets ``progress_factory``).
+# A get or wait on at least PROGRESS_MIN refs that is still blocked after a moment
+# shows its progress (the notebook sets ``progress_factory`` to show a bar).
 PROGRESS_MIN = 8
-PROGRESS_AFTER = 0.5
 progress_factory = None
 
 
 def _wait_with_progress(core, refs: list, num: int, timeout, what: str) -> set:
-    """``core.wait_ready``, showing progress once it has blocked for a moment."""
-    if progress_factory is not None:
-        factory = progress_factory
-    else:
-        from .progress import default_factory
-        factory = default_factory()
-    if factory is None:
-        return core.wait_ready(refs, num, timeout)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    first = PROGRESS_AFTER if timeout is None else min(timeout, PROGRESS_AFTER)
-    ready = core.wait_ready(refs, num, first)
-    if len(ready) >= num or (deadline is not None and time.monotonic() >= deadline):
-        return ready
-    bar = factory(num, what)
-    step = max(1, num // 100)
-    try:
-        while len(ready) < num:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            ready = core.wait_ready(refs, min(num, len(ready) + step),
-                                    0.25 if left is None else min(0.25, left))
-            bar.update(min(len(ready), num))
-    finally:
-        bar.close(min(len(ready), num))
-    return ready
+    from .progress import wait_with_progress
+    return wait_with_progress(core, refs, num, timeout, what, progress_factory)
 
 
 def wait(refs, num_returns: int = 1, timeout: float | None = None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 import time
 
+PROGRESS_AFTER = 0.5         # seconds blocked before progress shows
+
 
 class TextProgress:
     def __init__(self, total: int, what: str, stream=None):
@@ -32,3 +34,30 @@ def default_factory():
     except (AttributeError, ValueError):
         tty = False
     return TextProgress if tty else None
+
+
+def wait_with_progress(core, refs: list, num: int, timeout, what: str, factory=None) -> set:
+    """``core.wait_ready``, showing progress (made by ``factory``, or on a terminal by
+    default) once it has blocked for PROGRESS_AFTER seconds."""
+    if factory is None:
+        factory = default_factory()
+    if factory is None:
+        return core.wait_ready(refs, num, timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    first = PROGRESS_AFTER if timeout is None else min(timeout, PROGRESS_AFTER)
+    ready = core.wait_ready(refs, num, first)
+    if len(ready) >= num or (deadline is not None and time.monotonic() >= deadline):
+        return ready
+    bar = factory(num, what)
+    step = max(1, num // 100)
+    try:
+        while len(ready) < num:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            ready = core.wait_ready(refs, min(num, len(ready) + step),
+                                    0.25 if left is None else min(0.25, left))
+            bar.update(min(len(ready), num))
+    finally:
+        bar.close(min(len(ready), num))
+    return ready
