@@ -4,8 +4,8 @@
 """
 
 from . import exceptions
-from .runtime.actor import ActorHandle, method
-from .runtime.api import (
+from .runtime.api.actor import ActorHandle, method
+from .runtime.api.functions import (
     actors,
     available_resources,
     cancel,
@@ -23,8 +23,8 @@ from .runtime.api import (
     shutdown,
     wait,
 )
-from .runtime.object_ref import ObjectRef
-from .runtime.remote_function import remote
+from .runtime.api.remote_function import remote
+from .runtime.processes.object_ref import ObjectRef
 
 __version__ = "0.1.0"
 

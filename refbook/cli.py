@@ -22,9 +22,9 @@ def _size(text: str) -> int:
 
 
 def _query(head: str, secret: bytes, what, timeout: float = 5.0):
-    from .runtime.launch import local_ip_towards, parse_address
-    from .runtime.probe import Probe
-    from .runtime.transport import free_port
+    from .runtime.processes.launch import local_ip_towards, parse_address
+    from .runtime.processes.probe import Probe
+    from .runtime.wire.transport import free_port
     host, port = parse_address(head)
     me = local_ip_towards(host)
     with Probe(f"tcp://{me}:{free_port(me)}/cli", secret) as probe:
@@ -37,14 +37,14 @@ def _query(head: str, secret: bytes, what, timeout: float = 5.0):
 
 
 def cmd_start(args) -> int:
-    from .runtime.launch import (
+    from .runtime.processes.launch import (
         find_secret,
         local_ip_towards,
         parse_address,
         start_node,
         write_secret,
     )
-    from .runtime.transport import free_port
+    from .runtime.wire.transport import free_port
     resources = json.loads(args.resources) if args.resources else {}
     num_cpus = args.num_cpus if args.num_cpus is not None else (os.cpu_count() or 1)
     capacity = args.object_store_memory or int(__import__("psutil").virtual_memory().total * 0.3)
@@ -89,7 +89,7 @@ def cmd_start(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .runtime.launch import find_secret, parse_address, started_here
+    from .runtime.processes.launch import find_secret, parse_address, started_here
     address = args.address or os.environ.get("REFBOOK_ADDRESS")
     if not address:
         heads = [r for r in started_here() if r["head"]]
@@ -152,7 +152,7 @@ def _kill(pid: int) -> None:
 
 
 def cmd_stop(args) -> int:
-    from .runtime.launch import forget_all, secret_path, started_here
+    from .runtime.processes.launch import forget_all, secret_path, started_here
     started = started_here()
     for rec in reversed(started):            # nodes first, the head last
         _kill(rec["pid"])

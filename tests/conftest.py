@@ -16,7 +16,7 @@ def refbook_children() -> list[psutil.Process]:
             cmd = " ".join(p.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if "refbook.runtime.node" in cmd and p.pid != me.pid:
+        if "refbook.runtime.processes.node" in cmd and p.pid != me.pid:
             out.append(p)
     return out
 

@@ -58,7 +58,7 @@ def raw_tcp_throughput(host: str, nbytes: int) -> float:
     """Bytes/s of a plain TCP stream between two threads on ``host``."""
     import threading
 
-    from refbook.runtime.transport import free_port
+    from ..runtime.wire.transport import free_port
     port = free_port(host)
     ready = threading.Event()
     out = []
@@ -97,7 +97,7 @@ def transfer_speeds(size: int, reps: int) -> list[float]:
 _VETH_DRIVER = """
 import json, os, sys, time
 import refbook
-from refbook.bench.net import transfer_speeds
+from .net import transfer_speeds
 refbook.init(address=os.environ["HEAD"], log_to_stderr=False)
 deadline = time.monotonic() + 20
 while not {"a", "b"} <= set(refbook.cluster_resources()) and time.monotonic() < deadline:
@@ -115,7 +115,7 @@ def run_veth_workloads(size: int, reps: int) -> dict:
     import sys
     import tempfile
 
-    from refbook.testing.hosts import Hosts
+    from ..testing.hosts import Hosts
     with tempfile.TemporaryDirectory(prefix="refbook-bench-veth-") as home:
         h = Hosts(["h", "a", "b"], home, fast_heartbeat=False)
         if not h.netns:
@@ -163,8 +163,9 @@ def run_net_workloads(quick: bool = False) -> dict:
     import tempfile
 
     import refbook
-    from refbook.runtime.launch import start_node
-    from refbook.runtime.transport import free_port
+
+    from ..runtime.processes.launch import start_node
+    from ..runtime.wire.transport import free_port
     size = (256 if quick else 1024) * MB
     reps = 2 if quick else 5
     old_home = os.environ.get("HOME")

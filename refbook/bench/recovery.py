@@ -16,7 +16,8 @@ def run_recovery_workloads(quick: bool = False) -> dict:
     """Time from a node's death to the first rebuilt object being available: one 100 MB
     object made by a 0.1 s task on the node that dies, then ``get`` on the driver."""
     import refbook
-    from refbook.testing import Cluster
+
+    from ..testing import Cluster
     timeout = 0.6
     ts = []
     for _ in range(2 if quick else 5):

@@ -48,7 +48,8 @@ def run_spill_workloads(quick: bool = False) -> dict:
     import tempfile
 
     import refbook
-    from refbook.runtime.api import _core, _query
+
+    from ..runtime.api.functions import _core, _query
     r: dict = {}
     total = (512 if quick else 2048) * MB
     chunk = 32 * MB

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import refbook
 
-from ..runtime import core as core_mod
+from ..runtime.processes import core as core_mod
 from ..units import fmt_bytes
 
 

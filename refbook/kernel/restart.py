@@ -47,7 +47,7 @@ def parser() -> MagicArgumentParser:
 
 
 def restart(ip, line: str) -> None:
-    from ..runtime import api
+    from ..runtime.api import functions as api
     from . import _session
     args = parser().parse_argstring(line)
     opts = {k: v for k, v in vars(args).items() if v is not None}

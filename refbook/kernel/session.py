@@ -20,8 +20,8 @@ import time
 
 import refbook
 
-from ..runtime import api
-from ..runtime import core as core_mod
+from ..runtime.api import functions as api
+from ..runtime.processes import core as core_mod
 
 
 class Cell:

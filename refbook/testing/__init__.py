@@ -1,6 +1,6 @@
 """Several nodes on one host, for tests and teaching.
 
-    from refbook.testing import Cluster
+    from . import Cluster
     c = Cluster()                                    # a head
     n = c.add_node(num_cpus=1, resources={"x": 1})   # a node manager with its workers
     refbook.init(address=c.address)

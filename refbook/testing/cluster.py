@@ -12,8 +12,8 @@ import time
 import psutil
 
 from ..exceptions import RefbookError
-from ..runtime.launch import spawn_node, wait_ready
-from ..runtime.probe import Probe
+from ..runtime.processes.launch import spawn_node, wait_ready
+from ..runtime.processes.probe import Probe
 
 
 class Node:

@@ -82,7 +82,8 @@ class Hosts:
             import psutil
             for p in psutil.process_iter(["cmdline"]):
                 cmd = " ".join(p.info["cmdline"] or [])
-                if "refbook.runtime.node" in cmd and f'"bind_host": "{self.ip[name]}"' in cmd:
+                if "refbook.runtime.processes.node" in cmd and \
+                        f'"bind_host": "{self.ip[name]}"' in cmd:
                     p.kill()
 
     def close(self) -> None:

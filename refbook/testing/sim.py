@@ -26,13 +26,13 @@ import sys
 from collections import deque
 
 from .. import exceptions as exc
-from ..runtime.head import choose_node
-from ..runtime.ids import IdGenerator, object_id, task_of
-from ..runtime.recovery import Recovery
-from ..runtime.refcount import Effects, ReferenceTable
-from ..runtime.scheduler import LeaseScheduler
-from ..runtime.store import ObjectTable
-from ..runtime.tasks import Task, TaskManager
+from ..runtime.protocol.ids import IdGenerator, object_id, task_of
+from ..runtime.protocol.leases import LeaseScheduler
+from ..runtime.protocol.lineage import Recovery
+from ..runtime.protocol.membership import choose_node
+from ..runtime.protocol.objects import ObjectTable
+from ..runtime.protocol.refcount import Effects, ReferenceTable
+from ..runtime.protocol.tasks import Task, TaskManager
 from . import seeds
 
 INLINE, STORED, ERROR = 0, 1, 2

@@ -1,7 +1,7 @@
 """A deterministic simulator of the object store service across nodes, under pressure.
 
-Each node runs the real :class:`~refbook.runtime.storeserver.StoreServer` (and with it
-the real :class:`~refbook.runtime.store.ObjectTable`) over a small arena (a bytearray),
+Each node runs the real :class:`~refbook.runtime.data.storeserver.StoreServer` (and with it
+the real :class:`~refbook.runtime.protocol.objects.ObjectTable`) over a small arena (a bytearray),
 with its spill I/O and its clock replaced by the simulator's: spill writes, restores
 and file closes complete when the seeded schedule says so, in each I/O thread's order.
 Processes on the nodes put objects (ALLOC, write, then SEAL over another connection
@@ -30,8 +30,8 @@ import sys
 from collections import deque
 from types import SimpleNamespace
 
-from ..runtime import protocol as P
-from ..runtime.storeserver import StoreServer
+from ..runtime.data.storeserver import StoreServer
+from ..runtime.protocol import messages as P
 from . import seeds
 
 KB = 1 << 10

@@ -187,7 +187,7 @@ class RefLine(Line):
         super().__init__()
 
     def text(self) -> tuple[str, bool]:
-        from ..runtime import core as core_mod
+        from ..runtime.processes import core as core_mod
         if core_mod.current() is not self.core:
             return (f"{dot('freed')} <b>ObjectRef</b> {self.oid.hex()} of a cluster that "
                     f"was shut down"), True
@@ -213,7 +213,7 @@ class ClusterLine(Line):
         super().__init__()
 
     def text(self) -> tuple[str, bool]:
-        from ..runtime import core as core_mod
+        from ..runtime.processes import core as core_mod
         if core_mod.current() is None:      # never start a cluster just to show one
             return f"{dot('freed')} <b>refbook</b> is shut down", True
         nodes = [n for n in self.nodes_fn() if n["alive"]]

@@ -10,8 +10,7 @@ import pytest
 
 import refbook
 from refbook.exceptions import ActorError, TaskError
-
-from .helpers import alive, all_gone, session_pids, wait_for
+from tests.integration.helpers import alive, all_gone, session_pids, wait_for
 
 pytestmark = pytest.mark.usefixtures("cluster")
 

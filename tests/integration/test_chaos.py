@@ -11,8 +11,7 @@ import numpy as np
 import psutil
 
 import refbook
-
-from .helpers import all_gone, session_pids, wait_for
+from tests.integration.helpers import all_gone, session_pids, wait_for
 
 
 @refbook.remote(max_retries=20)

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from .helpers import wait_for
+from tests.integration.helpers import wait_for
 
 
 def cli(home, *args, env_extra=None, check=True):
@@ -77,7 +77,7 @@ def test_start_status_join_and_stop(tcp_cluster):
         refbook.init(address="127.0.0.1:{port}")
         @refbook.remote(resources={{"tcpnode": 1}})
         def where(a):
-            from refbook.runtime import core
+            from refbook.runtime.processes import core
             return core.current().me, int(a.sum())
         addr, total = refbook.get(where.remote(refbook.put(np.arange(1_000_000))))
         assert addr.startswith("tcp://127.0.0.1:"), addr

@@ -14,8 +14,7 @@ from refbook.exceptions import (
     OwnerDiedError,
 )
 from refbook.testing import Cluster
-
-from .helpers import MB, alive, digest, make, sha, wait_for
+from tests.integration.helpers import MB, alive, digest, make, sha, wait_for
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def cluster3():
 
 @refbook.remote
 def where():
-    from refbook.runtime import core
+    from refbook.runtime.processes import core
     return core.current().node_id
 
 
@@ -66,7 +65,7 @@ def test_a_task_on_a_dead_node_is_retried_elsewhere(cluster3):
     @refbook.remote(max_retries=2)
     def slow_where(s):
         time.sleep(s)
-        from refbook.runtime import core
+        from refbook.runtime.processes import core
         return core.current().node_id
 
     blocker = slow_where.options(resources={"b": 1}).remote(2)    # node b is busy
@@ -99,7 +98,7 @@ def test_a_chain_whose_intermediates_were_all_on_the_lost_node(cluster3):
 
     @refbook.remote(resources={"any": 1})
     def step(prev, i):
-        from refbook.runtime import core
+        from refbook.runtime.processes import core
         return np.asarray(prev) + i, core.current().node_id
 
     @refbook.remote(resources={"b": 1})
@@ -261,7 +260,7 @@ def test_tasks_go_to_the_node_that_holds_their_data(cluster3):
 
     @refbook.remote(resources={"any": 1})
     def node_of(arr):
-        from refbook.runtime import core
+        from refbook.runtime.processes import core
         return core.current().node_id
 
     for node, res in ((a, {"a": 1}), (b, {"b": 1})):

@@ -296,7 +296,7 @@ def test_ending_the_kernel_leaves_no_refbook_process(kernel, how):
     km, kc = kernel
     run(kc, "%load_ext refbook")
     pids = _refbook_pids(kc)
-    out, _ = run(kc, "from refbook.runtime import api\nprint(api._session.dir)")
+    out, _ = run(kc, "from refbook.runtime.api import functions as api\nprint(api._session.dir)")
     session_dir = out.strip()
     assert os.path.isdir(session_dir)
     if how == "sigkill":

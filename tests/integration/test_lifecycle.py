@@ -16,8 +16,7 @@ from refbook.exceptions import (
     RefbookError,
     WorkerCrashedError,
 )
-
-from .helpers import alive, all_gone, session_pids, wait_for, worker_pids
+from tests.integration.helpers import alive, all_gone, session_pids, wait_for, worker_pids
 
 DRIVER = textwrap.dedent("""
     import os, sys, time, json

@@ -11,8 +11,7 @@ import pytest
 
 import refbook
 from refbook.exceptions import ObjectStoreFullError, OutOfMemoryError
-
-from .helpers import wait_for
+from tests.integration.helpers import wait_for
 
 MB = 1 << 20
 

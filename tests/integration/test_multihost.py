@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from refbook.testing.hosts import Hosts
-
-from .helpers import wait_for
+from tests.integration.helpers import wait_for
 
 DRIVER = textwrap.dedent("""
     import hashlib, os, sys, time, json
@@ -37,7 +36,7 @@ DRIVER = textwrap.dedent("""
 
     @refbook.remote
     def where(a=None):
-        from refbook.runtime import core
+        from refbook.runtime.processes import core
         return core.current().node_id
 
     @refbook.remote(resources={"b": 1})
@@ -45,7 +44,7 @@ DRIVER = textwrap.dedent("""
         open(path, "w").close()        # b is busy from now on
         time.sleep(s)
 
-    from refbook.runtime import core
+    from refbook.runtime.processes import core
     out["own_node"] = core.current().node_id
     by_res = {k: n["node_id"] for n in refbook.nodes() for k in n["resources"]}
     out["a"], out["b"] = by_res["a"], by_res["b"]

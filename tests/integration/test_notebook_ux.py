@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from .test_kernel import Messages, run
+from tests.integration.test_kernel import Messages, run
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

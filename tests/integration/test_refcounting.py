@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import refbook
-
-from .helpers import store_used, wait_for
+from tests.integration.helpers import store_used, wait_for
 
 pytestmark = pytest.mark.usefixtures("cluster")
 MB = 1 << 20
@@ -138,7 +137,7 @@ def test_ten_thousand_tasks_leave_nothing_behind():
 
 
 def test_zero_copy_get_and_task_argument():
-    from refbook.runtime import core as core_mod
+    from refbook.runtime.processes import core as core_mod
 
     @refbook.remote
     def inspect_arg(a):
@@ -190,7 +189,7 @@ def test_task_output_freed_when_ref_dropped_before_it_finishes():
 def test_arrow_values_are_zero_copy_too():
     import pyarrow as pa
 
-    from refbook.runtime import core as core_mod
+    from refbook.runtime.processes import core as core_mod
 
     table = pa.table({"x": np.arange(2 * MB, dtype=np.int64)})
     r = refbook.put(table)

@@ -10,10 +10,9 @@ import sys
 import psutil
 
 import refbook
-from refbook.runtime import core as core_mod
-
-from .helpers import session_pids, wait_for
-from .test_cli import cli, free_port_pair, node_pids
+from refbook.runtime.processes import core as core_mod
+from tests.integration.helpers import session_pids, wait_for
+from tests.integration.test_cli import cli, free_port_pair, node_pids
 
 
 def environ_of(pid: int) -> bytes:

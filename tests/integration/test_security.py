@@ -12,11 +12,10 @@ import zmq
 
 import refbook
 from refbook.exceptions import RefbookError
-from refbook.runtime import core as core_mod
-from refbook.runtime import protocol as P
-from refbook.runtime.protocol import Signer, tag_for
-
-from .helpers import session_pids, wait_for
+from refbook.runtime.processes import core as core_mod
+from refbook.runtime.protocol import messages as P
+from refbook.runtime.wire.frames import Signer, encode, tag_for
+from tests.integration.helpers import session_pids, wait_for
 
 
 @refbook.remote
@@ -100,7 +99,7 @@ def test_replayed_and_misaddressed_messages_are_dropped(fresh_cluster):
     # a valid request to the node manager from a fake sender: answered once
     fake = Signer(key, os.urandom(8))
     nm = core.node_address
-    frames = fake.sign(tag_for(nm), P.encode((P.STATE_QUERY, me, 999_001, "nodes")))
+    frames = fake.sign(tag_for(nm), encode((P.STATE_QUERY, me, 999_001, "nodes")))
     orig = core._on_reply
 
     def spy(msg):
@@ -116,7 +115,7 @@ def test_replayed_and_misaddressed_messages_are_dropped(fresh_cluster):
         time.sleep(0.3)
         assert len(replies) == 1
         # a correctly signed message for another process, sent to the driver
-        other = fake.sign(tag_for(nm), P.encode((P.STATE_QUERY, me, 999_002, "nodes")))
+        other = fake.sign(tag_for(nm), encode((P.STATE_QUERY, me, 999_002, "nodes")))
         blast(me, [other])
         time.sleep(0.3)
         assert core.transport.rejected >= before + 1
@@ -129,7 +128,7 @@ def test_replayed_and_misaddressed_messages_are_dropped(fresh_cluster):
 def test_truncated_frames(fresh_cluster, n):
     core = core_mod.current()
     fake = Signer(core.transport._signer._key, os.urandom(8))
-    good = fake.sign(tag_for(core.me), P.encode((P.STATE_QUERY, core.me, 1, "objects")))
+    good = fake.sign(tag_for(core.me), encode((P.STATE_QUERY, core.me, 1, "objects")))
     bad = [[good[0][:n], good[1]], [good[0], good[1][:n]], [good[0]], good + [b"extra"]]
     blast(core.me, bad)
     time.sleep(0.3)
@@ -137,7 +136,7 @@ def test_truncated_frames(fresh_cluster, n):
 
 
 def test_a_nodes_directory_must_be_private(tmp_path):
-    from refbook.runtime.launch import private_dir
+    from refbook.runtime.processes.launch import private_dir
     fresh = tmp_path / "fresh"
     private_dir(str(fresh))
     assert fresh.is_dir() and (fresh.stat().st_mode & 0o777) == 0o700

@@ -18,8 +18,7 @@ import pytest
 
 import refbook
 from refbook.testing import Cluster
-
-from .helpers import alive, wait_for
+from tests.integration.helpers import alive, wait_for
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(100)]
 

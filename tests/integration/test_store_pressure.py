@@ -10,8 +10,7 @@ import pytest
 import refbook
 from refbook.exceptions import ObjectLostError, ObjectStoreFullError
 from refbook.testing import Cluster
-
-from .helpers import MB, alive, digest, make, random_bytes, sha, wait_for
+from tests.integration.helpers import MB, alive, digest, make, random_bytes, sha, wait_for
 
 
 def expected(seed, mb):
@@ -33,7 +32,7 @@ class Holder:
 
 def node_states(node_id: str) -> dict:
     n = next(n for n in refbook.nodes() if n["node_id"] == node_id)
-    from refbook.runtime.api import _query
+    from refbook.runtime.api.functions import _query
     return _query(n["address"], "object_states") or {}
 
 
@@ -130,7 +129,7 @@ def test_a_process_whose_connect_failed_still_exits(tmp_path):
     import sys
     code = f"""
 import os, zmq
-from refbook.runtime.transport import Transport
+from refbook.runtime.wire.transport import Transport
 t = Transport("ipc://{tmp_path}/me", os.urandom(32), os.urandom(8))
 err = None
 try:

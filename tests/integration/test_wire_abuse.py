@@ -19,8 +19,7 @@ import psutil
 import pytest
 
 import refbook
-
-from .test_cli import cli, free_port_pair
+from tests.integration.test_cli import cli, free_port_pair
 
 ATTACK_S = 30.0
 RSS_BOUND = 100 << 20
@@ -316,8 +315,8 @@ def test_bad_frames_past_the_handshake_are_counted_per_peer(caplog):
 
     import zmq
 
-    from refbook.runtime.gate import PLAIN_USER, handshake_token
-    from refbook.runtime.transport import Transport, endpoint, free_port
+    from refbook.runtime.wire.gate import PLAIN_USER, handshake_token
+    from refbook.runtime.wire.transport import Transport, endpoint, free_port
     secret = os.urandom(32)
     addr = f"tcp://127.0.0.1:{free_port('127.0.0.1')}/n-test/nm"
     t = Transport(addr, secret, os.urandom(8))

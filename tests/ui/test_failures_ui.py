@@ -8,7 +8,7 @@ import time
 
 import nbformat
 
-from .test_notebook_ui import _outputs
+from tests.ui.test_notebook_ui import _outputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

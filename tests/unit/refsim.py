@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from collections import Counter, deque
 
-from refbook.runtime import protocol as P
-from refbook.runtime.refcount import Effects, ReferenceTable
+from refbook.runtime.protocol import messages as P
+from refbook.runtime.protocol.refcount import Effects, ReferenceTable
 
 
 class SafetyViolation(AssertionError):

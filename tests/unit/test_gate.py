@@ -2,7 +2,7 @@
 
 import logging
 
-from refbook.runtime.gate import MAX_PEERS_LOGGED, DropLog, handshake_token
+from refbook.runtime.wire.gate import MAX_PEERS_LOGGED, DropLog, handshake_token
 
 
 class Lines(logging.Handler):
@@ -55,7 +55,7 @@ def test_closing_a_tcp_transport_stops_its_handshake_thread_before_its_sockets_g
     what closing a transport used to do."""
     import os
 
-    from refbook.runtime.transport import Transport, free_port
+    from refbook.runtime.wire.transport import Transport, free_port
     secret = os.urandom(32)
     with caplog.at_level("ERROR", logger="refbook.transport"):
         for _ in range(40):

@@ -2,7 +2,7 @@
 
 import logging
 
-from refbook.runtime.guard import Guard
+from refbook.runtime.processes.guard import Guard
 
 
 class Clock:

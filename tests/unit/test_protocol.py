@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from refbook.runtime.protocol import RejectedMessage, Signer, Verifier, encode, tag_for
+from refbook.runtime.wire.frames import RejectedMessage, Signer, Verifier, encode, tag_for
 
 KEY = os.urandom(32)
 ME = "ipc:///tmp/x/me"
@@ -87,7 +87,7 @@ def test_a_data_frame_cannot_be_stripped():
 
 
 def test_a_large_envelope_travels_in_parts_no_larger_than_part():
-    from refbook.runtime.protocol import MAC_LEN, MAX_PARTS, PART
+    from refbook.runtime.wire.frames import MAC_LEN, MAX_PARTS, PART
     s, v = pair()
     big = os.urandom(2 * PART + 123)
     frames = s.sign(tag_for(ME), encode((21, big)))
@@ -110,9 +110,9 @@ def test_a_large_envelope_travels_in_parts_no_larger_than_part():
 
 
 def test_no_legitimate_frame_exceeds_what_an_inbox_takes():
-    from refbook.runtime.protocol import PART
-    from refbook.runtime.storeserver import CHUNK
-    from refbook.runtime.transport import MAX_FRAME
+    from refbook.runtime.data.storeserver import CHUNK
+    from refbook.runtime.wire.frames import PART
+    from refbook.runtime.wire.transport import MAX_FRAME
     assert CHUNK <= MAX_FRAME and PART <= MAX_FRAME
     s, _ = pair()
     frames = s.sign(tag_for(ME), encode((21, b"x" * (5 * PART))))

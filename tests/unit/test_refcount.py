@@ -2,10 +2,9 @@
 
 import pytest
 
-from refbook.runtime import protocol as P
-from refbook.runtime.refcount import Effects, ReferenceTable
-
-from . import refsim
+from refbook.runtime.protocol import messages as P
+from refbook.runtime.protocol.refcount import Effects, ReferenceTable
+from tests.unit import refsim
 
 X, Y = b"x" * 20, b"y" * 20
 

@@ -1,4 +1,4 @@
-from refbook.runtime.scheduler import LeaseScheduler
+from refbook.runtime.protocol.leases import LeaseScheduler
 
 
 def grants(actions):

@@ -3,8 +3,8 @@ and the real store servers of three nodes under memory pressure (storesim)."""
 
 import pytest
 
-from refbook.runtime import protocol as P
-from refbook.runtime.storeserver import StoreServer
+from refbook.runtime.data.storeserver import StoreServer
+from refbook.runtime.protocol import messages as P
 from refbook.testing import sim, storesim
 
 

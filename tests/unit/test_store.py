@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from refbook.runtime.store import ALIGN, Allocator, ObjectTable
+from refbook.runtime.protocol.objects import ALIGN, Allocator, ObjectTable
 
 
 def test_alloc_aligns_and_reuses_freed_space():

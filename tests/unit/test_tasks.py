@@ -3,7 +3,7 @@ from refbook.exceptions import (
     TaskCancelledError,
     WorkerCrashedError,
 )
-from refbook.runtime.tasks import RUNNING, Task, TaskManager
+from refbook.runtime.protocol.tasks import RUNNING, Task, TaskManager
 
 
 def task(n, quick=False, retries=3, res=None):

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from refbook.runtime import protocol as P
-from refbook.runtime.arena import Arena
-from refbook.runtime.storeserver import CHUNK, StoreServer
+from refbook.runtime.data.arena import Arena
+from refbook.runtime.data.storeserver import CHUNK, StoreServer
+from refbook.runtime.protocol import messages as P
 
 MB = 1 << 20
 

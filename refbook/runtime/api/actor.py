@@ -1,0 +1,166 @@
+"""``@refbook.remote`` on a class: actors, their handles and method calls."""
+
+from __future__ import annotations
+
+import inspect
+
+from ..data.serialization import record_ref
+from ..processes import context
+from .definition import Definition
+
+ACTOR_OPTIONS = {"num_cpus": 0, "resources": None, "name": None, "max_restarts": 0,
+                 "max_task_retries": 0, "max_concurrency": 1, "num_gpus": 0,
+                 "memory": None, "lifetime": None}
+
+
+def _check(opts: dict) -> None:
+    for k in ("max_restarts", "max_task_retries"):
+        v = opts.get(k, 0)
+        if not isinstance(v, int) or v < -1:
+            raise ValueError(f"{k} must be an integer >= -1 (-1: no limit), not {v!r}")
+    c = opts.get("max_concurrency", 1)
+    if not isinstance(c, int) or c < 1:
+        raise ValueError(f"max_concurrency must be a positive integer, not {c!r}")
+    n = opts.get("num_cpus", 0)
+    if not isinstance(n, (int, float)) or n < 0:
+        raise ValueError(f"num_cpus must be a non-negative number, not {n!r}")
+    name = opts.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ValueError(f"name must be a non-empty string, not {name!r}")
+    if opts.get("lifetime") not in (None, "non_detached"):
+        raise ValueError("detached actors are not supported: an actor lives as long as a "
+                         "handle to it does")
+
+
+def method(*, num_returns: int = 1):
+    """Decorator for actor methods: ``@refbook.method(num_returns=2)``."""
+    if not isinstance(num_returns, int) or num_returns < 1:
+        raise ValueError(f"num_returns must be a positive integer, not {num_returns!r}")
+
+    def deco(fn):
+        fn.__refbook_num_returns__ = num_returns
+        return fn
+    return deco
+
+
+class ActorClass(Definition):
+    """``Cls.remote(*args)`` starts an actor and returns its handle at once."""
+
+    DEFAULTS = ACTOR_OPTIONS
+    KIND = "actor"
+    _check = staticmethod(_check)
+
+    def __init__(self, cls, options: dict, _shared=None):
+        super().__init__(cls, options, _shared)
+        methods = {}
+        for name, member in inspect.getmembers(cls):
+            if name.startswith("__") or not callable(member):
+                continue
+            methods[name] = getattr(member, "__refbook_num_returns__", 1)
+        self._methods = methods
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use "
+                        f"{self.__name__}.remote(...)")
+
+    def remote(self, *args, **kwargs) -> ActorHandle:
+        core = context.core()
+        o = dict(self._options)
+        name = o.get("name")
+        if name is not None and core.query(core.head_address, ("actor_named", name)) is not None:
+            raise ValueError(f"an actor named {name!r} already exists; use "
+                             f"refbook.get_actor({name!r}) to get a handle to it")
+        try:
+            sig = inspect.signature(self._target)
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{self.__name__}.remote(): {e}") from None
+        except ValueError:
+            sig = None
+        class_id, blob = self._export()
+        prepared = core.prepare_args(f"{self.__name__}.__init__", args, kwargs, sig)
+        actor_id = core.ids.put_id()
+        meta = {"class_name": self.__name__, "name": name, "methods": self._methods,
+                "max_task_retries": o["max_task_retries"]}
+        o["_meta"] = meta
+        core.actors.create(actor_id, self.__name__, class_id, blob, prepared, o)
+        return ActorHandle(actor_id, core.me, meta, core)
+
+    def __repr__(self) -> str:
+        return f"<refbook actor class {self.__qualname__}>"
+
+
+class ActorHandle:
+    """A handle to an actor: a ref, so it can be passed to tasks and other actors.  The
+    actor lives while any handle to it does."""
+
+    __slots__ = ("_id", "_owner", "_meta", "_core", "__weakref__")
+
+    def __init__(self, actor_id: bytes, owner: str, meta: dict, core):
+        self._id = actor_id
+        self._owner = owner
+        self._meta = meta
+        self._core = core
+
+    def __getattr__(self, name: str):
+        methods = self._meta["methods"]
+        if name in methods:
+            return ActorMethod(self, name, methods[name])
+        raise AttributeError(f"actor {self._meta['class_name']} has no method {name!r}")
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ActorHandle) and other._id == self._id
+
+    def __repr__(self) -> str:
+        return f"ActorHandle({self._meta['class_name']}, {self._id.hex()})"
+
+    def __reduce__(self):
+        record_ref(self._id, self._owner)
+        return (_rebuild_handle, (self._id, self._owner, self._meta))
+
+    def __del__(self):
+        core = self._core
+        if core is not None:
+            core.release_soon(self._id)
+
+
+def _rebuild_handle(actor_id: bytes, owner: str, meta: dict) -> ActorHandle:
+    core = context.current()
+    if core is None:
+        return ActorHandle(actor_id, owner, meta, None)
+    core.register_deserialized(actor_id, owner)     # we hold it, like any ref
+    return ActorHandle(actor_id, owner, meta, core)
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int):
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"actor methods are called with .remote(): "
+                        f"handle.{self._name}.remote(...)")
+
+    def options(self, num_returns: int | None = None, **unsupported) -> ActorMethod:
+        if unsupported:
+            raise TypeError(f"unknown actor method option(s) {', '.join(sorted(unsupported))}")
+        return ActorMethod(self._handle, self._name,
+                           self._num_returns if num_returns is None else num_returns)
+
+    def remote(self, *args, **kwargs):
+        h = self._handle
+        core = h._core
+        if core is None or not core.alive:
+            core = context.core()
+        label = h._meta["name"] or h._meta["class_name"]
+        prepared = core.prepare_args(f"{label}.{self._name}", args, kwargs)
+        refs = core.actors.submit_call(h._id, h._owner, label, h._meta["max_task_retries"],
+                                       self._name, prepared, self._num_returns)
+        return refs[0] if self._num_returns == 1 else refs

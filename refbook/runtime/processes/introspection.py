@@ -1,0 +1,172 @@
+"""What a process tells about itself (part of :class:`~refbook.runtime.processes.core.CoreWorker`):
+the state API's answers (``objects``, ``pending``...) and the state of single tasks and
+refs that the notebook's live views show."""
+
+from __future__ import annotations
+
+from ...exceptions import TaskCancelledError
+from ..protocol import messages as P
+from ..protocol.entries import (
+    ERROR,
+    INLINE,
+    STORED,
+    _node_of,
+)
+from ..protocol.ids import object_id
+from ..protocol.refcount import Effects
+
+
+class Introspection:
+    """Mixed into CoreWorker; only reads its tables."""
+
+    # ------------------------------------------------------------- introspection
+    def _on_state_query(self, msg):
+        _, requester, req, what = msg
+        self.transport.send(requester, (P.STATE_REPLY, req, self.describe(what)))
+
+    def query(self, addr: str, what, timeout: float = 5.0):
+        """Ask process or node ``addr`` about ``what`` (its STATE_QUERY answer)."""
+        return self.call(addr, lambda req: (P.STATE_QUERY, self.me, req, what), timeout)
+
+    def describe(self, what: str):
+        if what == "pending":
+            return self.pending_calls() if self.pending_calls is not None else 0
+        if what != "objects":
+            return None
+        with self.lock:
+            fx = Effects()
+            self._drain_releases(fx)
+            self._apply(fx)
+            return self._describe_objects()
+
+    def _describe_objects(self) -> list:
+        out = []
+        kept = self.recovery.kept_for()
+        for oid, r in self.rt.refs.items():
+            if r.owner != self.me or oid in self.actors.owned or r.freed:
+                continue
+            entry = self.values.get(oid)
+            if entry is not None and entry[0] == 3:     # an actor's location
+                continue
+            if entry is None:
+                state = "reconstructing" if oid in self.recovery.rebuilding else "pending"
+                size, nodes = None, []
+            elif entry[0] == ERROR:
+                state, size, nodes = "failed", None, []
+            elif entry[0] == STORED:
+                state, size = "ready", entry[3]
+                nodes = [entry[1], *sorted(self.copies.get(oid, ()))]
+            else:
+                state = "ready"
+                size = len(entry[1]) + sum(len(b) for b in entry[2])
+                nodes = [self.node_id]
+            out.append({
+                "object_id": oid.hex(), "owner": self.me, "size": size, "state": state,
+                "nodes": nodes, "spilled": False,
+                "task": None if oid.endswith(b"\xff\xff\xff\xff") else oid[:16].hex(),
+                "local_refs": r.local, "submitted_refs": r.submitted - len(kept.get(oid, ())),
+                # kept (a put value) so that these finished tasks can run again
+                "lineage": [{"task_id": t.task_id.hex(), "name": t.name,
+                             "returns": [x.hex() for x in t.return_ids]}
+                            for t in kept.get(oid, ())],
+                "borrowers": sorted(a for a, n in (r.borrowers or {}).items() if n),
+                "inline": entry is not None and entry[0] == INLINE,
+            })
+        return out
+
+    def task_state(self, task_id: bytes):
+        """``(state, node)`` of a task this process owns that has not finished:
+        ``state`` is "waiting" (for its arguments), "queued" or "running"; None once it
+        finished (its return values say how)."""
+        with self.lock:
+            t = self.tm.tasks.get(task_id)
+            if t is None:
+                return None
+            node = None
+            if t.state == "running" and t.lease is not None:
+                node = _node_of(t.lease.worker) or self.node_id
+            return t.state, node
+
+    def task_status(self, task_id: bytes) -> tuple[str, str | None, str | None]:
+        """``(state, node, detail)`` of a task this process submitted: waiting, queued,
+        running (on ``node``), pending (an actor call), done, failed or cancelled
+        (``detail``: the error's class)."""
+        st = self.task_state(task_id)
+        if st is not None:
+            return st[0], st[1], None
+        oid = object_id(task_id, 0)
+        with self.lock:
+            e = self.values.get(oid)
+            r = self.rt.get(oid)
+            alive = r is not None and not r.freed
+        if e is None:
+            return ("pending" if alive else "done"), None, None
+        if e[0] == ERROR:
+            err = e[1]
+            if isinstance(err, TaskCancelledError):
+                return "cancelled", None, None
+            return "failed", None, self._error_name(err)
+        return "done", (e[1] if e[0] == STORED else None), None
+
+    def task_attempt(self, task_id: bytes) -> dict | None:
+        """How often a task this process submitted ran: ``attempt`` (1 for the first
+        run), ``rebuilds`` (times it ran again to rebuild lost outputs) and
+        ``retried_because`` (why the last retry happened, or None).  None once the task
+        is forgotten (finished and no lineage kept)."""
+        with self.lock:
+            t = self.tm.tasks.get(task_id) or self.recovery.tasks.get(task_id)
+            if t is None:
+                return None
+            next_attempt, why = self.recovery.retried.get(task_id, (0, None))
+            return {"attempt": max(t.attempts, next_attempt, 1), "rebuilds": t._rebuilds,
+                    "retried_because": why}
+
+    def task_error(self, task_id: bytes) -> BaseException | None:
+        """The error a failed task ended with (its first return value), else None."""
+        with self.lock:
+            e = self.values.get(object_id(task_id, 0))
+        return e[1] if e is not None and e[0] == ERROR else None
+
+    @staticmethod
+    def _error_name(err) -> str:
+        cls = getattr(err, "cause_cls", None)
+        return cls.__name__ if cls is not None else type(err).__name__
+
+    def ref_status(self, oid: bytes) -> dict:
+        """A ref as the notebook shows it: ``state``, ``size``, ``where`` (node and copies,
+        or inline), ``made_by`` (the task, or put) and ``detail`` (the error's class)."""
+        tid = oid[:16]
+        with self.lock:
+            e = self.values.get(oid)
+            r = self.rt.get(oid)
+            owned = self.rt.owns(oid)
+            copies = sorted(self.copies.get(oid, ()))
+            task = self.tm.tasks.get(tid)
+            name = task.name if task is not None else None
+            ctx = self.contexts.get(tid)
+        if name is None and ctx is not None:
+            name = ctx.tasks.get(tid)
+        put = oid.endswith(b"\xff\xff\xff\xff")
+        info = {"id": oid.hex(), "made_by": "put" if put else (name or "a task"),
+                "size": None, "where": None, "detail": None}
+        if e is None:
+            if r is None or r.freed:
+                info["state"] = "freed"
+            elif owned and task is not None:
+                st = self.task_state(tid)
+                info["state"] = st[0] if st else "pending"
+                info["where"] = f"on node {st[1]}" if st and st[1] else None
+            else:
+                info["state"] = "pending"
+        elif e[0] == ERROR:
+            info["state"] = "failed"
+            info["detail"] = self._error_name(e[1])
+        elif e[0] == STORED:
+            where = f"on node {e[1]}" + (f", copies on {', '.join(copies)}" if copies else "")
+            info.update(state="ready", size=e[3], where=where)
+        elif e[0] == INLINE:
+            info.update(state="ready", size=len(e[1]) + sum(len(b) for b in e[2]),
+                        where="inline, in its owner's memory")
+        else:
+            info["state"] = "ready"
+        return info

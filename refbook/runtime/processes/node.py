@@ -1,0 +1,555 @@
+"""The node manager process: worker pool, leases, the object store's accounting.
+
+It also plays the head for the one-node cluster that ``init()`` starts (membership and
+the cluster view); a separate head process is the multi-host issue's business.
+
+Process tree and lifetimes.  The driver starts this process.  Before it creates any
+thread or socket, it forks a *zygote*: a copy with every module imported, which forks
+workers on request in about a millisecond.  Each process watches the one it depends on
+through a pidfd (the node manager watches the driver, workers watch the node manager)
+and exits when it dies, so a SIGKILL anywhere leaves no process behind.  The arena is a
+memfd, so no shared-memory name can leak either; the session directory (sockets, logs)
+is removed by whoever exits last: the node manager on its way out, or the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+
+import zmq
+
+from ..data.arena import Arena
+from ..data.storeserver import StoreServer
+from ..protocol import messages as P
+from ..protocol.leases import LeaseScheduler, fits
+from ..protocol.membership import Membership, choose_node
+from ..wire.transport import MAX_DRAIN, Transport
+from .guard import Guard
+from .launch import read_secret_fd
+from .monitor import MemoryMonitor, TaskInfo
+from .zygote import Zygote
+
+log = logging.getLogger("refbook.node")
+
+
+class NodeManager:
+    def __init__(self, cfg: dict, secret: bytes, arena: Arena, zygote: Zygote):
+        self.cfg = cfg
+        self.node_id = cfg["node_id"]
+        self.address = cfg["node_address"]
+        self.sock_dir = cfg["sock_dir"]
+        self.arena = arena
+        self.zygote = zygote
+        self.bind_host = cfg.get("bind_host")          # None: one host, ipc sockets
+        aliases = ()
+        if self.bind_host and cfg.get("head_address") is None:
+            from ..wire.transport import endpoint
+            aliases = (endpoint(self.address),)         # how other hosts first reach us
+        self.transport = Transport(self.address, secret, os.urandom(8), aliases=aliases)
+        self.transport.serve_rpc()
+        num_cpus = cfg["num_cpus"]
+        resources = {"CPU": float(num_cpus), **cfg.get("resources", {})}
+        hard = int(os.environ.get("REFBOOK_MAX_WORKERS", 0)) or max(64, 16 * num_cpus)
+        self.sched = LeaseScheduler(resources, max_workers=max(4 * num_cpus, num_cpus + 8),
+                                    pool_size=num_cpus, hard_max=hard,
+                                    hard_max_name="REFBOOK_MAX_WORKERS",
+                                    lease_base=int.from_bytes(os.urandom(3), "big") << 32)
+        # membership: the head keeps the table; every node keeps the latest view
+        self.head = cfg.get("head_address")             # None: this node is the head
+        self.heartbeat_s = cfg.get("heartbeat_s", 0.5)
+        self.heartbeat_timeout = cfg.get("heartbeat_timeout_s", 3.0)
+        self.members = Membership(self.heartbeat_timeout) if self.head is None else None
+        self.view: list[dict] = []
+        self.last_heartbeat = 0.0
+        self.last_view_at = time.monotonic()
+        self.dead_nodes: set[str] = set()
+        self.actor_dir: dict[str, dict] = {}
+        self.store = StoreServer(self.transport, arena, self.node_id, cfg["spill_dir"],
+                                 address_of=lambda n: self.node_address_of(n))
+        self.monitor = MemoryMonitor(cfg.get("memory_threshold", 0.95))
+        self.oom_kills: dict[str, str] = {}        # worker -> why the monitor killed it
+        self.procs: dict[str, dict] = {}          # registered processes
+        self.worker_pids: dict[str, int] = {}
+        self.pidfds: dict[int, str] = {}
+        self.poller = zmq.Poller()
+        self.guard = Guard(log)       # an error in one handler is logged and survived
+        self._n = 0
+        self.running = True
+        self.target_pool = num_cpus
+        self._handlers = {
+            P.REGISTER: self._on_register,
+            P.LEASE_REQUEST: self._on_lease_request,
+            P.LEASE_RETURN: lambda m: self._do(self.sched.release(m[1])),
+            P.SEAL: self.store.on_seal,
+            P.FREE: self._on_free,
+            P.UNPIN: lambda m: self.store.on_unpin(*m[1:]),
+            P.PREFETCH: lambda m: self.store.on_prefetch(m[1]),
+            P.TASK_INFO: self._on_task_info,
+            P.ACTOR_UPDATE: self._on_actor_update,
+            P.BLOCKED: lambda m: self._do(self.sched.worker_blocked(m[1])),
+            P.UNBLOCKED: lambda m: self._do(self.sched.worker_unblocked(m[1])),
+            P.KILL_WORKER: self._on_kill_worker,
+            P.STATE_QUERY: self._on_state_query,
+            P.SHUTDOWN: self._on_shutdown,
+            P.NODE_REGISTER: self._on_node_register,
+            P.HEARTBEAT: self._on_heartbeat,
+            P.HEAD_VIEW: self._on_head_view,
+            P.NODE_DIED: self._on_node_died,
+            P.PROCESS_DIED: lambda m: self._process_died(
+                m[1], m[2], local=m[1] in self.procs, oom_flag=m[3]),
+        }
+        self._handlers.update(self.store.handlers())
+
+    # -- workers -------------------------------------------------------------------------
+    def start_worker(self) -> None:
+        self._n += 1
+        name = f"w-{self._n}-{os.urandom(6).hex()}"     # "worker 3" in the notebook
+        if self.bind_host:
+            from ..wire.transport import free_port
+            port = free_port(self.bind_host)
+            addr = f"tcp://{self.bind_host}:{port}/n-{self.node_id}/{name}"
+        else:
+            addr = f"ipc://{self.sock_dir}/{name}"
+        self.zygote.spawn(addr)
+
+    def _on_spawned(self) -> None:
+        for addr, pid in self.zygote.read_reports():
+            self.worker_pids[addr] = pid
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                self._process_died(addr, "it exited during start-up")
+                continue
+            self.pidfds[fd] = addr
+            self.poller.register(fd, zmq.POLLIN)
+
+    def _on_pidfd(self, fd: int) -> None:
+        addr = self.pidfds.pop(fd)
+        self.poller.unregister(fd)
+        os.close(fd)
+        pid = self.worker_pids.pop(addr, None)
+        what = "worker" if pid is not None else "driver"
+        if pid is None:
+            pid = self.procs.get(addr, {}).get("pid")
+        self._process_died(addr, f"{what} process {pid} exited")
+
+    def _process_died(self, addr: str, reason: str, local: bool = True,
+                      oom_flag: bool = False) -> None:
+        """A process died: here (``local``), or on another node, which told us so that
+        what it owned here goes too (fate sharing) and our processes learn of it."""
+        was_worker = local and (addr in self.sched.workers or
+                                addr.rsplit("/", 1)[-1].startswith("w-"))
+        self.procs.pop(addr, None)
+        for lease in list(self.sched.leases.values()):
+            if lease.owner == addr:   # its workers ran tasks for a dead owner
+                self._kill(lease.worker)
+        actions = self.sched.worker_died(addr) if was_worker else []
+        actions += self.sched.owner_died(addr)
+        self.store.process_died(addr)
+        self._do(actions)
+        oom = self.oom_kills.pop(addr, None)
+        if oom is not None:
+            reason = oom
+        oom = oom is not None or oom_flag
+        if local:
+            for n in self.cluster_view():
+                if n["alive"] and n["node_id"] != self.node_id:
+                    self.transport.send(n["address"], (P.PROCESS_DIED, addr, reason, oom))
+        for p in self.procs:
+            self.transport.send(p, (P.PROCESS_DIED, addr, reason, oom))
+        self.transport.disconnect(addr)
+        for rec in self.actor_dir.values():      # fate sharing: its actors died with it
+            if rec.get("owner") == addr and rec["state"] != "dead":
+                rec["state"] = "dead"
+                rec["pid"] = None
+
+    def _kill(self, addr: str) -> None:
+        pid = self.worker_pids.get(addr)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # -- messages --------------------------------------------------------------------------
+    def _on_register(self, m):
+        _, addr, kind, pid, req = m
+        self.procs[addr] = {"kind": kind, "pid": pid}
+        if kind == "driver" and pid != self.cfg["driver_pid"]:
+            try:                      # a driver that joined: its death frees what it owned
+                fd = os.pidfd_open(pid)
+                self.pidfds[fd] = addr
+                self.poller.register(fd, zmq.POLLIN)
+            except OSError:
+                pass
+        self.transport.send(addr, (P.REGISTERED, req, self.info()))
+        if kind == "worker":
+            self._do(self.sched.worker_registered(addr))
+
+    def _on_lease_request(self, m):
+        _, owner, req_id, resources, dedicated, prefer = m
+        view = self.cluster_view()
+        if prefer == self.node_id and fits(resources, self.sched.total):
+            # locality: the task's data is here; wait for a worker here if need be (idle
+            # leases elsewhere are reclaimed) rather than move the data
+            self._do(self.sched.request(owner, req_id, resources, dedicated))
+            return
+        if prefer is not None:
+            target = next((n for n in view if n["node_id"] == prefer and n["alive"]
+                           and fits(resources, n["resources"])), None)
+            if target is not None:
+                self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, target["address"]))
+                return
+        node, feasible = choose_node(view, resources, self.node_id)
+        if not feasible and self.head is not None:
+            # our view of the cluster is a heartbeat old: the head decides what is
+            # impossible (a node that can run it may just have joined)
+            self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, self.head))
+            return
+        if not feasible:
+            want = ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()) if v)
+            have = "; ".join(
+                f"node {n['node_id']}: " + ", ".join(f"{k}={v:g}" for k, v in
+                                                    sorted(n["resources"].items()))
+                for n in view if n["alive"])
+            self._do([("reject", owner, req_id,
+                       f"no node can ever satisfy the resources {{{want}}}: the nodes "
+                       f"have {have}")])
+            return
+        if node is not None:
+            addr = self.node_address_of(node)
+            if addr is not None:
+                self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, addr))
+                return
+        self._do(self.sched.request(owner, req_id, resources, dedicated))
+
+    # -- membership ---------------------------------------------------------------------------
+    def cluster_view(self) -> list[dict]:
+        me = self.node_view()
+        if self.members is not None:
+            self.members.nodes[self.node_id] = me
+            return self.members.view()
+        return [me] + [dict(n, alive=n["alive"] and n["node_id"] not in self.dead_nodes)
+                       for n in self.view if n["node_id"] != self.node_id]
+
+    def node_address_of(self, node_id: str) -> str | None:
+        for n in self.cluster_view():
+            if n["node_id"] == node_id and n["alive"]:
+                return n["address"]
+        return None
+
+    def _on_node_register(self, m):
+        self.members.register(m[1], time.monotonic())
+        self.transport.send(m[1]["address"], (P.HEAD_VIEW, self.cluster_view()))
+
+    def _on_heartbeat(self, m):
+        view = m[1]
+        if self.members.heartbeat(view, time.monotonic()):
+            self.transport.send(view["address"], (P.HEAD_VIEW, self.cluster_view()))
+        else:    # declared dead already: it must go (its processes were written off)
+            self.transport.send(view["address"], (P.NODE_DIED, view["node_id"],
+                                                  "missed its heartbeats"))
+
+    def _on_head_view(self, m):
+        self.view = m[1]
+        self.last_view_at = time.monotonic()
+        for n in self.view:
+            if not n["alive"] and n["node_id"] not in self.dead_nodes:
+                self._node_died(n["node_id"], "declared dead by the head")
+
+    def _on_node_died(self, m):
+        self._node_died(m[1], m[2])
+
+    def _node_died(self, node_id: str, reason: str) -> None:
+        if node_id == self.node_id:
+            log.error("the head declared this node dead (%s); shutting down", reason)
+            self.running = False
+            return
+        if node_id in self.dead_nodes:
+            return
+        self.dead_nodes.add(node_id)
+        log.warning("node %s died: %s", node_id, reason)
+        self.store.event("node_died", dead_node=node_id, reason=reason)
+        for p in self.procs:          # owners first: they rebuild what was lost there
+            self.transport.send(p, (P.NODE_DIED, node_id, reason))
+        self.store.node_died(node_id)
+        marker = f"/n-{node_id}/"      # fate sharing for every process it had
+        gone = {lease.owner for lease in self.sched.leases.values() if marker in lease.owner}
+        gone |= {q[0] for q in self.sched.queue if marker in q[0]}
+        gone |= {o.owner for o in self.store.table.objects.values() if marker in o.owner}
+        for addr in gone:
+            self._process_died(addr, f"its node {node_id} died", local=False)
+        if self.members is not None:
+            self.members.mark_dead(node_id)
+            for n in self.members.view():     # tell every other node
+                if n["alive"] and n["node_id"] != self.node_id:
+                    self.transport.send(n["address"], (P.NODE_DIED, node_id, reason))
+
+    def _membership_tick(self, now: float) -> None:
+        if self.members is not None:
+            for node_id in self.members.expire(now, self.node_id):
+                self._node_died(node_id, f"no heartbeat for {self.heartbeat_timeout:g} s")
+            return
+        if now - self.last_heartbeat >= self.heartbeat_s:
+            self.last_heartbeat = now
+            self.transport.send(self.head, (P.HEARTBEAT, self.node_view()))
+        if now - self.last_view_at > max(3 * self.heartbeat_timeout, 5.0):
+            log.error("lost contact with the head at %s; shutting down", self.head)
+            self.running = False
+
+    def _on_actor_update(self, m):
+        rec = dict(m[1])
+        rec["node_id"] = self.node_id
+        rec["pid"] = self.worker_pids.get(rec.get("address"))
+        old = self.actor_dir.get(rec["actor_id"])
+        if old is not None and rec["pid"] is None and rec["state"] != "alive":
+            rec["pid"] = None
+        self.actor_dir[rec["actor_id"]] = rec
+        if len(self.actor_dir) > 10_000:     # forget the oldest dead actors
+            for k in [k for k, v in self.actor_dir.items() if v["state"] == "dead"][:1000]:
+                del self.actor_dir[k]
+
+    def _on_rpc(self) -> None:
+        for _ in range(MAX_DRAIN):
+            if not self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                break
+            got = self.transport.recv_rpc()
+            if got is not None:
+                self.guard("a store request", self.store.on_request, *got)
+
+    # -- the memory monitor -------------------------------------------------------------------
+    def _memory_tick(self, now: float) -> None:
+        import psutil
+        if self.monitor.should_check(now):
+            vm = psutil.virtual_memory()
+            used = (vm.total - vm.available) / vm.total
+            busy = [w.addr for w in self.sched.workers.values() if w.lease is not None]
+            for worker, qid in self.monitor.check(now, used, busy):
+                self.transport.send(worker, (P.TASK_QUERY, qid))
+            self._mem_used = (vm.total - vm.available, vm.total)
+        victim = self.monitor.decide(now)
+        if victim is not None:
+            used, total = self._mem_used
+            why = (f"the memory monitor killed the worker running task {victim.name} "
+                   f"({victim.task_id.hex()}) because this machine's memory use reached "
+                   f"{used / 2**30:.1f} of {total / 2**30:.1f} GiB "
+                   f"({100 * used / total:.0f}%, threshold "
+                   f"{100 * self.monitor.threshold:.0f}%); that worker used "
+                   f"{victim.rss / 2**30:.2f} GiB")
+            self.oom_kills[victim.worker] = why
+            self.store.event("oom_kill", task_id=victim.task_id.hex(), task=victim.name,
+                             worker=victim.worker, rss=victim.rss, used=used, total=total,
+                             retriable=victim.retriable)
+            log.warning(why)
+            self._kill(victim.worker)
+
+    def _on_task_info(self, m):
+        _, worker, qid, info = m
+        if info is not None:
+            info = TaskInfo(worker, *info)
+        self.monitor.on_info(worker, qid, info)
+
+    def _on_free(self, m):
+        """FREE from an owner here, possibly for objects on another node: pass it on.
+        With a creator, only the copies that process wrote go (see core._free_stale)."""
+        node = m[2] if len(m) > 2 else self.node_id
+        creator = m[3] if len(m) > 3 else None
+        if node == self.node_id:
+            self.store.on_free(m[1], creator)
+        else:
+            addr = self.node_address_of(node)
+            if addr is not None:
+                self.transport.send(addr, (P.FREE, m[1], node, creator))
+
+    def _on_kill_worker(self, m):
+        self._kill(m[1])
+
+    def _on_state_query(self, m):
+        _, requester, req, what = m
+        if what == "nodes":
+            data = self.cluster_view()
+        elif what == "processes":
+            data = list(self.procs)
+        elif what == "events":
+            data = list(self.store.events)
+        elif what == "object_states":
+            data = self.store.states()
+        elif what == "spill_io":
+            data = self.store.io_stats()
+        elif what == "actors":
+            data = list(self.actor_dir.values())
+        elif isinstance(what, tuple) and what[0] == "actor_named":
+            data = next((r for r in self.actor_dir.values()
+                         if r.get("name") == what[1] and r["state"] != "dead"), None)
+        else:
+            data = None
+        self.transport.send(requester, (P.STATE_REPLY, req, data))
+
+    def _on_shutdown(self, m):
+        self.running = False
+
+    def _do(self, actions):
+        for a in actions:
+            kind = a[0]
+            if kind == "grant":
+                _, owner, req_id, lease_id, worker = a
+                self.transport.send(owner, (P.LEASE_GRANTED, req_id, lease_id, worker,
+                                            self.address))
+            elif kind == "reject":
+                _, owner, req_id, message = a
+                self.transport.send(owner, (P.LEASE_GRANTED, req_id, None, message,
+                                            self.address))
+            elif kind == "start_worker":
+                self.start_worker()
+            elif kind == "reclaim":
+                self.transport.send(a[1], (P.LEASE_RECLAIM,))
+
+    # -- views -----------------------------------------------------------------------------
+    def info(self) -> dict:
+        return {"node_id": self.node_id, "address": self.address,
+                "capacity": self.arena.capacity, "head": self.head or self.address}
+
+    def node_view(self) -> dict:
+        s = self.sched.snapshot()
+        return {"node_id": self.node_id, "address": self.address, "alive": True,
+                "resources": s["total"], "available": s["available"],
+                "store": self.store.table.stats(), "workers": s["workers"],
+                "pid": os.getpid(), "arena_fd": self.arena.fd,
+                "is_head": self.head is None}
+
+    # -- loop ------------------------------------------------------------------------------
+    def run(self, parent_fd: int, ready_fd: int) -> None:
+        inbox = self.transport.inbox
+        self.poller.register(inbox, zmq.POLLIN)
+        self.poller.register(self.transport.rpc, zmq.POLLIN)
+        self.poller.register(self.store.io.fd, zmq.POLLIN)
+        self.poller.register(parent_fd, zmq.POLLIN)
+        self.poller.register(self.zygote.report_fd, zmq.POLLIN)
+        for _ in range(self.target_pool):
+            self.sched.worker_starting()
+            self.start_worker()
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
+        last_tick = 0.0
+        if self.head is not None:
+            self.transport.send(self.head, (P.NODE_REGISTER, self.node_view()))
+        tick = min(0.1, self.heartbeat_s / 2)
+        guard = self.guard
+        while self.running:
+            events = dict(self.poller.poll(int(tick * 1000)))
+            now = time.monotonic()
+            if now - last_tick >= tick:
+                last_tick = now
+                guard("the store's timers", self.store.tick)
+                guard("the transport's timers", self.transport.tick, now)
+                guard("the memory monitor", self._memory_tick, now)
+                guard("membership", self._membership_tick, now)
+            elif self.monitor.query is not None:
+                guard("the memory monitor", self._memory_tick, now)
+            if self.store.io.fd in events:
+                guard("spill I/O completions", self.store.on_io)
+            if parent_fd in events:
+                log.info("driver exited; shutting down")
+                break
+            if self.zygote.report_fd in events:
+                guard("worker start-ups", self._on_spawned)
+            for fd in [fd for fd in events if fd in self.pidfds]:
+                guard("a process exit", self._on_pidfd, fd)
+            if inbox in events:     # a bounded turn: requests and ticks come next
+                for _ in range(MAX_DRAIN):
+                    if not inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        break
+                    m = self.transport.recv(zmq.NOBLOCK)
+                    if m is None:
+                        continue
+                    h = self._handlers.get(m[0])
+                    if h is None:
+                        log.warning("unexpected message type %r", m[0])
+                        continue
+                    guard(f"message type {m[0]!r}", h, m)
+            # requests after the inbox: a FREE sent just before an ALLOC is applied first
+            if self.transport.rpc in events or \
+                    self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._on_rpc()
+
+    def close(self) -> None:
+        """Every exit path ends here, and it never blocks for long: workers are killed,
+        and every socket is closed with linger 0 before the context ends."""
+        self.running = False
+        self.guard("stopping the spill threads", self.store.stop)
+        for addr in list(self.worker_pids):
+            self._kill(addr)
+        # wait while the zygote still reaps them: once it is gone they would linger as
+        # zombies of whatever adopts them, for as long as that takes to reap
+        deadline = time.monotonic() + 2
+        for pid in list(self.worker_pids.values()):
+            while time.monotonic() < deadline and _running(pid):
+                time.sleep(0.001)
+        self.zygote.close()
+        try:
+            self.transport.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    secret = read_secret_fd(cfg.pop("secret_fd"))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s node %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cfg.get("driver_pid"):
+        try:
+            parent_fd = os.pidfd_open(cfg["driver_pid"])
+            gone = os.getppid() != cfg["driver_pid"]
+        except ProcessLookupError:
+            gone = True
+        if gone:              # nobody will clean up after us: do it now
+            if cfg.get("owns_session"):
+                shutil.rmtree(cfg["session_dir"], ignore_errors=True)
+            sys.exit("refbook node: the driver exited before the node started")
+    else:                  # started by `refbook start`: it runs until `refbook stop`
+        parent_fd, never = os.pipe()
+    if cfg.get("arena_fd") is None:      # a node of a cluster makes its own arena
+        arena = Arena.create(cfg["capacity"])
+        cfg["arena_fd"] = arena.fd
+    else:
+        arena = Arena(cfg["arena_fd"], cfg["capacity"])
+    # import everything a worker needs before forking the zygote, so workers start warm
+    from . import worker  # noqa: F401
+    zygote = Zygote(cfg, secret, arena)
+    nm = NodeManager(cfg, secret, arena, zygote)
+    signal.signal(signal.SIGTERM, lambda *a: setattr(nm, "running", False))
+    code = 0
+    try:
+        nm.run(parent_fd, cfg["ready_fd"])
+    except BaseException:  # noqa: BLE001 - logged; the clean-up below runs regardless
+        log.exception("node manager failed")
+        code = 1
+    finally:
+        nm.close()
+        if cfg.get("owns_session"):
+            shutil.rmtree(cfg["session_dir"], ignore_errors=True)
+    # Everything is released: skip the interpreter's teardown (tens of milliseconds of
+    # module and ZeroMQ clean-up) that a waiting shutdown() would otherwise pay for.
+    logging.shutdown()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Lineage and reconstruction, in the owner.
+
+The owner of a task's outputs keeps the finished task (its *lineage*) while any output
+may still be needed, and its arguments' lineage with it (``ReferenceTable.add_lineage``:
+their entries, not their values).  When every copy of an output is lost, the owner runs
+the task again, first rebuilding any lost argument it owns, recursively.  Objects made
+by ``put`` have no lineage, so a kept task also keeps the put() values it read (as Ray
+does): ``objects()`` lists them under ``lineage``, and ``refbook.release_lineage(ref)``
+or ``max_retries=0`` lets them go.  A rebuild that runs out of retries, or whose lineage
+was released or dropped to stay under ``max_bytes``, fails with a clear error.  Every
+method runs with ``core.lock`` held and returns task-manager actions for the core to
+carry out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from ... import exceptions as exc
+from .ids import is_put, task_of
+from .refcount import Effects
+from .tasks import WAITING, Task
+
+
+def _task_bytes(task: Task) -> int:
+    _fn_id, fn_blob, args_entry, _top = task.payload
+    n = 256 + len(task.arg_refs) * 64
+    if args_entry[0] != "ref":
+        n += len(args_entry[1]) + sum(len(b) for b in args_entry[2])
+    return n
+
+
+class Recovery:
+    def __init__(self, core, max_bytes: int = 256 << 20):
+        self.core = core
+        self.max_bytes = max_bytes
+        self.tasks: dict[bytes, Task] = {}         # task id -> finished task (insertion order)
+        self.args: dict[bytes, list] = {}          # task id -> owned args it keeps
+        self.bytes = 0
+        self.evicted: deque = deque(maxlen=100_000)
+        self._evicted_set: set = set()
+        self.rebuilding: set[bytes] = set()        # outputs being made again
+        self.released_by_user: set[bytes] = set()  # lineage dropped by release_lineage()
+        self.events: deque = deque(maxlen=10_000)
+        self.retried: dict[bytes, tuple] = {}     # task id -> (next attempt, why)
+
+    def event(self, kind: str, **fields) -> None:
+        self.events.append({"time": time.time(), "kind": kind,
+                            "node_id": self.core.node_id, "owner": self.core.me, **fields})
+
+    def note_retry(self, task_id: bytes, attempt: int, why: str) -> None:
+        """A task runs again (``attempt``) because ``why``: for the notebook's views."""
+        self.retried[task_id] = (attempt, why)
+        if len(self.retried) > 10_000:
+            del self.retried[next(iter(self.retried))]
+
+    # -- keeping lineage -----------------------------------------------------------------------
+    def keep(self, task: Task) -> None:
+        """A task we own finished: keep it while its outputs may need rebuilding."""
+        if task.max_retries == 0 or task.task_id in self.tasks:
+            return
+        me = self.core.me
+        owned = [oid for oid, owner in task.arg_refs if owner == me]
+        self.core.rt.add_lineage(owned)
+        # put() values cannot be rebuilt, so the lineage keeps their values, not only
+        # their entries (released with the lineage; bounded by max_bytes)
+        pinned = [(oid, me) for oid in owned if is_put(oid)]
+        self.core.rt.add_submitted(pinned)
+        self.tasks[task.task_id] = task
+        self.args[task.task_id] = (owned, pinned)
+        self.bytes += _task_bytes(task)
+        if self.bytes > self.max_bytes:
+            fx = Effects()
+            while self.bytes > self.max_bytes * 0.5 and self.tasks:
+                oldest = next(iter(self.tasks))
+                self._drop(oldest, fx)
+                self.evicted.append(oldest)
+                self._evicted_set.add(oldest)
+                if len(self._evicted_set) > self.evicted.maxlen:
+                    self._evicted_set = set(self.evicted)
+            self.core._apply(fx)
+
+    def kept_for(self) -> dict[bytes, list[Task]]:
+        """The put() values that kept lineage holds (``oid -> [task, ...]``): such a
+        value cannot be rebuilt, so it stays while a task that read it may run again."""
+        out: dict[bytes, list[Task]] = {}
+        for tid, (_owned, pinned) in self.args.items():
+            for oid, _owner in pinned:
+                out.setdefault(oid, []).append(self.tasks[tid])
+        return out
+
+    def release(self, tid: bytes) -> bool:
+        """Forget the lineage of task ``tid`` on request (``refbook.release_lineage``):
+        its outputs can no longer be rebuilt, and the put() values it kept are freed
+        unless something else holds them.  Returns False if no lineage was kept."""
+        if tid not in self.tasks:
+            return False
+        fx = Effects()
+        self._drop(tid, fx)
+        self.evicted.append(tid)
+        self._evicted_set.add(tid)
+        self.released_by_user.add(tid)
+        self.core._apply(fx)
+        return True
+
+    def released(self, oid: bytes, fx: Effects) -> None:
+        """``oid``'s entry is gone; drop its task once none of its outputs remain."""
+        tid = task_of(oid)
+        task = self.tasks.get(tid)
+        if task is not None and not any(r in self.core.rt for r in task.return_ids):
+            self._drop(tid, fx)
+
+    def _drop(self, tid: bytes, fx: Effects) -> None:
+        task = self.tasks.pop(tid)
+        self.bytes -= _task_bytes(task)
+        owned, pinned = self.args.pop(tid, ([], []))
+        self.core.rt.remove_submitted(pinned, fx)
+        self.core.rt.remove_lineage(owned, fx)
+
+    # -- losing and rebuilding -----------------------------------------------------------------
+    def lost(self, oid: bytes, why: str) -> list:
+        """Every copy of ``oid`` (ours) is gone: rebuild it, or fail it clearly."""
+        core = self.core
+        core.values.pop(oid, None)
+        if core.pins.pop(oid, None) is not None:
+            core.send_unpin([oid])
+        if is_put(oid):
+            return core._set_value(oid, (2, exc.ObjectLostError(
+                f"object {oid.hex()} was created by put() and {why}; a put value has no "
+                f"lineage to rebuild it from. Keep such data where it cannot be lost, or "
+                f"make it with a task.")))
+        tid = task_of(oid)
+        task = self.tasks.get(tid)
+        if task is None:
+            if tid in core.tm.tasks:         # its task has not finished yet: it will
+                return []
+            if tid in self.released_by_user:
+                reason = "its lineage was released with refbook.release_lineage()"
+            elif tid in self._evicted_set:
+                reason = "its lineage was dropped to stay under the lineage memory limit"
+            else:
+                reason = "no lineage is kept for it (its task has max_retries=0)"
+            return core._set_value(oid, (2, exc.ObjectReconstructionFailedError(
+                f"object {oid.hex()} {why}, and it cannot be rebuilt: {reason}.")))
+        return self.rebuild(task, why)
+
+    def rebuild(self, task: Task, why: str) -> list:
+        core = self.core
+        if task.task_id in core.tm.tasks:
+            return []                        # already running again
+        rebuilds = task._rebuilds + 1
+        task._rebuilds = rebuilds
+        if rebuilds > max(task.max_retries, 0):
+            err = exc.ObjectReconstructionFailedError(
+                f"the outputs of task {task.name} ({task.task_id.hex()}) {why}, and it was "
+                f"already run again {rebuilds - 1} time(s) (max_retries={task.max_retries})")
+            actions = []
+            for rid in task.return_ids:
+                if rid in core.rt:
+                    core.values.pop(rid, None)
+                    actions += core._set_value(rid, (2, err))
+            return actions
+        fx = Effects()
+        actions = []
+        for rid in task.return_ids:
+            if rid in core.rt:
+                core.values.pop(rid, None)
+                core.rt.clear_nested(rid, fx)
+                self.rebuilding.add(rid)
+        _fn_id, _blob, args_entry, top_refs = task.payload
+        unresolved = set()
+        for oid, owner in top_refs:
+            if oid in core.values:
+                continue
+            unresolved.add(oid)
+            if owner == core.me:
+                if oid not in self.rebuilding:
+                    actions += self.lost(oid, f"was needed to rebuild {task.name}")
+            else:
+                core._fetch(oid, owner)
+        unresolved = {oid for oid in unresolved if oid not in core.values}
+        core.rt.add_submitted(task.arg_refs)
+        task.state = WAITING
+        task.lease = None
+        task.attempts = 0
+        task.cancelled = False
+        task.unplaceable_since = None
+        self.event("reconstruct", task_id=task.task_id.hex(), task=task.name,
+                   object_ids=[r.hex() for r in task.return_ids], reason=why)
+        actions += core.tm.submit(task, unresolved)
+        core._apply(fx)
+        return actions
+
+    def rebuilt(self, oid: bytes) -> None:
+        self.rebuilding.discard(oid)

@@ -1,0 +1,75 @@
+"""The head's membership table and placement decisions, without I/O.
+
+The head is the node manager started first (``init()``'s embedded node, or
+``refbook.testing.Cluster()``); other node managers register with it and send a
+heartbeat every ``period`` seconds.  A node that stays silent for ``timeout`` seconds is
+declared dead, and the head tells every other node, which tells its processes.  Every
+heartbeat's reply carries the current view, so each node can place work elsewhere
+(spillback) without asking the head on the per-task path.
+"""
+
+from __future__ import annotations
+
+from .leases import fits
+
+
+class Membership:
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.nodes: dict[str, dict] = {}      # node_id -> view (see node_view())
+        self.last: dict[str, float] = {}      # node_id -> time of its last heartbeat
+
+    def register(self, view: dict, now: float) -> None:
+        self.nodes[view["node_id"]] = dict(view, alive=True)
+        self.last[view["node_id"]] = now
+
+    def heartbeat(self, view: dict, now: float) -> bool:
+        """Returns False for a node already declared dead (it must not come back:
+        its processes were reported dead to everyone)."""
+        old = self.nodes.get(view["node_id"])
+        if old is not None and not old["alive"]:
+            return False
+        self.nodes[view["node_id"]] = dict(view, alive=True)
+        self.last[view["node_id"]] = now
+        return True
+
+    def expire(self, now: float, me: str) -> list[str]:
+        """Nodes whose heartbeats stopped; they are now dead."""
+        dead = []
+        for node_id, t in self.last.items():
+            n = self.nodes[node_id]
+            if node_id != me and n["alive"] and now - t > self.timeout:
+                n["alive"] = False
+                dead.append(node_id)
+        return dead
+
+    def mark_dead(self, node_id: str) -> bool:
+        n = self.nodes.get(node_id)
+        if n is None or not n["alive"]:
+            return False
+        n["alive"] = False
+        return True
+
+    def view(self) -> list[dict]:
+        return list(self.nodes.values())
+
+
+def choose_node(view: list[dict], resources: dict, me: str) -> tuple[str | None, bool]:
+    """Where a lease for ``resources`` should go, seen from node ``me``.  Returns
+    ``(node_id, feasible)``: ``node_id`` None means "here"; ``feasible`` False means no
+    node can ever run it.  Here is preferred when it has the resources free now;
+    otherwise a node that has them free; otherwise here if it could ever run them;
+    otherwise any node that could."""
+    alive = [n for n in view if n["alive"]]
+    here = next((n for n in alive if n["node_id"] == me), None)
+    if here is not None and fits(resources, here["available"]):
+        return None, True
+    free = [n for n in alive if n["node_id"] != me and fits(resources, n["available"])]
+    if free:
+        return max(free, key=lambda n: n["available"].get("CPU", 0))["node_id"], True
+    if here is not None and fits(resources, here["resources"]):
+        return None, True
+    able = [n for n in alive if fits(resources, n["resources"])]
+    if able:
+        return able[0]["node_id"], True
+    return None, False
