@@ -5,6 +5,7 @@ import pytest
 
 from refbook.runtime.data.storeserver import StoreServer
 from refbook.runtime.protocol import messages as P
+from refbook.runtime.protocol.owner import Owner
 from refbook.testing import sim, storesim
 
 
@@ -20,24 +21,40 @@ def test_a_seed_replays_exactly():
     assert a.log == b.log and len(a.log) > 100
 
 
-class _Forgetful(dict):
-    """A ``stale`` map that never remembers: outputs stored by attempts that crashed are
-    never freed, the leak the simulator found at seed 6."""
+def test_the_simulator_runs_the_real_owner():
+    """No stand-in: every process in the simulator is the runtime's own Owner."""
+    w = sim.run(5)
+    assert all(type(p.owner) is Owner for p in w.procs.values())
+    classes = {n for n, v in vars(sim).items() if isinstance(v, type) and
+               v.__module__ == sim.__name__}
+    assert classes == {"Proc", "Node", "World", "SimFailure"}   # glue and the checker
 
-    def setdefault(self, key, default=None):
-        return set()
 
+def test_a_leak_planted_in_the_real_owner_is_caught(monkeypatch):
+    """The owner forgets the outputs that attempts killed with their worker left in a
+    store: a seed finds the objects left behind."""
+    def forget(self, task, keep):
+        self.stale.pop(task.task_id, None)
 
-def test_the_simulator_catches_a_leak(monkeypatch):
-    init = sim.World.__init__
-
-    def forgetful_init(self, *a, **k):
-        init(self, *a, **k)
-        self.stale = _Forgetful()
-
-    monkeypatch.setattr(sim.World, "__init__", forgetful_init)
+    monkeypatch.setattr(Owner, "_free_stale", forget)
     with pytest.raises(sim.SimFailure, match="objects left"):
-        for seed in range(200):
+        for seed in range(300):
+            sim.run(seed)
+
+
+def test_an_early_free_planted_in_the_real_owner_is_caught(monkeypatch):
+    """The owner does not count a task's arguments as held: a seed finds an object
+    freed while a pending task needs it."""
+    def hold_nothing(self, args_entry, top_refs, nested, blob_oid):
+        unresolved = {oid for oid, _ in top_refs if oid not in self.values}
+        for oid, owner in top_refs:
+            if oid in unresolved and owner != self.me:
+                self.fetch(oid, owner)
+        return args_entry, top_refs + nested, unresolved
+
+    monkeypatch.setattr(Owner, "hold_args", hold_nothing)
+    with pytest.raises(sim.SimFailure, match="freed .* while reachable"):
+        for seed in range(300):
             sim.run(seed)
 
 

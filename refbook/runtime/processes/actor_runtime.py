@@ -10,13 +10,13 @@ import logging
 from ... import exceptions as exc
 from ..protocol import messages as P
 from ..protocol.actors import ALIVE, DEAD, RESTARTING, ActorQueue, OwnedActor
+from ..protocol.entries import ACTOR, ERROR
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
 from ..protocol.tasks import Task
 
 log = logging.getLogger("refbook.actors")
 
-ACTOR = 3    # value entry kind: (ACTOR, address, incarnation) - where an actor lives
 
 
 class ActorRuntime:
@@ -68,13 +68,13 @@ class ActorRuntime:
                 f"actor {rec.name or rec.class_name} cannot be scheduled: {worker}"))
             return
         if rec is None or rec.state == DEAD:
-            core.transport.send(core._lease_nm.get(lease_id, core.node_address),
+            core.transport.send(core.owner.lease_nm.get(lease_id, core.node_address),
                                 (P.KILL_WORKER, worker, "actor is gone"))
             return
         class_id, class_blob, args_entry, top_refs, _arg_refs, unresolved = rec.create_payload
         missing = [oid for oid in unresolved if oid not in core.values]
         if missing:      # constructor arguments not ready: try again when they are
-            core.transport.send(core._lease_nm.pop(lease_id, core.node_address),
+            core.transport.send(core.owner.lease_nm.pop(lease_id, core.node_address),
                                 (P.LEASE_RETURN, lease_id))
             for oid in missing:
                 self.waiting.setdefault(oid, set()).add(("create", actor_id))
@@ -88,7 +88,7 @@ class ActorRuntime:
             args_entry = (args_entry, None)
         resolved = [(oid, owner, core.values[oid]) for oid, owner in top_refs]
         for _oid, _, entry in resolved:
-            if entry[0] == 2:   # ERROR: the constructor cannot run
+            if entry[0] == ERROR:   # the constructor cannot run
                 self._dead(rec, exc.ActorError(
                     f"actor {rec.name or rec.class_name}: a constructor argument failed: "
                     f"{entry[1]}"))
@@ -98,6 +98,19 @@ class ActorRuntime:
                 rec.name or rec.class_name, int(rec.options.get("max_concurrency", 1)))
         core.transport.send(worker, (P.CREATE_ACTOR, core.me, spec))
         self._update_directory(rec)
+
+    def created_reply(self, task_id: bytes, ok: bool, payload, worker: str, borrowed,
+                      fx) -> bool:
+        """The owner's hook for a reply it has no task for: True if it is the reply of
+        an actor's constructor (then handled here)."""
+        actor_id = self.creating.get(task_id)
+        if actor_id is None:
+            return False
+        rec = self.owned.get(actor_id)
+        if borrowed and rec is not None:   # the instance keeps these refs
+            self.core.rt.task_borrowed(borrowed, worker, rec.create_payload[4], fx)
+        self.created(task_id, ok, payload)
+        return True
 
     def created(self, task_id: bytes, ok: bool, payload) -> None:
         actor_id = self.creating.pop(task_id, None)
@@ -109,7 +122,7 @@ class ActorRuntime:
             rec.created(True)
             if rec.out_of_scope:
                 core.transport.send(rec.address, (P.ACTOR_EXIT,))
-            core._do(core._set_value(actor_id, (ACTOR, rec.address, rec.incarnation)))
+            core._set_value(actor_id, (ACTOR, rec.address, rec.incarnation))
         else:
             err = exc.ActorError(
                 f"the constructor of actor {rec.name or rec.class_name} "
@@ -122,14 +135,14 @@ class ActorRuntime:
 
     def _nm_of(self, rec: OwnedActor) -> str:
         """The node manager of the node the actor runs on."""
-        return self.core._lease_nm.get(rec.lease_id, self.core.node_address)
+        return self.core.owner.lease_nm.get(rec.lease_id, self.core.node_address)
 
     def _dead(self, rec: OwnedActor, err: BaseException) -> None:
         rec.state = DEAD
         rec.error = rec.error or err
         core = self.core
         if rec.actor_id in core.rt:
-            core._do(core._set_value(rec.actor_id, (2, rec.error)))
+            core._set_value(rec.actor_id, (ERROR, rec.error))
         fx = Effects()
         core.rt.remove_submitted(rec.create_payload[4], fx)
         rec.create_payload = rec.create_payload[:4] + ([], set())
@@ -227,7 +240,7 @@ class ActorRuntime:
         if q is not None:
             if entry[0] == ACTOR:
                 self._do(q.located(entry[1]))
-            elif entry[0] == 2:
+            elif entry[0] == ERROR:
                 self._do(q.died(entry[1]))
         for kind, actor_id in self.waiting.pop(oid, ()):
             if kind == "create":
@@ -242,7 +255,7 @@ class ActorRuntime:
             for task in q.pending:
                 if oid in task.deps:
                     task.deps.discard(oid)
-                    if entry[0] == 2:
+                    if entry[0] == ERROR:
                         failed.append(task)
             for task in failed:
                 q.pending.remove(task)

@@ -1,26 +1,20 @@
-"""The core of every driver and worker process: owner, borrower and task submitter.
+"""The core of every driver and worker process: the glue around the owner.
 
-One :class:`CoreWorker` per process wraps the I/O-free protocol classes
-(:class:`ReferenceTable`, :class:`TaskManager`) with the real things: a ZeroMQ
-transport, the node's shared-memory arena and an I/O thread.
+One :class:`CoreWorker` per process carries out what the I/O-free
+:class:`~refbook.runtime.protocol.owner.Owner` decides (tasks, replies, failures,
+lineage) with the real things: a ZeroMQ transport, the node's shared-memory arena, an
+I/O thread, and the user's threads that block in ``get``.
 
 Threads.  User code (the driver's caller, or a worker's task) calls ``put``, ``submit``,
-``get`` directly: those take ``self.lock``, change the protocol state and send at once,
-so no hand-off sits on the per-task path.  The I/O thread reads the inbox and handles
-what arrives (task replies, registrations, lease grants) under the same lock.
+``get`` directly: those take ``self.lock``, hand the event to the owner and carry out
+its outbox at once (``_flush``), so no hand-off sits on the per-task path.  The I/O
+thread reads the inbox and hands what arrives to the owner under the same lock.
 ``ObjectRef.__del__`` and zero-copy view finalizers may run in any thread at any time,
 so they never take the lock: they append to ``self._releases`` and wake the I/O thread.
 
-Values.  ``self.values`` maps an object id to an *entry*:
-``(INLINE, meta, buffers)`` for small values held in this process's memory,
-``(STORED, node_id, offset, size)`` for values in a node's arena, or
-``(ERROR, exception)``.  Owners keep entries of what they own; borrowers cache
-entries of what they hold.
-
-Parts.  This module holds putting, submitting and the replies to tasks; the class takes
-the rest from ``reading.py`` (fetch, get, pins), ``iothread.py`` (the inbox),
-``failures.py`` (deaths of processes and nodes) and ``introspection.py`` (the state
-API), with shared names in ``entries.py``.
+Parts.  This module holds putting, submitting and the glue of every owner event; the
+class takes the rest from ``reading.py`` (get, wait, pins), ``iothread.py`` (the inbox)
+and ``introspection.py`` (what it tells the state API).
 """
 
 from __future__ import annotations
@@ -37,18 +31,13 @@ from ... import exceptions as exc
 from ..data.arena import Arena, layout_size
 from ..data.serialization import Serialized, serialize
 from ..protocol import messages as P
-from ..protocol.entries import (
-    ERROR,
-    INLINE,
-    STORED,
-    _node_of,
-)
+from ..protocol.entries import INLINE, STORED
 from ..protocol.ids import IdGenerator, new_tag, object_id
-from ..protocol.refcount import Effects, ReferenceTable
-from ..protocol.tasks import Task, TaskManager
+from ..protocol.owner import Owner
+from ..protocol.refcount import Effects
+from ..protocol.tasks import Task
 from ..wire.transport import Transport
 from . import context
-from .failures import Failures
 from .introspection import Introspection
 from .iothread import IOThread
 from .object_ref import ObjectRef
@@ -77,7 +66,7 @@ class _TopArg:
         return (_TopArg, (self.i,))
 
 
-class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
+class CoreWorker(ObjectReading, IOThread, Introspection):
     def __init__(self, *, kind: str, address: str, node_address: str, node_id: str,
                  secret: bytes, arena: Arena):
         self.kind = kind
@@ -89,9 +78,18 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         self.ids = IdGenerator(self.tag)
         self.transport = Transport(address, secret, self.tag)
         self.lock = threading.RLock()
-        self.rt = ReferenceTable(address)
-        self.tm = TaskManager(rebuild_wait=float(os.environ.get("REFBOOK_REBUILD_WAIT_S", 30)))
-        self.values: dict[bytes, tuple] = {}
+        self.owner = owner = Owner(
+            address, node_id, node_address,
+            rebuild_wait=float(os.environ.get("REFBOOK_REBUILD_WAIT_S", 30)),
+            lineage_max_bytes=int(os.environ.get("REFBOOK_LINEAGE_MAX_BYTES", 256 << 20)))
+        owner.clock = time.time
+        # the owner's tables, read (never changed) by the parts of this process
+        self.rt = owner.rt
+        self.tm = owner.tm
+        self.values = owner.values
+        self.copies = owner.copies
+        self.dead_nodes = owner.dead_nodes
+        self.recovery = owner.lineage
         self.waiters: dict[bytes, list] = {}
         self._countdowns: set = set()            # blocked wait_ready calls
         self._pcond = threading.Condition()      # who polls the inbox (see take_poller)
@@ -110,9 +108,6 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         os.set_blocking(self._wake_w, False)
         self._req_ids = itertools.count(1)
         self._replies: dict[int, list] = {}      # req_id -> [Event, result]
-        self._fetching: set[bytes] = set()       # GET_OBJECT outstanding
-        self._fn_sent: set = set()
-        self._fn_time: dict[bytes, float] = {}   # fn id -> recent run time (seconds)
         self._extra_fds: dict[int, object] = {}  # fd -> callback (I/O thread)
         self.on_block = None                     # worker hook: hand back queued tasks
         self.on_push = None                      # worker hook: tasks arrived
@@ -154,19 +149,12 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
             P.NODE_DIED: self._on_node_died,
             P.OBJECT_COPY: self._on_object_copy,
         }
-        self._lease_reqs: dict[int, tuple] = {}   # lease request id -> (resources, dedicated)
-        self._lease_nm: dict[int, str] = {}       # lease id -> the node manager that granted it
-        self.dead_nodes: set[str] = set()
-        self.copies: dict[bytes, set] = {}    # owned oid -> nodes with a secondary copy
-        self._stale: dict[bytes, set] = {}        # task id -> {(node, worker)} of attempts
-                                                  # that died
         self._refetch: list = []                  # (when, oid, owner): ask the owner again
         self.head_address = node_address
-        from ..protocol.lineage import Recovery
         from .actor_runtime import ActorRuntime
         self.actors = ActorRuntime(self)
-        self.recovery = Recovery(self, int(os.environ.get("REFBOOK_LINEAGE_MAX_BYTES",
-                                                          256 << 20)))
+        owner.actor_done = self.actors.done
+        owner.actor_created = self.actors.created_reply
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -207,15 +195,8 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         fail it all now rather than let anyone wait forever."""
         with self.lock:
             self.broken = reason
-            err = exc.WorkerCrashedError(
-                f"the refbook node manager died ({reason}); every pending task failed. "
-                f"Call refbook.shutdown() and refbook.init() to start again.")
-            for task in list(self.tm.tasks.values()):
-                self.tm.tasks.pop(task.task_id, None)
-                self._fail_task(task, err)
-            for oid in list(self.rt.refs):
-                if oid not in self.values:
-                    self._do(self._set_value(oid, (ERROR, err)))
+            self.owner.our_node_died(reason)
+            self._flush()
             for slot in self._replies.values():
                 slot[0].set()
 
@@ -294,58 +275,69 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
             rt.remove_local(oid, fx)
 
     # ------------------------------------------------------------------ effects
-    def _apply(self, fx: Effects) -> None:
-        """Carry out what the reference table decided.  Caller holds the lock."""
-        if fx.free:
-            frees: dict[str, list] = {}
-            for oid in fx.free:
-                if oid in self.actors.owned:
-                    self.actors.out_of_scope(oid)
-                entry = self.values.pop(oid, None)
-                for node_id in self.copies.pop(oid, ()):
-                    frees.setdefault(node_id, []).append(oid)
-                if entry is not None and entry[0] == STORED:
-                    frees.setdefault(entry[1], []).append(oid)
+    def _flush(self) -> None:
+        """Carry out the owner's outbox.  Caller holds the lock.  What is carried out
+        may lead to more (a message to ourselves, an actor going out of scope): keep
+        going until it is empty."""
+        out = self.owner.out
+        while out:
+            if out.send:
+                sends, out.send = out.send, []
+                for addr, msg in sends:
+                    self.send(addr, msg)
+            if out.freed:
+                freed, out.freed = out.freed, []
+                owned_actors = self.actors.owned
+                for oid in freed:
+                    self.waiters.pop(oid, None)
                     p = self.pins.get(oid)
-                    if p is not None and p[2] <= 0:
+                    if p is not None and p[2] <= 0:  # the node frees it: no UNPIN needed
                         del self.pins[oid]
-                self.waiters.pop(oid, None)
-            for node_id, oids in frees.items():
-                if node_id not in self.dead_nodes:
-                    self.transport.send(self.node_address, (P.FREE, oids, node_id))
-        if fx.dropped:
-            for oid in fx.dropped:
-                self.values.pop(oid, None)
-            self._release_pins(fx.dropped)
-        for addr, msg in fx.send:
-            self.send(addr, msg)
-        fx.free.clear()
-        fx.dropped.clear()
-        fx.send.clear()
-        while fx.released:       # entries gone: the lineage that only they needed goes
-            released, fx.released = fx.released, []
-            for oid in released:
-                self._lineage_released(oid, fx)
-            self._apply(fx)
+                    if oid in owned_actors:
+                        self.actors.out_of_scope(oid)
+            if out.gone:
+                gone, out.gone = out.gone, []
+                self._release_pins(gone)
+            if out.lost:
+                lost, out.lost = out.lost, []
+                dropped = [oid for oid in lost if self.pins.pop(oid, None) is not None]
+                if dropped:
+                    self.send_unpin(dropped)
+            if out.ready:
+                ready, out.ready = out.ready, []
+                actors = self.actors
+                for oid in ready:
+                    for cb in self.waiters.pop(oid, ()):
+                        try:
+                            cb()
+                        except Exception:  # noqa: BLE001 - one bad waiter must not starve the rest
+                            log.exception("a waiter for %s failed", oid.hex())
+                    if actors.queues or actors.waiting:
+                        entry = self.values.get(oid)
+                        if entry is not None:
+                            actors.on_value(oid, entry)
 
-    def _lineage_released(self, oid: bytes, fx: Effects) -> None:
-        self.recovery.released(oid, fx)
+    # The owner's decisions, carried out at once (for the actor runtime and the API).
+    def _apply(self, fx: Effects) -> None:
+        self.owner.apply(fx)
+        self._flush()
+
+    def _do(self, actions: list) -> None:
+        self.owner.do(actions)
+        self._flush()
+
+    def _fail_task(self, task, error: BaseException) -> None:
+        self.owner.fail_task(task, error)
+        self._flush()
+
+    def _fetch(self, oid: bytes, owner: str) -> None:
+        self.owner.fetch(oid, owner)
+        self._flush()
 
     def _set_value(self, oid: bytes, entry: tuple) -> list:
-        """A value became known; wake waiters and return follow-up task actions."""
-        self.values[oid] = entry
-        for cb in self.waiters.pop(oid, ()):
-            try:
-                cb()
-            except Exception:  # noqa: BLE001 - one bad waiter must not starve the rest
-                log.exception("a waiter for %s failed", oid.hex())
-        actors = self.actors
-        if actors.queues or actors.waiting:
-            actors.on_value(oid, entry)
-        if entry[0] == ERROR:
-            self.recovery.rebuilding.discard(oid)
-            return self.tm.dependency_failed(oid, entry[1])
-        return self.tm.resolved(oid)
+        self.owner.set_value(oid, entry)
+        self._flush()
+        return []
 
     # ----------------------------------------------------------------------- put
     def new_ref(self, oid: bytes) -> ObjectRef:
@@ -437,19 +429,9 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         """Count a call's argument refs as submitted (caller holds the lock).  Returns
         ``(args_entry, top_refs, arg_refs, unresolved)``."""
         args_entry, top_refs, nested, blob_oid = prepared
-        arg_refs = top_refs + nested
-        if blob_oid is not None:
-            self.rt.own(blob_oid)
-            self.values[blob_oid] = args_entry
-            arg_refs.append((blob_oid, self.me))
-            args_entry = ("ref", blob_oid)
-        self.rt.add_submitted(arg_refs)
-        unresolved = set()
-        for oid, owner in top_refs:
-            if oid not in self.values:
-                unresolved.add(oid)
-                if owner != self.me:
-                    self._fetch(oid, owner)
+        args_entry, arg_refs, unresolved = self.owner.hold_args(args_entry, top_refs, nested,
+                                                                blob_oid)
+        self._flush()
         return args_entry, top_refs, arg_refs, unresolved
 
     def submit(self, fn_id: bytes, fn_blob: bytes, name: str, args, kwargs,
@@ -461,32 +443,23 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         if ctx is not None:
             self.note_context(ctx, task_id, name)
         return_ids = [object_id(task_id, i) for i in range(num_returns)]
+        owner = self.owner
         with self.lock:
             fx = Effects()
             self._drain_releases(fx)
-            args_entry, top_refs, arg_refs, unresolved = self.hold_args(prepared)
+            args_entry, top_refs, nested, blob_oid = prepared
+            args_entry, arg_refs, unresolved = owner.hold_args(args_entry, top_refs, nested,
+                                                               blob_oid)
             refs = []
             for oid in return_ids:
                 self.rt.own(oid)
                 refs.append(self.new_ref(oid))
-            self.tm.now = time.monotonic()
-            task = Task(task_id, name, resources, return_ids, arg_refs,
-                        (fn_id, fn_blob, args_entry, top_refs), max_retries,
-                        retry_exceptions)
-            task.quick = self._fn_time.get(fn_id, 1.0) < QUICK_TASK
-            if not unresolved:
-                near = self._where_args_are(task)
-                if near is not None and near != self.node_id:
-                    # its own queue and leases, so that it runs where its data is
-                    task.key = task.key + (("@node", near),)
-            actions = self.tm.submit(task, unresolved)
-            self._do(actions)
-            if task.state == "queued":
-                stored = [oid for oid, _ in top_refs
-                          if self.values.get(oid, (None,))[0] == STORED]
-                if stored:   # it waits for a worker: have the node restore its arguments
-                    self.transport.send(self.node_address, (P.PREFETCH, stored))
-            self._apply(fx)
+            owner.now = time.monotonic()
+            owner.submit(Task(task_id, name, resources, return_ids, arg_refs,
+                              (fn_id, fn_blob, args_entry, top_refs), max_retries,
+                              retry_exceptions), unresolved)
+            owner.apply(fx)
+            self._flush()
         return refs
 
     def note_context(self, ctx, task_id: bytes, name: str) -> None:
@@ -501,88 +474,10 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
     def cancel_tasks(self, task_ids) -> list:
         """Cancel every one of ``task_ids`` that has not finished (a running one is
         interrupted).  Returns the names of those cancelled."""
-        names = []
         with self.lock:
-            for tid in task_ids:
-                t = self.tm.tasks.get(tid)
-                if t is not None and not t.cancelled:
-                    names.append(t.name)
-                    self._do(self.tm.cancel(tid, False))
-        return names
-
-    def _do(self, actions: list) -> None:
-        """Carry out task-manager actions.  Caller holds the lock."""
-        for a in actions:
-            kind = a[0]
-            if kind == "push":
-                lease, batch = a[1], a[2]
-                specs = []
-                for t in batch:
-                    missing = {oid for oid, _ in t.payload[3] if oid not in self.values}
-                    if missing:          # lost since it was queued: wait for it again
-                        self.tm.unpush(t, missing)
-                        for oid, owner in t.payload[3]:
-                            if oid in missing and owner != self.me:
-                                self._fetch(oid, owner)
-                        continue
-                    specs.append(self._wire_spec(t, lease.worker))
-                if specs:
-                    self.transport.send(lease.worker,
-                                        (P.PUSH_TASKS, self.me, lease.lease_id, specs))
-            elif kind == "request":
-                self.request_lease(a[1], a[2], False, prefer=self._where_args_are(a[3]))
-            elif kind == "return":
-                self.transport.send(self._lease_nm.pop(a[1], self.node_address),
-                                    (P.LEASE_RETURN, a[1]))
-            elif kind == "fail":
-                self._fail_task(a[1], a[2])
-            elif kind == "cancel":
-                task, worker, force = a[1], a[2], a[3]
-                if force:
-                    self.transport.send(self.node_address,
-                                        (P.KILL_WORKER, worker, "cancelled with force=True"))
-                else:
-                    self.transport.send(worker, (P.CANCEL_TASK, task.task_id))
-
-    def _free_stale(self, task: Task, keep: dict) -> None:
-        """Outputs an attempt that died may have stored, on nodes other than where each
-        final copy is (``keep``: oid -> node): nobody else knows about them.  Only the
-        copy that dead worker wrote goes: the node may meanwhile hold another copy of
-        the same object, pulled there for a reader of the final value."""
-        for node, worker in self._stale.pop(task.task_id, ()):
-            oids = [oid for oid in task.return_ids if keep.get(oid) != node]
-            if oids and node not in self.dead_nodes:
-                self.transport.send(self.node_address, (P.FREE, oids, node, worker))
-
-    def _fail_task(self, task: Task, error: BaseException) -> None:
-        if task.task_id in self._stale:
-            self._free_stale(task, {})
-        entry = (ERROR, error)
-        follow = []
-        for oid in task.return_ids:
-            follow += self._set_value(oid, entry)
-        fx = Effects()
-        self.rt.remove_submitted(task.arg_refs, fx)
-        for oid in task.return_ids:
-            self.rt.release_if_unreferenced(oid, fx)
-        self._apply(fx)
-        self._do(follow)
-
-    def _wire_spec(self, task: Task, worker: str) -> tuple:
-        fn_id, fn_blob, args_entry, top_refs = task.payload
-        key = (worker, fn_id)
-        if key in self._fn_sent:
-            blob = None
-        else:
-            self._fn_sent.add(key)
-            blob = fn_blob
-        if args_entry[0] == "ref":
-            args_entry = (self.values[args_entry[1]], args_entry[1])
-        else:
-            args_entry = (args_entry, None)
-        resolved = [(oid, owner, self.values[oid]) for oid, owner in top_refs]
-        return (task.task_id, fn_id, blob, args_entry, resolved, task.return_ids, task.name,
-                task.attempts <= task.max_retries)
+            names = [self.owner.cancel(tid, False) for tid in task_ids]
+            self._flush()
+        return [n for n in names if n is not None]
 
     # --------------------------------------------------------- registration protocol
     def _on_inc(self, msg):
@@ -603,156 +498,56 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         self.rt.on_dec(oid, sender, n, fx)
         self._apply(fx)
 
-    # ------------------------------------------------------------- task replies
+
+    # ------------------------------------------------------------- owner events
     def _on_tasks_done(self, msg):
         _, worker, results = msg
-        self.tm.now = time.monotonic()
-        follow = []
-        fx = Effects()
-        fn_time = self._fn_time
-        for task_id, ok, payload, borrowed, seconds in results:
-            task, actions = self.tm.done(task_id)
-            follow += actions
-            if task is not None and task_id in self._stale:
-                keep = {}
-                if ok and task.resources:
-                    for oid, ret in zip(task.return_ids, payload, strict=False):
-                        if ret[0] == STORED:
-                            keep[oid] = ret[1][0]
-                self._free_stale(task, keep)
-            if task is None:
-                if task_id in self.actors.creating:
-                    rec = self.actors.owned.get(self.actors.creating[task_id])
-                    if borrowed and rec is not None:   # the instance keeps these refs
-                        self.rt.task_borrowed(borrowed, worker, rec.create_payload[4], fx)
-                    self.actors.created(task_id, ok, payload)
-                    continue
-                task = self.actors.done(task_id)
-                if task is None:
-                    if ok:
-                        self._discard_returns(task_id, payload, fx)
-                    self.rt.task_borrowed(borrowed, worker, [], fx)
-                    continue
-            else:
-                fn_id = task.payload[0]
-                prev = fn_time.get(fn_id)
-                fn_time[fn_id] = seconds if prev is None else 0.7 * prev + 0.3 * seconds
-            if not ok:
-                error = payload
-                cause = getattr(error, "cause_cls", None)
-                lost_arg = task.resources and isinstance(cause, type) and \
-                    issubclass(cause, exc.ObjectLostError)
-                if lost_arg and any(o == self.me and oid not in self.values
-                                    for oid, o in task.payload[3]):
-                    # an argument was lost while the task ran: rebuild it, run again
-                    self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
-                    follow += self.recovery.rebuild(task, "lost an argument while running")
-                    self.rt.remove_submitted(task.arg_refs, fx)
-                    continue
-                if lost_arg and task._rebuilds < max(3, task.max_retries) and any(
-                        o == self.me and self.values.get(oid, (None,))[0] == STORED
-                        and self.values[oid][1] != self.node_id
-                        for oid, o in task.payload[3]):
-                    # the worker saw a node die before we did: run it again a little
-                    # later, when its arguments have been marked lost (and are rebuilt)
-                    task._rebuilds += 1
-                    self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
-                    task.state = "waiting"
-                    self.tm.tasks[task.task_id] = task
-                    self.tm.delayed.append((self.tm.now + 0.3, task))
-                    continue
-                if self.tm.should_retry_exception(task, getattr(error, "cause_cls", None)):
-                    self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
-                    follow += self.tm.retry(task)
-                    continue
-                for oid in task.return_ids:
-                    follow += self._set_value(oid, (ERROR, error))
-            else:
-                for oid, (kind, data, nested) in zip(task.return_ids, payload, strict=True):
-                    self.rt.task_returned(oid, nested, task.arg_refs, fx)
-                    self.recovery.rebuilt(oid)
-                    entry = (INLINE, data[0], data[1]) if kind == INLINE else (STORED, *data)
-                    follow += self._set_value(oid, entry)
-                    if kind == STORED and data[0] in self.dead_nodes:
-                        follow += self.recovery.lost(oid, f"was stored on node {data[0]}, "
-                                                          f"which died")
-            self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
-            if ok and task.resources:       # a task (not an actor call): keep its lineage
-                self.recovery.keep(task)
-            self.rt.remove_submitted(task.arg_refs, fx)
-            for oid in task.return_ids:
-                self.rt.release_if_unreferenced(oid, fx)
-        self._apply(fx)
-        self._do(follow)
-
-    def _discard_returns(self, task_id: bytes, payload, fx: Effects) -> None:
-        """Results of a task we no longer track (cancelled, or a duplicate after a
-        retry): free what the worker stored for us and repay registrations."""
-        for i, (kind, data, nested) in enumerate(payload):
-            oid = object_id(task_id, i)
-            if oid in self.rt:
-                continue
-            self.rt.own(oid, [(x, o) for x, o, _ in nested])
-            for x, o, reg in nested:
-                if reg and o == self.me:
-                    self.rt.on_dec(x, self.me, 1, fx)
-                elif reg:
-                    self.rt.mark_registered(x, o)
-            if kind == STORED:
-                self.values[oid] = (STORED, *data)
-            self.rt.release_if_unreferenced(oid, fx)
+        self.owner.now = time.monotonic()
+        self.owner.tasks_done(worker, results)
+        self._flush()
 
     def _on_lease_granted(self, msg):
         _, req_id, lease_id, worker, nm = msg
-        if lease_id is not None and _node_of(worker) in self.dead_nodes:
-            req = self._lease_reqs.get(req_id)   # a node already written off: ask again
-            if req is not None:
-                self.request_lease(req_id, req[0], req[1])
-            return
-        self._lease_reqs.pop(req_id, None)
-        if lease_id is not None:
-            self._lease_nm[lease_id] = nm
-        if self.actors.owns_request(req_id):
+        self.owner.now = time.monotonic()
+        if not self.owner.lease_granted(req_id, lease_id, worker, nm) and \
+                self.actors.owns_request(req_id):
             self.actors.lease_granted(req_id, lease_id, worker)
-            return
-        self.tm.now = time.monotonic()
-        if lease_id is None:
-            self._do(self.tm.lease_rejected(req_id, worker))
-        else:
-            self._do(self.tm.lease_granted(req_id, lease_id, worker))
+        self._flush()
 
     def request_lease(self, req_id: int, resources: dict, dedicated: bool,
                       nm: str | None = None, prefer: str | None = None) -> None:
-        """Ask a node manager (ours unless told otherwise) for a worker, preferably on
-        node ``prefer`` (where the task's arguments are)."""
-        nm = nm or self.node_address
-        self._lease_reqs[req_id] = (resources, dedicated, nm, prefer)
-        self.transport.send(nm, (P.LEASE_REQUEST, self.me, req_id, resources, dedicated,
-                                 prefer))
-
-    def _where_args_are(self, task) -> str | None:
-        """Locality: the node holding the most bytes of ``task``'s stored arguments, if
-        that is a good share of them (at least 1 MiB)."""
-        if task is None or not task.resources:
-            return None
-        by_node: dict[str, int] = {}
-        for oid, _owner in task.payload[3]:
-            e = self.values.get(oid)
-            if e is not None and e[0] == STORED:
-                for node in (e[1], *self.copies.get(oid, ())):
-                    by_node[node] = by_node.get(node, 0) + e[3]
-        if not by_node:
-            return None
-        node, size = max(by_node.items(), key=lambda kv: kv[1])
-        return node if size >= (1 << 20) else None
+        self.owner.request_lease(req_id, resources, dedicated, nm, prefer)
+        self._flush()
 
     def _on_spillback(self, msg):
         _, req_id, nm = msg
-        req = self._lease_reqs.get(req_id)
-        if req is not None:
-            if any(f"/n-{n}/" in nm for n in self.dead_nodes):
-                nm = None                        # stale advice: ask our own node again
-            self.request_lease(req_id, req[0], req[1], nm, req[3])
+        self.owner.spillback(req_id, nm)
+        self._flush()
+
+    def _on_process_died(self, msg):
+        _, addr, reason, oom = msg
+        self.owner.now = time.monotonic()
+        self.owner.process_died(addr, reason, oom)
+        self.actors.process_died(addr, reason)
+        self._flush()
+        self.transport.disconnect(addr)
+
+    def _on_node_died(self, msg):
+        """Every process on that node is gone, and every object stored only there."""
+        _, node_id, reason = msg
+        actors = self.actors
+        known = {q.address for q in actors.queues.values() if q.address} | \
+            {rec.address for rec in actors.owned.values() if rec.address}
+        why = f"its node {node_id} died ({reason})"
+        for addr in self.owner.node_died(node_id, known):
+            self._on_process_died((P.PROCESS_DIED, addr, why, False))
+        self.owner.node_objects_lost(node_id)
+        self._flush()
+
+    def _on_object_copy(self, msg):
+        _, oid, node_id, present = msg
+        self.owner.object_copy(oid, node_id, present)
+        self._flush()
 
     def _on_reclaim(self, msg):
         self._do(self.tm.reclaim())
@@ -809,7 +604,8 @@ class CoreWorker(ObjectReading, IOThread, Failures, Introspection):
         with self.lock:
             if ref._owner != self.me:
                 raise ValueError(f"only the owner of {ref!r} can cancel the task that makes it")
-            self._do(self.tm.cancel(task_of(ref._id), force))
+            self.owner.cancel(task_of(ref._id), force)
+            self._flush()
 
 
 def first_unpicklable(named_values) -> tuple | None:

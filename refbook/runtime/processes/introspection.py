@@ -10,7 +10,7 @@ from ..protocol.entries import (
     ERROR,
     INLINE,
     STORED,
-    _node_of,
+    node_of,
 )
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
@@ -84,7 +84,7 @@ class Introspection:
                 return None
             node = None
             if t.state == "running" and t.lease is not None:
-                node = _node_of(t.lease.worker) or self.node_id
+                node = node_of(t.lease.worker) or self.node_id
             return t.state, node
 
     def task_status(self, task_id: bytes) -> tuple[str, str | None, str | None]:

@@ -13,13 +13,9 @@ import time
 import zmq
 
 from ... import exceptions as exc
-from ..protocol.entries import (
-    LAZY_S,
-    TICK_MS,
-    _DeferSigint,
-)
 from ..protocol.refcount import Effects
 from ..wire.transport import MAX_DRAIN
+from .waiting import LAZY_S, TICK_MS, _DeferSigint
 
 log = logging.getLogger("refbook.core")
 

@@ -9,17 +9,10 @@ import time
 from ... import exceptions as exc
 from ..data.serialization import deserialize
 from ..protocol import messages as P
-from ..protocol.entries import (
-    ERROR,
-    INLINE,
-    STORED,
-    _Countdown,
-    _fresh,
-    _owner_died,
-    _tls,
-)
+from ..protocol.entries import ERROR, INLINE, STORED
 from ..protocol.refcount import Effects
 from .object_ref import ObjectRef
+from .waiting import _Countdown, _fresh, _tls
 
 
 class ObjectReading:
@@ -31,43 +24,17 @@ class ObjectReading:
     check_get = None
 
     # --------------------------------------------------------------------- fetch
-    def _fetch(self, oid: bytes, owner: str) -> None:
-        if oid in self._fetching:
-            return
-        if self.rt.get(oid) is not None and self.rt.get(oid).owner_dead:
-            self._set_value(oid, (ERROR, _owner_died(oid, owner)))
-            return
-        self._fetching.add(oid)
-        self.transport.send(owner, (P.GET_OBJECT, self.me, 0, oid))
-
     def _on_get_object(self, msg):
         _, requester, req, oid = msg
-        entry = self.values.get(oid)
-        if entry is not None:       # the primary copy: a reader's node uses its own
-            self.transport.send(requester, (P.OBJECT_REPLY, req, oid, entry))  # if any
-            return
-        if self.rt.owns(oid):
-            def reply(oid=oid, requester=requester, req=req):
-                e = self.values.get(oid)
-                if e is not None:
-                    self.transport.send(requester, (P.OBJECT_REPLY, req, oid, e))
-            self.waiters.setdefault(oid, []).append(reply)
-            return
-        err = exc.ObjectLostError(
-            f"object {oid.hex()} is no longer held by its owner {self.me}; it was "
-            f"freed, or this process restarted")
-        self.transport.send(requester, (P.OBJECT_REPLY, req, oid, (ERROR, err)))
+        self.owner.get_object(requester, req, oid)
+        self._flush()
 
     def _on_object_reply(self, msg):
         _, _req, oid, entry = msg
-        self._fetching.discard(oid)
-        if oid not in self.rt:
-            return
-        if entry[0] == STORED and entry[1] in self.dead_nodes:
+        if not self.owner.object_reply(oid, entry):
             # the owner has not heard of that node's death yet: ask again shortly
             self._refetch.append((time.monotonic() + 0.2, oid, self.rt.get(oid).owner))
-            return
-        self._do(self._set_value(oid, entry))
+        self._flush()
 
     # ----------------------------------------------------------------------- get
     def on_ready(self, ref: ObjectRef, callback) -> None:

@@ -21,11 +21,11 @@ import cloudpickle
 
 from ... import exceptions as exc
 from ..data.serialization import deserialize, serialize
-from ..protocol import entries
 from ..protocol import messages as P
 from ..protocol.entries import INLINE
 from ..protocol.ids import task_of
 from . import core as core_mod
+from . import waiting
 from .core import INLINE_MAX, CoreWorker, _TopArg
 
 log = logging.getLogger("refbook.worker")
@@ -269,7 +269,7 @@ class WorkerRuntime:
         self.cancel_target = None
         ok = True
         try:
-            entries._tls.covered = covered
+            waiting._tls.covered = covered
             try:
                 fn = target()
                 reads = [(oid, entry) for oid, _o, entry in resolved]
@@ -292,7 +292,7 @@ class WorkerRuntime:
                     core.unreserve(left, dict(reads))
                     raise
             finally:
-                entries._tls.covered = None
+                waiting._tls.covered = None
             args = [tops[a.i] if isinstance(a, _TopArg) else a for a in args]
             kwargs = {k: tops[v.i] if isinstance(v, _TopArg) else v for k, v in kwargs.items()}
             del tops

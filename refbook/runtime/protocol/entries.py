@@ -1,63 +1,23 @@
-"""Shared by the parts of a process's core: what it knows of a value (an *entry*:
-``(INLINE, meta, buffers)``, ``(STORED, node_id, offset, size)`` or
-``(ERROR, exception)``), and small helpers."""
+"""What a process knows of a value: an *entry*, one of
+
+* ``(INLINE, meta, buffers)``: a small value held in the process's memory;
+* ``(STORED, node_id, offset, size)``: a value in a node's shared-memory store;
+* ``(ERROR, exception)``: the task that makes it failed, or the value is lost;
+* ``(ACTOR, address, incarnation)``: where an actor lives (its handle's "value").
+
+Entries are plain tuples because they travel in messages (OBJECT_REPLY, a task's
+resolved arguments) on the per-task path.  Also: process addresses and the errors every
+owner raises.
+"""
 
 from __future__ import annotations
 
-import copy
-import signal
-import threading
-
 from ... import exceptions as exc
 
-INLINE, STORED, ERROR = 0, 1, 2
-TICK_MS = 20           # the I/O thread's housekeeping period (releases, idle leases)
-LAZY_S = 0.002         # a thread that waited keeps polling the inbox this long after
-_tls = threading.local()       # .covered: set of oids covered by the running task
+INLINE, STORED, ERROR, ACTOR = 0, 1, 2, 3
 
 
-class _Countdown:
-    """Sets ``ev`` once ``hit`` has been called ``n`` times (under the core lock)."""
-
-    __slots__ = ("n", "ev")
-
-    def __init__(self, n: int):
-        self.n = n
-        self.ev = threading.Event()
-
-    def hit(self) -> None:
-        self.n -= 1
-        if self.n <= 0:
-            self.ev.set()
-
-
-class _DeferSigint:
-    """In the main thread (a notebook's get() polls there), a KeyboardInterrupt raised in
-    the middle of handling messages would lose them or leave a handler half done.  Ctrl-C
-    is held back until the messages read are handled, then raised as usual."""
-
-    __slots__ = ("old", "hit")
-
-    def __enter__(self):
-        self.hit = False
-        try:
-            self.old = signal.signal(signal.SIGINT, self._hit)
-        except (ValueError, TypeError):
-            self.old = None
-        return self
-
-    def _hit(self, signum, frame) -> None:
-        self.hit = True
-
-    def __exit__(self, *exc) -> bool:
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
-            if self.hit and callable(self.old):
-                self.old(signal.SIGINT, None)
-        return False
-
-
-def _node_of(addr: str) -> str | None:
+def node_of(addr: str) -> str | None:
     """The node id in a process address (``.../n-<node>/<process>``)."""
     i = addr.rfind("/n-")
     if i < 0:
@@ -65,14 +25,7 @@ def _node_of(addr: str) -> str | None:
     return addr[i + 3:].split("/", 1)[0]
 
 
-def _fresh(err: BaseException) -> BaseException:
-    try:
-        return copy.copy(err)
-    except Exception:  # noqa: BLE001 - an exotic exception class: raise it as is
-        return err
-
-
-def _owner_died(oid: bytes, owner: str) -> exc.OwnerDiedError:
+def owner_died(oid: bytes, owner: str) -> exc.OwnerDiedError:
     return exc.OwnerDiedError(
         f"object {oid.hex()} was owned by {owner}, which died; its objects died with it "
         f"(fate sharing). Re-create the value in a process that outlives its users, "

@@ -7,20 +7,20 @@ the task again, first rebuilding any lost argument it owns, recursively.  Object
 by ``put`` have no lineage, so a kept task also keeps the put() values it read (as Ray
 does): ``objects()`` lists them under ``lineage``, and ``refbook.release_lineage(ref)``
 or ``max_retries=0`` lets them go.  A rebuild that runs out of retries, or whose lineage
-was released or dropped to stay under ``max_bytes``, fails with a clear error.  Every
-method runs with ``core.lock`` held and returns task-manager actions for the core to
-carry out.
+was released or dropped to stay under ``max_bytes``, fails with a clear error.  Part of
+the :class:`~refbook.runtime.protocol.owner.Owner`: no I/O; what it decides goes to the
+owner's outbox.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 
 from ... import exceptions as exc
+from .entries import ERROR
 from .ids import is_put, task_of
 from .refcount import Effects
-from .tasks import WAITING, Task
+from .tasks import WAITING, Task, _to
 
 
 def _task_bytes(task: Task) -> int:
@@ -31,9 +31,9 @@ def _task_bytes(task: Task) -> int:
     return n
 
 
-class Recovery:
-    def __init__(self, core, max_bytes: int = 256 << 20):
-        self.core = core
+class Lineage:
+    def __init__(self, owner, max_bytes: int = 256 << 20):
+        self.owner = owner
         self.max_bytes = max_bytes
         self.tasks: dict[bytes, Task] = {}         # task id -> finished task (insertion order)
         self.args: dict[bytes, list] = {}          # task id -> owned args it keeps
@@ -46,8 +46,9 @@ class Recovery:
         self.retried: dict[bytes, tuple] = {}     # task id -> (next attempt, why)
 
     def event(self, kind: str, **fields) -> None:
-        self.events.append({"time": time.time(), "kind": kind,
-                            "node_id": self.core.node_id, "owner": self.core.me, **fields})
+        o = self.owner
+        self.events.append({"time": o.clock(), "kind": kind, "node_id": o.node_id,
+                            "owner": o.me, **fields})
 
     def note_retry(self, task_id: bytes, attempt: int, why: str) -> None:
         """A task runs again (``attempt``) because ``why``: for the notebook's views."""
@@ -60,13 +61,13 @@ class Recovery:
         """A task we own finished: keep it while its outputs may need rebuilding."""
         if task.max_retries == 0 or task.task_id in self.tasks:
             return
-        me = self.core.me
+        me = self.owner.me
         owned = [oid for oid, owner in task.arg_refs if owner == me]
-        self.core.rt.add_lineage(owned)
+        self.owner.rt.add_lineage(owned)
         # put() values cannot be rebuilt, so the lineage keeps their values, not only
         # their entries (released with the lineage; bounded by max_bytes)
         pinned = [(oid, me) for oid in owned if is_put(oid)]
-        self.core.rt.add_submitted(pinned)
+        self.owner.rt.add_submitted(pinned)
         self.tasks[task.task_id] = task
         self.args[task.task_id] = (owned, pinned)
         self.bytes += _task_bytes(task)
@@ -79,7 +80,7 @@ class Recovery:
                 self._evicted_set.add(oldest)
                 if len(self._evicted_set) > self.evicted.maxlen:
                     self._evicted_set = set(self.evicted)
-            self.core._apply(fx)
+            self.owner.apply(fx)
 
     def kept_for(self) -> dict[bytes, list[Task]]:
         """The put() values that kept lineage holds (``oid -> [task, ...]``): such a
@@ -101,96 +102,98 @@ class Recovery:
         self.evicted.append(tid)
         self._evicted_set.add(tid)
         self.released_by_user.add(tid)
-        self.core._apply(fx)
+        self.owner.apply(fx)
         return True
 
     def released(self, oid: bytes, fx: Effects) -> None:
         """``oid``'s entry is gone; drop its task once none of its outputs remain."""
         tid = task_of(oid)
         task = self.tasks.get(tid)
-        if task is not None and not any(r in self.core.rt for r in task.return_ids):
+        if task is not None and not any(r in self.owner.rt for r in task.return_ids):
             self._drop(tid, fx)
 
     def _drop(self, tid: bytes, fx: Effects) -> None:
         task = self.tasks.pop(tid)
         self.bytes -= _task_bytes(task)
         owned, pinned = self.args.pop(tid, ([], []))
-        self.core.rt.remove_submitted(pinned, fx)
-        self.core.rt.remove_lineage(owned, fx)
+        self.owner.rt.remove_submitted(pinned, fx)
+        self.owner.rt.remove_lineage(owned, fx)
 
     # -- losing and rebuilding -----------------------------------------------------------------
-    def lost(self, oid: bytes, why: str) -> list:
+    def lost(self, oid: bytes, why: str) -> None:
         """Every copy of ``oid`` (ours) is gone: rebuild it, or fail it clearly."""
-        core = self.core
-        core.values.pop(oid, None)
-        if core.pins.pop(oid, None) is not None:
-            core.send_unpin([oid])
+        owner = self.owner
+        owner.values.pop(oid, None)
+        owner.out.lost.append(oid)
         if is_put(oid):
-            return core._set_value(oid, (2, exc.ObjectLostError(
+            owner.set_value(oid, (ERROR, exc.ObjectLostError(
                 f"object {oid.hex()} was created by put() and {why}; a put value has no "
                 f"lineage to rebuild it from. Keep such data where it cannot be lost, or "
                 f"make it with a task.")))
+            return
         tid = task_of(oid)
         task = self.tasks.get(tid)
         if task is None:
-            if tid in core.tm.tasks:         # its task has not finished yet: it will
-                return []
+            if tid in owner.tm.tasks:        # its task has not finished yet: it will
+                return
             if tid in self.released_by_user:
                 reason = "its lineage was released with refbook.release_lineage()"
             elif tid in self._evicted_set:
                 reason = "its lineage was dropped to stay under the lineage memory limit"
             else:
                 reason = "no lineage is kept for it (its task has max_retries=0)"
-            return core._set_value(oid, (2, exc.ObjectReconstructionFailedError(
+            owner.set_value(oid, (ERROR, exc.ObjectReconstructionFailedError(
                 f"object {oid.hex()} {why}, and it cannot be rebuilt: {reason}.")))
-        return self.rebuild(task, why)
+            return
+        self.rebuild(task, why)
 
-    def rebuild(self, task: Task, why: str) -> list:
-        core = self.core
-        if task.task_id in core.tm.tasks:
-            return []                        # already running again
+    def rebuild(self, task: Task, why: str) -> None:
+        owner = self.owner
+        if task.task_id in owner.tm.tasks:
+            return                           # already running again
         rebuilds = task._rebuilds + 1
         task._rebuilds = rebuilds
         if rebuilds > max(task.max_retries, 0):
             err = exc.ObjectReconstructionFailedError(
                 f"the outputs of task {task.name} ({task.task_id.hex()}) {why}, and it was "
                 f"already run again {rebuilds - 1} time(s) (max_retries={task.max_retries})")
-            actions = []
             for rid in task.return_ids:
-                if rid in core.rt:
-                    core.values.pop(rid, None)
-                    actions += core._set_value(rid, (2, err))
-            return actions
+                if rid in owner.rt:
+                    owner.values.pop(rid, None)
+                    owner.set_value(rid, (ERROR, err))
+            return
         fx = Effects()
-        actions = []
+        # hold the arguments first: the old outputs may be all that kept one of them
+        # (a ref the task returned nested in its value), and clearing them must not
+        # free an argument the task is about to need again
+        owner.rt.add_submitted(task.arg_refs)
         for rid in task.return_ids:
-            if rid in core.rt:
-                core.values.pop(rid, None)
-                core.rt.clear_nested(rid, fx)
+            if rid in owner.rt:
+                owner.values.pop(rid, None)
+                owner.rt.clear_nested(rid, fx)
                 self.rebuilding.add(rid)
         _fn_id, _blob, args_entry, top_refs = task.payload
         unresolved = set()
-        for oid, owner in top_refs:
-            if oid in core.values:
+        for oid, arg_owner in top_refs:
+            if oid in owner.values:
                 continue
             unresolved.add(oid)
-            if owner == core.me:
+            if arg_owner == owner.me:
                 if oid not in self.rebuilding:
-                    actions += self.lost(oid, f"was needed to rebuild {task.name}")
+                    self.lost(oid, f"was needed to rebuild {task.name}")
             else:
-                core._fetch(oid, owner)
-        unresolved = {oid for oid in unresolved if oid not in core.values}
-        core.rt.add_submitted(task.arg_refs)
-        task.state = WAITING
+                owner.fetch(oid, arg_owner)
+        unresolved = {oid for oid in unresolved if oid not in owner.values}
+        if task.state != WAITING:
+            _to(task, WAITING)
         task.lease = None
         task.attempts = 0
         task.cancelled = False
         task.unplaceable_since = None
         self.event("reconstruct", task_id=task.task_id.hex(), task=task.name,
                    object_ids=[r.hex() for r in task.return_ids], reason=why)
-        actions += core.tm.submit(task, unresolved)
-        core._apply(fx)
-        return actions
+        owner.do(owner.tm.submit(task, unresolved))
+        owner.apply(fx)
 
     def rebuilt(self, oid: bytes) -> None:
         self.rebuilding.discard(oid)

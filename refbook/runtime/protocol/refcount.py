@@ -77,7 +77,8 @@ class ReferenceTable:
         self.me = self_address
         self.refs: dict[bytes, Ref] = {}
         self.dead: set[str] = set()
-        self.acks: dict[int, list] = {}     # ack id -> refs pinned until INC_ACK
+        self.acks: dict[int, tuple] = {}    # ack id -> (owner asked, refs pinned until
+                                            # its INC_ACK)
         self._ack_ids = itertools.count(1)
 
     # -- queries -----------------------------------------------------------------
@@ -250,9 +251,9 @@ class ReferenceTable:
         self._release_if_unheld(oid, r, fx)
 
     def on_ack(self, ack: int, fx: Effects) -> None:
-        pinned = self.acks.pop(ack, None)
-        if pinned:
-            self.unpin(pinned, fx)
+        waiting = self.acks.pop(ack, None)
+        if waiting:
+            self.unpin(waiting[1], fx)
 
     def handle_inc(self, sender: str, oid: bytes, for_addr: str, ack: int,
                    fx: Effects) -> bool:
@@ -281,7 +282,7 @@ class ReferenceTable:
             return
         if r.registered:
             return
-        ack = self._pin_until_ack([cover]) if cover is not None else 0
+        ack = self._pin_until_ack([cover], owner) if cover is not None else 0
         r.registered += 1
         fx.send.append((owner, (INC_REF, self.me, oid, self.me, ack)))
 
@@ -315,7 +316,7 @@ class ReferenceTable:
         # We hold it only under the cover of another task still running here; that
         # cover may lapse before the result is processed, so count the receiver now
         # and pin our own hold until the owner acknowledges.
-        ack = self._pin_until_ack([(oid, owner)])
+        ack = self._pin_until_ack([(oid, owner)], owner)
         fx.send.append((owner, (INC_REF, self.me, oid, target, ack)))
         return True
 
@@ -329,14 +330,18 @@ class ReferenceTable:
             return
         if target == owner:
             return
-        ack = self._pin_until_ack(cover)
+        ack = self._pin_until_ack(cover, owner)
         fx.send.append((owner, (INC_REF, self.me, oid, target, ack)))
 
-    def _pin_until_ack(self, cover) -> int:
+    def _pin_until_ack(self, cover, owner: str) -> int:
+        """Pin ``cover`` until ``owner`` acknowledges the INC_REF numbered by the result
+        (or dies: then nothing is left to register with)."""
+        if owner in self.dead:
+            return 0
         ack = next(self._ack_ids)
         cover = list(cover)
         self.pin(cover)
-        self.acks[ack] = cover
+        self.acks[ack] = (owner, cover)
         return ack
 
     def task_returned(self, oid: bytes, nested: list, cover: list, fx: Effects) -> None:
@@ -367,6 +372,10 @@ class ReferenceTable:
         mark refs it owned as lost (fate sharing).  Returns the oids of refs we hold
         that were owned by ``addr``."""
         self.dead.add(addr)
+        for ack, (to, cover) in list(self.acks.items()):
+            if to == addr:       # no INC_ACK will come: the cover has nothing to wait for
+                del self.acks[ack]
+                self.unpin(cover, fx)
         orphaned = []
         for oid, r in list(self.refs.items()):
             if r.owner == self.me:

@@ -1,4 +1,4 @@
-"""The owner's task table, without I/O.
+r"""The owner's task table, without I/O.
 
 Each process that submits tasks keeps one :class:`TaskManager`.  A task waits until
 its ref arguments are resolved, then queues under its *scheduling class* (its resource
@@ -6,12 +6,22 @@ shape).  The manager asks the node manager for leases, pushes tasks to leased wo
 (up to ``depth`` in flight per worker, batched), returns leases that stay idle, and
 decides what happens to tasks whose worker died: retry or fail.
 
-Methods return actions for the caller (the core) to carry out:
-  ``("push", lease, [task, ...])``   send PUSH_TASKS to ``lease.worker``
-  ``("request", req_id, resources, task)`` send LEASE_REQUEST (``task``: for locality)
-  ``("return", lease_id)``           send LEASE_RETURN
-  ``("fail", task, error)``          finish the task with ``error`` for every return
-  ``("cancel", task, worker, force)``the task is running: interrupt or kill it
+Methods return actions (the NamedTuples below; the first field names the kind) for the
+owner to carry out:
+  ``Push(lease, [task, ...])``          send PUSH_TASKS to ``lease.worker``
+  ``Request(req_id, resources, task)``  send LEASE_REQUEST (``task``: for locality)
+  ``Return(lease_id)``                  send LEASE_RETURN
+  ``Fail(task, error)``                 finish the task with ``error`` for every return
+  ``Cancel(task, worker, force)``       the task is running: interrupt or kill it
+
+A task's state changes only through ``_to``, along the edges of ``EDGES``::
+
+    waiting --> queued --> running --> done
+       ^  \______^___________/  |       |
+       |_________________________|_______|   (retries, lost arguments, rebuilds)
+
+Anything else (a task finishing twice, a done task pushed) raises
+:class:`IllegalTransition`: a bug in the caller, caught where it happens.
 The clock is ``now``, set by the caller before each call.
 """
 
@@ -19,10 +29,62 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import count
+from typing import Any, NamedTuple
 
 from ...exceptions import OutOfMemoryError, TaskCancelledError, WorkerCrashedError
 
 QUEUED, WAITING, RUNNING, DONE = "queued", "waiting", "running", "done"
+
+# state -> the states it may go to
+EDGES = {
+    WAITING: {QUEUED, DONE},             # arguments ready; or failed/cancelled
+    QUEUED: {RUNNING, WAITING, DONE},    # pushed; no node yet (a rebuild waits); failed
+    RUNNING: {DONE, QUEUED, WAITING},    # replied or failed; handed back or retried;
+                                         # an argument lost before it was sent
+    DONE: {WAITING, QUEUED},             # retried after an error, or rebuilt (lineage)
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A task was asked to change state along an edge that does not exist."""
+
+
+def _to(task: Task, state: str) -> None:
+    if state not in EDGES[task.state]:
+        raise IllegalTransition(f"task {task.name} ({task.task_id.hex()}): "
+                                f"{task.state} -> {state}")
+    task.state = state
+
+
+class Push(NamedTuple):
+    kind: str
+    lease: Any
+    tasks: list
+
+
+class Request(NamedTuple):
+    kind: str
+    req_id: int
+    resources: dict
+    task: Any
+
+
+class Return(NamedTuple):
+    kind: str
+    lease_id: int
+
+
+class Fail(NamedTuple):
+    kind: str
+    task: Any
+    error: BaseException
+
+
+class Cancel(NamedTuple):
+    kind: str
+    task: Any
+    worker: str
+    force: bool
 
 
 class Task:
@@ -87,7 +149,8 @@ class TaskManager:
         self.tasks[task.task_id] = task
         if unresolved:
             task.deps = set(unresolved)
-            task.state = WAITING
+            if task.state != WAITING:
+                _to(task, WAITING)
             for oid in unresolved:
                 self.waiting.setdefault(oid, []).append(task)
             return []
@@ -112,7 +175,7 @@ class TaskManager:
         return actions
 
     def _enqueue(self, task: Task, front: bool = False) -> list:
-        task.state = QUEUED
+        _to(task, QUEUED)
         q = self.queues.setdefault(task.key, deque())
         if front:
             q.appendleft(task)
@@ -124,12 +187,12 @@ class TaskManager:
     def lease_granted(self, req_id: int, lease_id: int, worker: str) -> list:
         key = self.requests.pop(req_id, None)
         if key is None:
-            return [("return", lease_id)]
+            return [Return("return", lease_id)]
         lease = self.leases[lease_id] = OwnerLease(lease_id, worker, key, self.now)
         actions = self._pump(key)
         if not lease.inflight:
             del self.leases[lease_id]
-            actions.append(("return", lease_id))
+            actions.append(Return("return", lease_id))
         return actions
 
     def lease_rejected(self, req_id: int, message: str) -> list:
@@ -145,7 +208,7 @@ class TaskManager:
                     if task.unplaceable_since is None:
                         task.unplaceable_since = self.now
                     if self.now - task.unplaceable_since < self.rebuild_wait:
-                        task.state = WAITING
+                        _to(task, WAITING)
                         self.delayed.append((self.now + 1.0, task))
                         continue
                 actions += self._finish_failed(task, _infeasible(task, message,
@@ -158,7 +221,7 @@ class TaskManager:
         for lease in list(self.leases.values()):
             if not lease.inflight:
                 del self.leases[lease.lease_id]
-                actions.append(("return", lease.lease_id))
+                actions.append(Return("return", lease.lease_id))
         return actions
 
     def tick(self) -> list:
@@ -172,7 +235,7 @@ class TaskManager:
         for lease in list(self.leases.values()):
             if not lease.inflight and self.now - lease.idle_since >= self.idle_timeout:
                 del self.leases[lease.lease_id]
-                actions.append(("return", lease.lease_id))
+                actions.append(Return("return", lease.lease_id))
         return actions
 
     def _pump(self, key: tuple) -> list:
@@ -191,18 +254,18 @@ class TaskManager:
                       or not all(t.quick for t in lease.inflight.values())):
                 break
             task = q.popleft()
-            task.state = RUNNING
+            _to(task, RUNNING)
             task.lease = lease
             task.attempts += 1
             lease.inflight[task.task_id] = task
             pushes.setdefault(lease.lease_id, []).append(task)
-        actions = [("push", self.leases[lid], batch) for lid, batch in pushes.items()]
+        actions = [Push("push", self.leases[lid], batch) for lid, batch in pushes.items()]
         if q:
             pending = sum(1 for k in self.requests.values() if k == key)
             if pending < self.max_requests:
                 req_id = next(self._req_ids)
                 self.requests[req_id] = key
-                actions.append(("request", req_id, q[0].resources, q[0]))
+                actions.append(Request("request", req_id, q[0].resources, q[0]))
         return actions
 
     # -- completion ------------------------------------------------------------------
@@ -212,7 +275,7 @@ class TaskManager:
         task = self.tasks.pop(task_id, None)
         if task is None:
             return None, []
-        task.state = DONE
+        _to(task, DONE)
         lease = task.lease
         actions = []
         if lease is not None:
@@ -233,7 +296,7 @@ class TaskManager:
                 lease.idle_since = self.now
         task.lease = None
         task.attempts -= 1
-        task.state = WAITING
+        _to(task, WAITING)
         task.deps = set(missing)
         for oid in missing:
             self.waiting.setdefault(oid, []).append(task)
@@ -261,6 +324,16 @@ class TaskManager:
             actions += self._pump(lease.key)
         return actions
 
+    def run_later(self, task: Task, delay: float) -> None:
+        """Queue ``task`` (which just finished with an error) again after ``delay``."""
+        _to(task, WAITING)
+        self.tasks[task.task_id] = task
+        self.delayed.append((self.now + delay, task))
+
+    def forget(self, task: Task) -> None:
+        """Stop tracking ``task`` (its node manager died: the owner fails it)."""
+        self.tasks.pop(task.task_id, None)
+
     def returned(self, worker: str, task_ids: list) -> list:
         """A blocked worker handed back tasks it had not started."""
         actions = []
@@ -271,7 +344,7 @@ class TaskManager:
             back = [lease.inflight.pop(t) for t in task_ids if t in lease.inflight]
             q = self.queues.setdefault(lease.key, deque())
             for task in reversed(back):
-                task.state = QUEUED
+                _to(task, QUEUED)
                 task.lease = None
                 task.attempts -= 1
                 q.appendleft(task)
@@ -290,7 +363,7 @@ class TaskManager:
                     actions += self._finish_failed(task, TaskCancelledError(
                         f"task {task.name} ({task.task_id.hex()}) was cancelled"))
                 elif task.attempts <= task.max_retries and oom:
-                    task.state = WAITING
+                    _to(task, WAITING)
                     backoff = min(0.25 * 2 ** (task.attempts - 1), 5.0)
                     self.delayed.append((self.now + backoff, task))
                 elif task.attempts <= task.max_retries:
@@ -317,7 +390,7 @@ class TaskManager:
         task.cancelled = True
         err = TaskCancelledError(f"task {task.name} ({task.task_id.hex()}) was cancelled")
         if task.state == RUNNING and task.lease is not None:
-            return [("cancel", task, task.lease.worker, force)]
+            return [Cancel("cancel", task, task.lease.worker, force)]
         if task.state == QUEUED:
             self.queues[task.key].remove(task)
         return self._finish_failed(task, err)
@@ -333,8 +406,8 @@ class TaskManager:
                 waiters.remove(task)
                 if not waiters:
                     del self.waiting[oid]
-        task.state = DONE
-        return [("fail", task, error)]
+        _to(task, DONE)
+        return [Fail("fail", task, error)]
 
     # -- introspection ---------------------------------------------------------------
     def pending(self) -> int:
