@@ -80,7 +80,8 @@ class NodeManager:
         self.heartbeat_s = cfg.get("heartbeat_s", 0.5)
         timeout = cfg.get("heartbeat_timeout_s", 3.0)
         self.dead_nodes: set[str] = set()               # whose death this node handled
-        self.head = self.link = None
+        self.head: Head | None = None
+        self.link: HeadLink | None = None
         if self.head_address is None:
             self.head = Head(self.transport, self.node_id, timeout, this_node=self.node_view,
                              node_died=self._node_died, pid_of=self.worker_pids.get)
