@@ -1,7 +1,8 @@
 """A deterministic simulator of the object store service across nodes, under pressure.
 
 Each node runs the real :class:`~refbook.runtime.data.storeserver.StoreServer` (and with it
-the real :class:`~refbook.runtime.protocol.objects.ObjectTable`) over a small arena (a bytearray),
+the real :class:`~refbook.runtime.protocol.objects.ObjectTable` and both ends of its
+transfers, ``refbook.runtime.data.transfer``) over a small arena (a bytearray),
 with its spill I/O and its clock replaced by the simulator's: spill writes, restores
 and file closes complete when the seeded schedule says so, in each I/O thread's order.
 Processes on the nodes put objects (ALLOC, write, then SEAL over another connection
@@ -355,7 +356,7 @@ class StoreWorld:
             if status != "ok":
                 self.fail(f"{name}'s {kind} was answered {status!r}: {detail}")
         for n in self.nodes.values():
-            if n.srv.waiting or n.srv.pulls or n.srv.sending:
+            if n.srv.waiting or n.srv.incoming.pulls or n.srv.outgoing.sending:
                 self.fail(f"{n.nid} still has waiting requests or transfers")
             for oid, o in n.srv.table.objects.items():
                 if o.state not in ("resident", "spilled"):
@@ -364,7 +365,8 @@ class StoreWorld:
     def check_empty(self) -> None:
         for n in self.nodes.values():
             t = n.srv.table
-            if t.objects or t.alloc.used or t.files or n.io.files or n.srv.pulled_from:
+            if t.objects or t.alloc.used or t.files or n.io.files or \
+                    n.srv.incoming.pulled_from:
                 self.fail(f"left on {n.nid}: objects {[_short(o) for o in t.objects]}, "
                           f"{t.alloc.used} arena bytes, files {sorted(n.io.files)}")
 

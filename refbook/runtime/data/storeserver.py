@@ -5,6 +5,10 @@ Requests that cannot be served yet (no room for a new object, or arguments that 
 disk) wait here rather than fail: the service spills least-recently-used primary copies
 to make room, and serves whatever waiting request fits first.  A request fails with a
 clear message only when it can never fit, the disk is full, or it waited too long.
+
+Not here: the accounting of the arena and the spill files (``protocol.objects``), the
+spill threads (``spill``), and transfers between nodes (``transfer``: the server owns
+both ends, and serves a transfer's pin like a request).
 """
 
 from __future__ import annotations
@@ -15,15 +19,14 @@ import time
 from collections import deque
 
 from ..protocol import messages as P
-from ..protocol.objects import RESIDENT, SPILLED, ObjectTable
+from ..protocol.objects import SPILLED, ObjectTable
 from .spill import SpillIO
+from .transfer import CHUNK as CHUNK  # re-exported: tests size their objects by it
+from .transfer import TRANSFER, Incoming, Outgoing
 
 log = logging.getLogger("refbook.store")
 
-WAIT_LIMIT = 120.0     # seconds a request may wait for memory before it fails
-CHUNK = 4 << 20        # bytes per transfer message between nodes (fits in cache)
-WINDOW = 16            # chunks in flight per transfer
-TRANSFER = "pull:"     # pins held for a transfer out are held by "pull:<requester>"
+WAIT_LIMIT = 120.0     # seconds a request (or a transfer) may wait before it fails
 
 
 class Waiting:
@@ -52,16 +55,11 @@ class StoreServer:
         self.node_id = node_id
         self.arena = arena
         self.address_of = address_of or (lambda node_id: None)
-        self.pulls: dict[bytes, dict] = {}      # oid -> transfer into this node
-        self.sending: dict[tuple, int] = {}     # (oid, requester) -> pinned while we send
-        self.copies: dict[bytes, set] = {}      # oid -> nodes that pulled a copy from us
-        self.pull_errors: dict[bytes, tuple] = {}     # oid -> (PIN_REPLY status, why)
-        self._requester_node: dict[str, str] = {}     # node manager address -> node id
         self._progressing = False                     # progress() is running
         self._again = False                           # ...and should run another round
-        self.pulled_from: dict[bytes, tuple] = {}     # our secondary copies: oid ->
-        #                                               (source node, owner)
         self.table = ObjectTable(arena.capacity)
+        self.incoming = Incoming(self)                # transfers into this node
+        self.outgoing = Outgoing(self)                # transfers out of it
         self.spill_dir = spill_dir
         if io is None:
             os.makedirs(spill_dir, mode=0o700, exist_ok=True)
@@ -92,13 +90,13 @@ class StoreServer:
             w.after = after[0] if after else 0
             for oid, node in where.items():       # stored on another node: fetch it
                 if node != self.node_id and oid not in self.table.objects:
-                    self._start_pull(oid, node)
+                    self.incoming.start(oid, node)
         else:
             log.warning("unexpected request type %r", m[0])
             return
         if not self._serve(w):
             self.waiting.append(w)
-            self._make_room(w.size)
+            self.make_room(w.size)
 
     def _reply(self, w: Waiting, msg: tuple) -> None:
         if w.ident is not None:
@@ -111,14 +109,14 @@ class StoreServer:
             if status == "wait":
                 return False
             if status == "ok":
-                self._send_meta(w.args[0], w.reply_to)
+                self.outgoing.start(w.args[0], w.reply_to)
             else:
-                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], detail))
+                self.outgoing.refuse(w.args[0], w.reply_to, detail)
             return True
         if w.kind == "alloc":
             oid, size, owner = w.args
             status, detail = self.table.create(oid, size, owner, w.proc)
-            self._close(self.table.take_closed())
+            self.close_files(self.table.take_closed())
             if status == "wait":
                 return False
             self._reply(w, (P.ALLOC_REPLY, status, detail))
@@ -126,9 +124,9 @@ class StoreServer:
         if self._unpins.get(w.proc, 0) < w.after:
             return False        # an UNPIN it sent first is still on its way: not yet
         for oid in w.args:
-            if oid in self.pulls:
+            if self.incoming.arriving(oid):
                 return False                   # still arriving from another node
-            err = self.pull_errors.get(oid)
+            err = self.incoming.failed.get(oid)
             if err is not None and oid not in self.table.objects:
                 self._reply(w, (P.PIN_REPLY, *err))
                 return True
@@ -143,7 +141,7 @@ class StoreServer:
         table has already marked those objects RESTORING and given them their arena
         range, so a restore not started here would leave them RESTORING for ever (and
         every reader waiting).  While it waits, ``w.size`` is what is still on disk with
-        no room to come back: what ``_make_room`` must free for it."""
+        no room to come back: what ``make_room`` must free for it."""
         status, detail = self.table.pin_many(w.proc, w.args)
         if status == "wait":
             for r in detail:
@@ -165,166 +163,17 @@ class StoreServer:
             oids = [o for o in oids if o in self.table.objects
                     and self.table.objects[o].creator == creator]
         for oid in oids:
-            self._close(self.table.delete(oid))
+            self.close_files(self.table.delete(oid))
             self._forget(oid, f"object {oid.hex()} was freed by its owner")
-            self.pull_errors.pop(oid, None)
-            for node in self.copies.pop(oid, ()):      # secondary copies go too
-                addr = self.address_of(node)
-                if addr is not None:
-                    self.t.send(addr, (P.FREE, [oid]))
+            self.incoming.failed.pop(oid, None)
+            self.outgoing.free_copies(oid)             # secondary copies go too
         self.progress()
 
     def _forget(self, oid: bytes, why: str) -> None:
         """``oid`` left the table: a transfer of it, in or out, must stop now (its arena
         range may already hold another object)."""
-        if oid in self.pulls:
-            self._pull_failed(oid, why)
-        self.pulled_from.pop(oid, None)
-        for key in [k for k in self.sending if k[0] == oid]:
-            del self.sending[key]
-            self.t.send(key[1], (P.PULL_FAIL, oid, why))
-
-    # -- transfer between nodes ---------------------------------------------------------------
-    # The node that needs an object pulls it from the node that has it, in chunks of
-    # CHUNK bytes with at most WINDOW chunks in flight, straight into its own arena.  The
-    # copy is secondary: the sender remembers it and frees it with the primary, the
-    # owner hears of it (OBJECT_COPY) and points readers at it, and under memory
-    # pressure it is dropped before anything is spilled.  If the node it came from dies,
-    # the copy becomes the primary one: its owner reads and frees it here from then on.
-
-    def handlers(self) -> dict:
-        return {P.PULL: self._on_pull, P.PULL_META: self._on_pull_meta,
-                P.PULL_CHUNK: self._on_pull_chunk, P.CHUNK: self._on_chunk,
-                P.PULL_DONE: self._on_pull_done, P.PULL_FAIL: self._on_pull_fail}
-
-    def _start_pull(self, oid: bytes, node: str) -> None:
-        if oid in self.pulls:
-            return
-        src = self.address_of(node)
-        if src is None:
-            self.pull_errors[oid] = ("error", f"object {oid.hex()} was on node {node}, which is no "
-                                     f"longer part of the cluster")
-            return
-        self.pull_errors.pop(oid, None)
-        self.pulls[oid] = {"src": src, "node": node, "size": None, "offset": None,
-                           "next": 0, "received": 0, "since": self.clock()}
-        self.t.send(src, (P.PULL, oid, self.t.address, self.node_id))
-
-    def _on_pull(self, m) -> None:
-        _, oid, requester, requester_node = m
-        self._requester_node[requester] = requester_node
-        w = Waiting("send", None, requester, TRANSFER + requester, [oid], 0, self.clock())
-        if not self._serve(w):            # on disk here: restore it, then send
-            self.waiting.append(w)
-            self._make_room(w.size)
-
-    def _send_meta(self, oid: bytes, requester: str) -> None:
-        o = self.table.objects[oid]
-        self.sending[(oid, requester)] = o.offset
-        self.t.send(requester, (P.PULL_META, oid, o.size, o.owner))
-
-    def _on_pull_meta(self, m) -> None:
-        _, oid, size, owner = m
-        p = self.pulls.get(oid)
-        if p is None:
-            return
-        p["size"], p["owner"] = size, owner
-        self._alloc_pull(oid)
-
-    def _alloc_pull(self, oid: bytes) -> bool:
-        p = self.pulls[oid]
-        status, off = self.table.create(oid, p["size"], p["owner"], self.t.address)
-        self._close(self.table.take_closed())
-        if status == "wait":
-            p["waiting_space"] = True
-            self._make_room(p["size"])
-            return False
-        if status == "full":          # larger than this whole store: nothing was lost
-            self._pull_failed(oid, off, "full")
-            return True
-        p["waiting_space"] = False
-        if status == "exists":
-            del self.pulls[oid]
-            self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
-            return True
-        p["offset"] = off
-        for _ in range(WINDOW):
-            self._request_chunk(oid)
-        return True
-
-    def _request_chunk(self, oid: bytes) -> None:
-        p = self.pulls[oid]
-        if p["next"] >= p["size"]:
-            return
-        n = min(CHUNK, p["size"] - p["next"])
-        self.t.send(p["src"], (P.PULL_CHUNK, oid, self.t.address, p["next"], n))
-        p["next"] += n
-
-    def _on_pull_chunk(self, m) -> None:
-        _, oid, requester, offset, n = m
-        base = self.sending.get((oid, requester))
-        o = self.table.objects.get(oid)
-        if base is None or o is None or not 0 <= offset <= offset + n <= o.size:
-            return
-        # straight from the arena: the object stays pinned until the requester has it all
-        self.t.send(requester, (P.CHUNK, oid, offset),
-                    data=memoryview(self.arena.mm)[base + offset:base + offset + n])
-
-    def _on_chunk(self, m) -> None:
-        _, oid, offset, data = m
-        p = self.pulls.get(oid)
-        if p is None or p["offset"] is None or not 0 <= offset <= offset + len(data) <= p["size"]:
-            return
-        start = p["offset"] + offset
-        self.arena.mm[start:start + len(data)] = data
-        p["received"] += len(data)
-        if p["received"] >= p["size"]:
-            del self.pulls[oid]
-            self.table.seal(oid)
-            self.pulled_from[oid] = (p["node"], p["owner"])
-            self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
-            self.t.send(p["owner"], (P.OBJECT_COPY, oid, self.node_id, True))
-            self.event("transfer", object_ids=[oid.hex()], bytes=p["size"],
-                       source=p["node"], seconds=self.clock() - p["since"])
-            self.progress()
-        else:
-            self._request_chunk(oid)
-
-    def _on_pull_done(self, m) -> None:
-        _, oid, requester = m
-        if self.sending.pop((oid, requester), None) is not None:
-            self.table.unpin(TRANSFER + requester, [oid])
-            node = self._requester_node.get(requester)
-            if node is not None:
-                self.copies.setdefault(oid, set()).add(node)
-        self.progress()
-
-    def _on_pull_fail(self, m) -> None:
-        self._pull_failed(m[1], m[2])
-
-    def _pull_failed(self, oid: bytes, message: str, status: str = "error") -> None:
-        p = self.pulls.pop(oid, None)
-        if p is not None and p.get("offset") is not None:
-            self._close(self.table.delete(oid))
-        self.pull_errors[oid] = (status, message)
-        self.progress()
-
-    def node_died(self, node_id: str) -> None:
-        """Transfers from a dead node fail; copies it held are forgotten."""
-        for oid, p in list(self.pulls.items()):
-            if p["node"] == node_id:
-                self._pull_failed(oid, f"object {oid.hex()} was on node {node_id}, which "
-                                       f"died during the transfer")
-        for nodes in self.copies.values():
-            nodes.discard(node_id)
-        for (oid, requester), _off in list(self.sending.items()):
-            if self._requester_node.get(requester) == node_id:   # it will never finish
-                del self.sending[(oid, requester)]
-                self.table.unpin(TRANSFER + requester, [oid])
-        for oid, (src, owner) in list(self.pulled_from.items()):
-            if src == node_id:        # ours is the primary copy now: say so to its owner
-                del self.pulled_from[oid]
-                self.t.send(owner, (P.OBJECT_COPY, oid, self.node_id, True))
+        self.incoming.forget(oid, why)
+        self.outgoing.forget(oid, why)
 
     def on_unpin(self, proc: str, oids, in_use=(), waiting: bool = False,
                  kind: str = "process", seq: int | None = None) -> None:
@@ -345,6 +194,36 @@ class StoreServer:
             if r is not None:
                 self.io.restore(*r)
 
+    # -- transfers between nodes (transfer.py) -------------------------------------------------
+    def handlers(self) -> dict:
+        return {P.PULL: self.outgoing.on_pull, P.PULL_META: self.incoming.on_pull_meta,
+                P.PULL_CHUNK: self.outgoing.on_pull_chunk, P.CHUNK: self.incoming.on_chunk,
+                P.PULL_DONE: self.outgoing.on_pull_done,
+                P.PULL_FAIL: self.incoming.on_pull_fail}
+
+    def pin_to_send(self, oid: bytes, requester: str) -> None:
+        """Pin ``oid`` for a transfer to ``requester``, then start it; if it is on disk
+        here, it waits like a request (restored, then sent)."""
+        w = Waiting("send", None, requester, TRANSFER + requester, [oid], 0, self.clock())
+        if not self._serve(w):
+            self.waiting.append(w)
+            self.make_room(w.size)
+
+    def node_died(self, node_id: str) -> None:
+        """Transfers from a dead node fail; copies it held are forgotten."""
+        self.incoming.node_died(node_id)
+        self.outgoing.node_died(node_id)
+
+    # The transfers' state and handlers under their former names, for
+    # tests/unit/test_transfer.py, which drives them message by message.
+    pulls = property(lambda self: self.incoming.pulls)
+    copies = property(lambda self: self.outgoing.copies)
+    _on_pull = property(lambda self: self.outgoing.on_pull)
+    _on_pull_chunk = property(lambda self: self.outgoing.on_pull_chunk)
+    _on_pull_done = property(lambda self: self.outgoing.on_pull_done)
+    _on_pull_meta = property(lambda self: self.incoming.on_pull_meta)
+    _on_chunk = property(lambda self: self.incoming.on_chunk)
+
     # -- I/O completions ------------------------------------------------------------------------
     def on_io(self) -> None:
         self.io.drain_signal()
@@ -352,7 +231,7 @@ class StoreServer:
             r = self.io.done.popleft()
             if r[0] == "spilled":
                 _, fid, written, size, reused = r
-                self._close(self.table.spill_done(fid, written, size, reused))
+                self.close_files(self.table.spill_done(fid, written, size, reused))
                 self.event("spill", object_ids=[o.hex() for o in list(written) + reused],
                            bytes=sum(self.table.objects[o].size for o in
                                      list(written) + reused if o in self.table.objects),
@@ -387,9 +266,7 @@ class StoreServer:
         try:
             while True:
                 self._again = False
-                for oid, p in list(self.pulls.items()):
-                    if p.get("waiting_space"):
-                        self._alloc_pull(oid)
+                self.incoming.retry_allocations()
                 if self.waiting:
                     still = []
                     for w in self.waiting:
@@ -398,34 +275,17 @@ class StoreServer:
                     self.waiting = still
                 need = max((w.size for w in self.waiting), default=0)
                 if need or self.table.over_high_water():
-                    self._make_room(need)
+                    self.make_room(need)
                 if not self._again:
                     return
         finally:
             self._progressing = False
 
-    def _evict_copies(self, need: int) -> bool:
-        """Drop unused secondary copies, least recently used first, until the store is
-        under its high-water mark and ``need`` bytes fit: they cost nothing to lose."""
-        t = self.table
-        evicted = False
+    def make_room(self, need: int) -> None:
+        """Free ``need`` bytes (and get under the high-water mark): drop unused
+        secondary copies first, then spill, and ask holders to let go of their pins."""
         wanted = {oid for w in self.waiting if w.kind == "pin" for oid in w.args}
-        unused = sorted((t.objects[oid] for oid in self.pulled_from
-                         if oid in t.objects and not t.objects[oid].pins
-                         and t.objects[oid].state == RESIDENT and oid not in wanted),
-                        key=lambda o: o.last_use)
-        for o in unused:
-            if not t.over_high_water() and (not need or t.alloc.largest_free() >= need):
-                break
-            _src, owner = self.pulled_from.pop(o.oid)
-            self._close(t.delete(o.oid))
-            self.t.send(owner, (P.OBJECT_COPY, o.oid, self.node_id, False))
-            self.event("evict", object_ids=[o.oid.hex()], bytes=o.size)
-            evicted = True
-        return evicted
-
-    def _make_room(self, need: int) -> None:
-        if self._evict_copies(need):
+        if self.incoming.evict_copies(need, keep=wanted):
             self._again = True       # serve what fits now; it comes back here if need be
             self.progress()
             return
@@ -476,15 +336,12 @@ class StoreServer:
 
     def tick(self) -> None:
         now = self.clock()
-        for oid, p in list(self.pulls.items()):
-            if now - p["since"] > WAIT_LIMIT:
-                self._pull_failed(oid, f"the transfer of object {oid.hex()} from node "
-                                       f"{p['node']} did not finish in {WAIT_LIMIT:.0f} s")
+        self.incoming.expire(now, WAIT_LIMIT)
         self._fail_waiting(lambda w: now - w.since > WAIT_LIMIT,
                            f" after waiting {WAIT_LIMIT:.0f} s")
         if len(self._asked) > 10_000:
             self._asked.clear()
-        if self.waiting or any(p.get("waiting_space") for p in self.pulls.values()):
+        if self.waiting or self.incoming.waiting_for_space():
             # ask again: a holder that still used its pins when asked may be done now,
             # and would not say so on its own (it keeps unused pins cached)
             self.progress()
@@ -496,8 +353,8 @@ class StoreServer:
                 keep.append(w)
                 continue
             if w.kind == "send":
-                self.t.send(w.reply_to, (P.PULL_FAIL, w.args[0], "could not restore the "
-                                         "object to send it" + detail))
+                self.outgoing.refuse(w.args[0], w.reply_to, "could not restore the object "
+                                     "to send it" + detail)
                 continue
             if w.kind == "alloc":
                 oid, size, _ = w.args
@@ -513,17 +370,18 @@ class StoreServer:
                                 f"store are in use by running tasks or live arrays"))
         self.waiting = keep
 
-    def _close(self, file_ids) -> None:
+    def close_files(self, file_ids) -> None:
+        """Close the spill files the table no longer needs (in the I/O thread's order)."""
         for fid in file_ids:
             self.io.close_file(fid)
 
     # -- failures and views ---------------------------------------------------------------------
     def process_died(self, addr: str) -> None:
         gone, closed = self.table.process_died(addr)
-        self._close(closed)
+        self.close_files(closed)
         for oid in gone:
             self._forget(oid, f"object {oid.hex()} went with its owner {addr}, which died")
-            self.copies.pop(oid, None)
+            self.outgoing.forget_copies(oid)
         self.waiting = [w for w in self.waiting if w.proc != addr]
         self._unpins.pop(addr, None)
         self._stuck.pop(addr, None)

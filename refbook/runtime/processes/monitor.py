@@ -77,3 +77,12 @@ class MemoryMonitor:
         if victim is not None:
             self.last_kill = now
         return victim
+
+    def kill_reason(self, victim: TaskInfo, used: int, total: int) -> str:
+        """Why ``victim``'s worker was killed, for its task's error and the log
+        (``used`` and ``total``: the machine's memory, in bytes)."""
+        return (f"the memory monitor killed the worker running task {victim.name} "
+                f"({victim.task_id.hex()}) because this machine's memory use reached "
+                f"{used / 2**30:.1f} of {total / 2**30:.1f} GiB "
+                f"({100 * used / total:.0f}%, threshold {100 * self.threshold:.0f}%); "
+                f"that worker used {victim.rss / 2**30:.2f} GiB")

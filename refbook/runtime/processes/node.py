@@ -1,7 +1,11 @@
-"""The node manager process: worker pool, leases, the object store's accounting.
+"""The node manager process: worker pool, leases, the object store, memory monitor.
 
-It also plays the head for the one-node cluster that ``init()`` starts (membership and
-the cluster view); a separate head process is the multi-host issue's business.
+One runs per host.  It starts and watches the workers, grants leases on them (or
+sends a request on to a node that can run it, by its latest view of the cluster),
+serves the object store (``data.storeserver``), kills the newest retriable task when
+memory runs out, and fails what depended on a process or a node that died.  The node
+manager started first is the head as well (``head.Head``, a role in this process);
+every other one registers with it, sends it heartbeats and keeps the view it answers.
 
 Process tree and lifetimes.  The driver starts this process.  Before it creates any
 thread or socket, it forks a *zygote*: a copy with every module imported, which forks
@@ -28,9 +32,10 @@ from ..data.arena import Arena
 from ..data.storeserver import StoreServer
 from ..protocol import messages as P
 from ..protocol.leases import LeaseScheduler, fits
-from ..protocol.membership import Membership, choose_node
+from ..protocol.membership import choose_node, unsatisfiable
 from ..wire.transport import MAX_DRAIN, Transport
 from .guard import Guard
+from .head import Head, HeadLink
 from .launch import read_secret_fd
 from .monitor import MemoryMonitor, TaskInfo
 from .zygote import Zygote
@@ -39,8 +44,12 @@ log = logging.getLogger("refbook.node")
 
 
 class NodeManager:
+    """One host's node manager: its workers, their leases, its store, and the fate of
+    what depended on a process or node that died.  ``head`` is set on the head node,
+    ``link`` (to the head) on every other one."""
+
     def __init__(self, cfg: dict, secret: bytes, arena: Arena, zygote: Zygote):
-        self.cfg = cfg
+        self.driver_pid = cfg.get("driver_pid")        # the driver that started this node
         self.node_id = cfg["node_id"]
         self.address = cfg["node_address"]
         self.sock_dir = cfg["sock_dir"]
@@ -60,28 +69,31 @@ class NodeManager:
                                     pool_size=num_cpus, hard_max=hard,
                                     hard_max_name="REFBOOK_MAX_WORKERS",
                                     lease_base=int.from_bytes(os.urandom(3), "big") << 32)
-        # membership: the head keeps the table; every node keeps the latest view
-        self.head = cfg.get("head_address")             # None: this node is the head
-        self.heartbeat_s = cfg.get("heartbeat_s", 0.5)
-        self.heartbeat_timeout = cfg.get("heartbeat_timeout_s", 3.0)
-        self.members = Membership(self.heartbeat_timeout) if self.head is None else None
-        self.view: list[dict] = []
-        self.last_heartbeat = 0.0
-        self.last_view_at = time.monotonic()
-        self.dead_nodes: set[str] = set()
-        self.actor_dir: dict[str, dict] = {}
         self.store = StoreServer(self.transport, arena, self.node_id, cfg["spill_dir"],
                                  address_of=lambda n: self.node_address_of(n))
         self.monitor = MemoryMonitor(cfg.get("memory_threshold", 0.95))
         self.oom_kills: dict[str, str] = {}        # worker -> why the monitor killed it
         self.procs: dict[str, dict] = {}          # registered processes
         self.worker_pids: dict[str, int] = {}
+        # membership: this node is the head (``head``), or linked to it (``link``)
+        self.head_address = cfg.get("head_address")     # None: this node is the head
+        self.heartbeat_s = cfg.get("heartbeat_s", 0.5)
+        timeout = cfg.get("heartbeat_timeout_s", 3.0)
+        self.dead_nodes: set[str] = set()               # whose death this node handled
+        self.head: Head | None = None
+        self.link: HeadLink | None = None
+        if self.head_address is None:
+            self.head = Head(self.transport, self.node_id, timeout, this_node=self.node_view,
+                             node_died=self._node_died, pid_of=self.worker_pids.get)
+        else:
+            self.link = HeadLink(self.transport, self.head_address, self.node_id,
+                                 self.heartbeat_s, timeout, this_node=self.node_view,
+                                 node_died=self._node_died)
         self.pidfds: dict[int, str] = {}
         self.poller = zmq.Poller()
         self.guard = Guard(log)       # an error in one handler is logged and survived
-        self._n = 0
+        self.workers_started = 0
         self.running = True
-        self.target_pool = num_cpus
         self._handlers = {
             P.REGISTER: self._on_register,
             P.LEASE_REQUEST: self._on_lease_request,
@@ -91,25 +103,22 @@ class NodeManager:
             P.UNPIN: lambda m: self.store.on_unpin(*m[1:]),
             P.PREFETCH: lambda m: self.store.on_prefetch(m[1]),
             P.TASK_INFO: self._on_task_info,
-            P.ACTOR_UPDATE: self._on_actor_update,
             P.BLOCKED: lambda m: self._do(self.sched.worker_blocked(m[1])),
             P.UNBLOCKED: lambda m: self._do(self.sched.worker_unblocked(m[1])),
-            P.KILL_WORKER: self._on_kill_worker,
+            P.KILL_WORKER: lambda m: self._kill(m[1]),
             P.STATE_QUERY: self._on_state_query,
-            P.SHUTDOWN: self._on_shutdown,
-            P.NODE_REGISTER: self._on_node_register,
-            P.HEARTBEAT: self._on_heartbeat,
-            P.HEAD_VIEW: self._on_head_view,
+            P.SHUTDOWN: lambda m: setattr(self, "running", False),
             P.NODE_DIED: self._on_node_died,
             P.PROCESS_DIED: lambda m: self._process_died(
                 m[1], m[2], local=m[1] in self.procs, oom_flag=m[3]),
         }
         self._handlers.update(self.store.handlers())
+        self._handlers.update((self.head or self.link).handlers())
 
     # -- workers -------------------------------------------------------------------------
     def start_worker(self) -> None:
-        self._n += 1
-        name = f"w-{self._n}-{os.urandom(6).hex()}"     # "worker 3" in the notebook
+        self.workers_started += 1
+        name = f"w-{self.workers_started}-{os.urandom(6).hex()}"     # "worker 3" in the notebook
         if self.bind_host:
             from ..wire.transport import free_port
             port = free_port(self.bind_host)
@@ -164,10 +173,8 @@ class NodeManager:
         for p in self.procs:
             self.transport.send(p, (P.PROCESS_DIED, addr, reason, oom))
         self.transport.disconnect(addr)
-        for rec in self.actor_dir.values():      # fate sharing: its actors died with it
-            if rec.get("owner") == addr and rec["state"] != "dead":
-                rec["state"] = "dead"
-                rec["pid"] = None
+        if self.head is not None:
+            self.head.process_died(addr)
 
     def _kill(self, addr: str) -> None:
         pid = self.worker_pids.get(addr)
@@ -181,7 +188,7 @@ class NodeManager:
     def _on_register(self, m):
         _, addr, kind, pid, req = m
         self.procs[addr] = {"kind": kind, "pid": pid}
-        if kind == "driver" and pid != self.cfg["driver_pid"]:
+        if kind == "driver" and pid != self.driver_pid:
             try:                      # a driver that joined: its death frees what it owned
                 fd = os.pidfd_open(pid)
                 self.pidfds[fd] = addr
@@ -207,20 +214,13 @@ class NodeManager:
                 self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, target["address"]))
                 return
         node, feasible = choose_node(view, resources, self.node_id)
-        if not feasible and self.head is not None:
+        if not feasible and self.head_address is not None:
             # our view of the cluster is a heartbeat old: the head decides what is
             # impossible (a node that can run it may just have joined)
-            self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, self.head))
+            self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, self.head_address))
             return
         if not feasible:
-            want = ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()) if v)
-            have = "; ".join(
-                f"node {n['node_id']}: " + ", ".join(f"{k}={v:g}" for k, v in
-                                                    sorted(n["resources"].items()))
-                for n in view if n["alive"])
-            self._do([("reject", owner, req_id,
-                       f"no node can ever satisfy the resources {{{want}}}: the nodes "
-                       f"have {have}")])
+            self._do([("reject", owner, req_id, unsatisfiable(resources, view))])
             return
         if node is not None:
             addr = self.node_address_of(node)
@@ -229,39 +229,17 @@ class NodeManager:
                 return
         self._do(self.sched.request(owner, req_id, resources, dedicated))
 
-    # -- membership ---------------------------------------------------------------------------
+    # -- the other nodes (membership itself: head.py) -----------------------------------------
     def cluster_view(self) -> list[dict]:
-        me = self.node_view()
-        if self.members is not None:
-            self.members.nodes[self.node_id] = me
-            return self.members.view()
-        return [me] + [dict(n, alive=n["alive"] and n["node_id"] not in self.dead_nodes)
-                       for n in self.view if n["node_id"] != self.node_id]
+        if self.head is not None:
+            return self.head.cluster_view()
+        return self.link.cluster_view(self.dead_nodes)
 
     def node_address_of(self, node_id: str) -> str | None:
         for n in self.cluster_view():
             if n["node_id"] == node_id and n["alive"]:
                 return n["address"]
         return None
-
-    def _on_node_register(self, m):
-        self.members.register(m[1], time.monotonic())
-        self.transport.send(m[1]["address"], (P.HEAD_VIEW, self.cluster_view()))
-
-    def _on_heartbeat(self, m):
-        view = m[1]
-        if self.members.heartbeat(view, time.monotonic()):
-            self.transport.send(view["address"], (P.HEAD_VIEW, self.cluster_view()))
-        else:    # declared dead already: it must go (its processes were written off)
-            self.transport.send(view["address"], (P.NODE_DIED, view["node_id"],
-                                                  "missed its heartbeats"))
-
-    def _on_head_view(self, m):
-        self.view = m[1]
-        self.last_view_at = time.monotonic()
-        for n in self.view:
-            if not n["alive"] and n["node_id"] not in self.dead_nodes:
-                self._node_died(n["node_id"], "declared dead by the head")
 
     def _on_node_died(self, m):
         self._node_died(m[1], m[2])
@@ -285,43 +263,17 @@ class NodeManager:
         gone |= {o.owner for o in self.store.table.objects.values() if marker in o.owner}
         for addr in gone:
             self._process_died(addr, f"its node {node_id} died", local=False)
-        if self.members is not None:
-            self.members.mark_dead(node_id)
-            for n in self.members.view():     # tell every other node
-                if n["alive"] and n["node_id"] != self.node_id:
-                    self.transport.send(n["address"], (P.NODE_DIED, node_id, reason))
+        if self.head is not None:
+            self.head.announce_death(node_id, reason)
 
     def _membership_tick(self, now: float) -> None:
-        if self.members is not None:
-            for node_id in self.members.expire(now, self.node_id):
-                self._node_died(node_id, f"no heartbeat for {self.heartbeat_timeout:g} s")
+        if self.head is not None:
+            self.head.tick(now)
             return
-        if now - self.last_heartbeat >= self.heartbeat_s:
-            self.last_heartbeat = now
-            self.transport.send(self.head, (P.HEARTBEAT, self.node_view()))
-        if now - self.last_view_at > max(3 * self.heartbeat_timeout, 5.0):
-            log.error("lost contact with the head at %s; shutting down", self.head)
+        self.link.tick(now)
+        if self.link.head_silent(now):
+            log.error("lost contact with the head at %s; shutting down", self.head_address)
             self.running = False
-
-    def _on_actor_update(self, m):
-        rec = dict(m[1])
-        rec["node_id"] = self.node_id
-        rec["pid"] = self.worker_pids.get(rec.get("address"))
-        old = self.actor_dir.get(rec["actor_id"])
-        if old is not None and rec["pid"] is None and rec["state"] != "alive":
-            rec["pid"] = None
-        self.actor_dir[rec["actor_id"]] = rec
-        if len(self.actor_dir) > 10_000:     # forget the oldest dead actors
-            for k in [k for k, v in self.actor_dir.items() if v["state"] == "dead"][:1000]:
-                del self.actor_dir[k]
-
-    def _on_rpc(self) -> None:
-        for _ in range(MAX_DRAIN):
-            if not self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                break
-            got = self.transport.recv_rpc()
-            if got is not None:
-                self.guard("a store request", self.store.on_request, *got)
 
     # -- the memory monitor -------------------------------------------------------------------
     def _memory_tick(self, now: float) -> None:
@@ -336,12 +288,7 @@ class NodeManager:
         victim = self.monitor.decide(now)
         if victim is not None:
             used, total = self._mem_used
-            why = (f"the memory monitor killed the worker running task {victim.name} "
-                   f"({victim.task_id.hex()}) because this machine's memory use reached "
-                   f"{used / 2**30:.1f} of {total / 2**30:.1f} GiB "
-                   f"({100 * used / total:.0f}%, threshold "
-                   f"{100 * self.monitor.threshold:.0f}%); that worker used "
-                   f"{victim.rss / 2**30:.2f} GiB")
+            why = self.monitor.kill_reason(victim, used, total)
             self.oom_kills[victim.worker] = why
             self.store.event("oom_kill", task_id=victim.task_id.hex(), task=victim.name,
                              worker=victim.worker, rss=victim.rss, used=used, total=total,
@@ -355,6 +302,14 @@ class NodeManager:
             info = TaskInfo(worker, *info)
         self.monitor.on_info(worker, qid, info)
 
+    def _on_rpc(self) -> None:
+        for _ in range(MAX_DRAIN):
+            if not self.transport.rpc.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                break
+            got = self.transport.recv_rpc()
+            if got is not None:
+                self.guard("a store request", self.store.on_request, *got)
+
     def _on_free(self, m):
         """FREE from an owner here, possibly for objects on another node: pass it on.
         With a creator, only the copies that process wrote go (see core._free_stale)."""
@@ -366,9 +321,6 @@ class NodeManager:
             addr = self.node_address_of(node)
             if addr is not None:
                 self.transport.send(addr, (P.FREE, m[1], node, creator))
-
-    def _on_kill_worker(self, m):
-        self._kill(m[1])
 
     def _on_state_query(self, m):
         _, requester, req, what = m
@@ -382,17 +334,13 @@ class NodeManager:
             data = self.store.states()
         elif what == "spill_io":
             data = self.store.io_stats()
-        elif what == "actors":
-            data = list(self.actor_dir.values())
+        elif what == "actors":         # the actor directory is the head's
+            data = self.head.actor_records() if self.head is not None else []
         elif isinstance(what, tuple) and what[0] == "actor_named":
-            data = next((r for r in self.actor_dir.values()
-                         if r.get("name") == what[1] and r["state"] != "dead"), None)
+            data = self.head.named_actor(what[1]) if self.head is not None else None
         else:
             data = None
         self.transport.send(requester, (P.STATE_REPLY, req, data))
-
-    def _on_shutdown(self, m):
-        self.running = False
 
     def _do(self, actions):
         for a in actions:
@@ -413,7 +361,7 @@ class NodeManager:
     # -- views -----------------------------------------------------------------------------
     def info(self) -> dict:
         return {"node_id": self.node_id, "address": self.address,
-                "capacity": self.arena.capacity, "head": self.head or self.address}
+                "capacity": self.arena.capacity, "head": self.head_address or self.address}
 
     def node_view(self) -> dict:
         s = self.sched.snapshot()
@@ -421,7 +369,7 @@ class NodeManager:
                 "resources": s["total"], "available": s["available"],
                 "store": self.store.table.stats(), "workers": s["workers"],
                 "pid": os.getpid(), "arena_fd": self.arena.fd,
-                "is_head": self.head is None}
+                "is_head": self.head is not None}
 
     # -- loop ------------------------------------------------------------------------------
     def run(self, parent_fd: int, ready_fd: int) -> None:
@@ -431,14 +379,14 @@ class NodeManager:
         self.poller.register(self.store.io.fd, zmq.POLLIN)
         self.poller.register(parent_fd, zmq.POLLIN)
         self.poller.register(self.zygote.report_fd, zmq.POLLIN)
-        for _ in range(self.target_pool):
+        for _ in range(self.sched.pool_size):
             self.sched.worker_starting()
             self.start_worker()
         os.write(ready_fd, b"ready\n")
         os.close(ready_fd)
         last_tick = 0.0
-        if self.head is not None:
-            self.transport.send(self.head, (P.NODE_REGISTER, self.node_view()))
+        if self.link is not None:
+            self.link.register()
         tick = min(0.1, self.heartbeat_s / 2)
         guard = self.guard
         while self.running:

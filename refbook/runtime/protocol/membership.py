@@ -73,3 +73,13 @@ def choose_node(view: list[dict], resources: dict, me: str) -> tuple[str | None,
     if able:
         return able[0]["node_id"], True
     return None, False
+
+
+def unsatisfiable(resources: dict, view: list[dict]) -> str:
+    """The error of a lease request that no node of ``view`` can ever run."""
+    want = ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()) if v)
+    have = "; ".join(
+        f"node {n['node_id']}: " + ", ".join(f"{k}={v:g}" for k, v in
+                                            sorted(n["resources"].items()))
+        for n in view if n["alive"])
+    return f"no node can ever satisfy the resources {{{want}}}: the nodes have {have}"
