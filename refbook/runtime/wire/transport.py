@@ -80,10 +80,6 @@ class Transport:
                 log.warning("dropping message to %s: its queue is full", addr)
                 return False
 
-    def send_many(self, items) -> None:
-        for addr, msg in items:
-            self.send(addr, msg)
-
     def _connect(self, addr: str) -> tuple:
         s = self.ctx.socket(zmq.PUSH)
         s.setsockopt(zmq.LINGER, 0)
