@@ -19,7 +19,6 @@ from .restart import restart
 class RefbookMagics(Magics):
     def __init__(self, shell):
         super().__init__(shell)
-        self._cells = 0
         self._remote = refbook.remote(run_cell)
 
     @magic_arguments()
@@ -57,7 +56,6 @@ class RefbookMagics(Magics):
         modules = {n: ns[n].__name__ for n in reads
                    if isinstance(ns.get(n), types.ModuleType)}
         values = [ns[n] for n in names]
-        self._cells += 1
         from . import _session
         count = (_session.prompt_number() if _session is not None
                  else self.shell.execution_count)

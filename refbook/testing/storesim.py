@@ -8,7 +8,7 @@ and file closes complete when the seeded schedule says so, in each I/O thread's 
 Processes on the nodes put objects (ALLOC, write, then SEAL over another connection
 than the one their readers hear about the object on), read objects from any node (PIN,
 which pulls them over first), keep views of them for a while (holders fill a store
-with pinned memory), answer UNPIN_REQUEST as ``reading.py`` does, and free what nobody
+with pinned memory), answer UNPIN_REQUEST as ``processes/reading.py`` does, and free what nobody
 reads.  Every message travels over a FIFO channel per pair of endpoints (a request
 socket is an endpoint of its own), and the schedule delivers them in a random order.
 
@@ -133,7 +133,7 @@ class SimNode:
 
 class SimProc:
     """A worker or driver on a node: its cached pins (oid -> live views), as
-    ``reading.py`` keeps them, and its requests in flight."""
+    ``processes/reading.py`` keeps them, and its requests in flight."""
 
     def __init__(self, name: str, node: SimNode):
         self.name = name
@@ -225,7 +225,7 @@ class StoreWorld:
                 p.unpins += 1
                 self.send(p.name, p.node.addr, (P.UNPIN, p.name, released, in_use, False,
                                                 "worker", p.unpins))
-        elif kind == P.OBJECT_COPY:           # as the owner (failures.py) does
+        elif kind == P.OBJECT_COPY:           # as the owner (processes/failures.py) does
             _, oid, nid, present = msg
             obj = self.objects.get(oid)
             if obj is None or obj["owner"] != p.name:

@@ -198,11 +198,11 @@ def test_interrupts_and_get_errors_show_no_refbook_frames(kernel):
     assert "refbook.get(r)" in tb and len(tb.splitlines()) <= 8, tb
     out, err = run(kc, "refbook.get(fail.remote())")
     tb = ANSI.sub("", "\n".join(err["traceback"]))
-    assert "reading.py" not in tb and "api.py" not in tb, tb
+    assert "reading.py" not in tb and "functions.py" not in tb, tb
     assert "refbook.get(fail.remote())" in tb and "KeyError" in tb
     out, err = run(kc, "%%remote --wait\nq = {}['missing']")
     tb = ANSI.sub("", "\n".join(err["traceback"]))
-    assert "magics.py" not in tb and "api.py" not in tb and "<remote cell" in tb, tb
+    assert "magics.py" not in tb and "functions.py" not in tb and "<remote cell" in tb, tb
     out, err = run(kc, "def inner():\n    raise ValueError('mine')\ninner()")
     tb = ANSI.sub("", "\n".join(err["traceback"]))
     assert "inner()" in tb and "raise ValueError('mine')" in tb, tb   # user frames stay

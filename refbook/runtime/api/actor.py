@@ -6,7 +6,7 @@ import inspect
 
 from ..data.serialization import record_ref
 from ..processes import context
-from .definition import Definition
+from .definition import Definition, check_num_cpus
 
 ACTOR_OPTIONS = {"num_cpus": 0, "resources": None, "name": None, "max_restarts": 0,
                  "max_task_retries": 0, "max_concurrency": 1, "num_gpus": 0,
@@ -21,9 +21,7 @@ def _check(opts: dict) -> None:
     c = opts.get("max_concurrency", 1)
     if not isinstance(c, int) or c < 1:
         raise ValueError(f"max_concurrency must be a positive integer, not {c!r}")
-    n = opts.get("num_cpus", 0)
-    if not isinstance(n, (int, float)) or n < 0:
-        raise ValueError(f"num_cpus must be a non-negative number, not {n!r}")
+    check_num_cpus(opts, 0)
     name = opts.get("name")
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"name must be a non-empty string, not {name!r}")
@@ -70,15 +68,10 @@ class ActorClass(Definition):
         if name is not None and core.query(core.head_address, ("actor_named", name)) is not None:
             raise ValueError(f"an actor named {name!r} already exists; use "
                              f"refbook.get_actor({name!r}) to get a handle to it")
-        try:
-            sig = inspect.signature(self._target)
-            sig.bind(*args, **kwargs)
-        except TypeError as e:
-            raise TypeError(f"{self.__name__}.remote(): {e}") from None
-        except ValueError:
-            sig = None
+        self._bind(args, kwargs)
         class_id, blob = self._export()
-        prepared = core.prepare_args(f"{self.__name__}.__init__", args, kwargs, sig)
+        prepared = core.prepare_args(f"{self.__name__}.__init__", args, kwargs,
+                                     self._signature)
         actor_id = core.ids.put_id()
         meta = {"class_name": self.__name__, "name": name, "methods": self._methods,
                 "max_task_retries": o["max_task_retries"]}

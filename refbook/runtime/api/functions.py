@@ -433,9 +433,15 @@ def wait(refs, num_returns: int = 1, timeout: float | None = None,
 def cancel(ref: ObjectRef, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes ``ref``: a queued task never runs; a running one is
     interrupted (``KeyboardInterrupt`` inside it), or its worker is killed with
-    ``force=True``.  ``get`` then raises ``TaskCancelledError``.  ``recursive`` is
-    accepted for Ray's sake: with ``force=True`` the tasks the cancelled task submitted
-    go with its worker (it owned them); without, those already submitted run on."""
+    ``force=True``.  ``get`` then raises ``TaskCancelledError``.
+
+    ``recursive`` is accepted for Ray's sake and ignored: what happens to the tasks
+    the cancelled task already submitted depends on ``force`` alone.  Their owner is
+    the worker that ran it.  With ``force=True`` that worker is killed, and what it
+    owned dies with it (fate sharing): its tasks running anywhere are killed, its
+    queued ones never start, its actors die.  Without ``force`` the worker lives on,
+    so those tasks run to the end (their results are freed once nothing holds them),
+    even if the cancelled task was waiting for them in ``get``."""
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"cancel() takes an ObjectRef, not {type(ref).__name__}")
     ref.check_live()

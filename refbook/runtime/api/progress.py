@@ -1,6 +1,6 @@
 """Progress of a ``get`` or ``wait`` that blocks on many refs, outside a notebook: a
 line on a terminal's stderr (nothing when stderr is not a terminal).  The notebook
-extension sets ``api.progress_factory`` to show a bar instead."""
+extension sets ``functions.progress_factory`` to show a bar instead."""
 
 from __future__ import annotations
 

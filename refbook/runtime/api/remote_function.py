@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from ..processes import context
-from .definition import Definition
+from .definition import Definition, check_num_cpus
 
 TASK_OPTIONS = {"num_cpus": 1, "num_returns": 1, "max_retries": 3,
                 "retry_exceptions": False, "resources": None, "name": None,
@@ -16,9 +16,7 @@ def _check(opts: dict) -> None:
     n = opts.get("num_returns", 1)
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"num_returns must be a positive integer, not {n!r}")
-    c = opts.get("num_cpus", 1)
-    if not isinstance(c, (int, float)) or c < 0:
-        raise ValueError(f"num_cpus must be a non-negative number, not {c!r}")
+    check_num_cpus(opts, 1)
     r = opts.get("max_retries", 3)
     if not isinstance(r, int) or r < -1:
         raise ValueError(f"max_retries must be an integer >= -1, not {r!r}")
@@ -38,10 +36,6 @@ class RemoteFunction(Definition):
 
     def __init__(self, fn, options: dict, _shared=None):
         super().__init__(fn, options, _shared)
-        try:
-            self._signature = inspect.signature(fn)
-        except (TypeError, ValueError):
-            self._signature = None
         self.__wrapped__ = fn
 
     _check = staticmethod(_check)
@@ -54,11 +48,7 @@ class RemoteFunction(Definition):
     def remote(self, *args, **kwargs):
         core = context.core()
         o = self._options
-        if self._signature is not None:
-            try:
-                self._signature.bind(*args, **kwargs)
-            except TypeError as e:
-                raise TypeError(f"{self.__name__}.remote(): {e}") from None
+        self._bind(args, kwargs)
         fn_id, blob = self._export()
         resources = {"CPU": float(o["num_cpus"])}
         if o["resources"]:

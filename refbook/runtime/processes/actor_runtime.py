@@ -1,5 +1,5 @@
 """Actors in a driver or worker process: creating them (as their owner) and calling
-them (as any holder of a handle).  The decisions live in actors.py; this module sends
+them (as any holder of a handle).  The decisions live in protocol/actors.py; this module sends
 the messages.  Every method that touches state runs with ``core.lock`` held.
 """
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 _current: Any = None                       # the CoreWorker, or None
-_starter: Callable[[], Any] | None = None  # api.init: the first use of the API starts one
+_starter: Callable[[], Any] | None = None  # api/functions.py: the first use of the API starts one
 
 
 def current():

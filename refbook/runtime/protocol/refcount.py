@@ -85,9 +85,6 @@ class ReferenceTable:
     def __contains__(self, oid: bytes) -> bool:
         return oid in self.refs
 
-    def __len__(self) -> int:
-        return len(self.refs)
-
     def get(self, oid: bytes) -> Ref | None:
         return self.refs.get(oid)
 
@@ -96,7 +93,7 @@ class ReferenceTable:
         return r is not None and r.owner == self.me
 
     # -- creation ----------------------------------------------------------------
-    def own(self, oid: bytes, nested: tuple = (), fx: Effects | None = None) -> Ref:
+    def own(self, oid: bytes, nested: tuple = ()) -> Ref:
         """Record a new object owned here.  ``nested`` lists the ``(oid, owner)`` refs
         its value contains; this process holds each of them while the object lives."""
         r = self.refs.get(oid)

@@ -174,9 +174,6 @@ class Verifier:
             return msg + (frames[2],)
         return msg
 
-    def forget(self, sender_tag: bytes) -> None:
-        self._last.pop(sender_tag, None)
-
 
 def encode(msg: tuple) -> bytes:
     return pickle.dumps(msg, protocol=5)

@@ -12,7 +12,7 @@ Two layers keep such a peer from spending our memory, disk and time:
   hold at most one frame of ``MAXMSGSIZE`` bytes (see transport.py for the caps).
   The token is not the secret and signs nothing: a peer that learns it (by watching an
   unencrypted network) can get past the handshake, but every message is still checked
-  against the secret (protocol.py) before anything is unpickled.
+  against the secret (frames.py) before anything is unpickled.
 * **Cheap drops**.  Whatever fails a check is counted, not logged one line a frame:
   :class:`DropLog` writes at most one line per peer every ``every`` seconds.
 """

@@ -1,11 +1,21 @@
-"""ZeroMQ messaging between refbook processes.
+"""ZeroMQ sockets between refbook processes: :class:`Transport`, and the address helpers
+(``endpoint``, ``rpc_address``, ``free_port``).
 
-Every process binds one PULL *inbox* at its address and keeps one PUSH socket per peer
-it sends to; a message is a one-way send into the peer's inbox (replies are sends the
-other way).  One send lock covers every outgoing socket, so each connection is FIFO and
-sequence numbers increase strictly (see frames.py).  Only the I/O thread reads the
-inbox.  Frames that fail authentication are dropped and counted (gate.DropLog); on
-TCP, a peer must pass a handshake first (gate.py), and caps bound what it can send.
+Messages.  Every process binds one PULL *inbox* at its address and keeps one PUSH
+socket per peer it sends to; a message is a one-way, signed send into the peer's inbox
+(replies are sends the other way), optionally with a large buffer as a frame of its own.
+One send lock covers these sockets, so each connection is FIFO and sequence numbers
+increase strictly (see frames.py).  One thread at a time reads the inbox (in a driver
+or worker: the I/O thread, or a thread waiting for a reply; see processes/iothread.py).
+
+Synchronous requests.  A node manager also binds a ROUTER next to its inbox
+(``serve_rpc``, ``rpc_address``); a thread that must wait for an answer (an allocation
+or a pin in the store) asks there on a DEALER of its own and reads the reply itself
+(``request``).
+
+Defences.  Frames that fail verification are dropped and counted (gate.DropLog); on
+TCP a peer must pass a handshake first (gate.py), and the caps below bound what it can
+send.
 """
 
 from __future__ import annotations
@@ -79,10 +89,6 @@ class Transport:
             except zmq.Again:
                 log.warning("dropping message to %s: its queue is full", addr)
                 return False
-
-    def send_many(self, items) -> None:
-        for addr, msg in items:
-            self.send(addr, msg)
 
     def _connect(self, addr: str) -> tuple:
         s = self.ctx.socket(zmq.PUSH)
