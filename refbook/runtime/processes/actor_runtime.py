@@ -192,8 +192,8 @@ class ActorRuntime:
                 f"actor {rec.name or rec.class_name} ({actor_id.hex()}) was killed"))
 
     def _on_kill(self, msg) -> None:
-        _, actor_id, no_restart = msg
-        self.kill(actor_id, self.core.me, no_restart)
+        m = P.ActorKill._make(msg)
+        self.kill(m.actor_id, self.core.me, m.no_restart)
 
     # ------------------------------------------------------------------ calling
     def submit_call(self, actor_id: bytes, owner: str, actor_name: str, max_task_retries: int,

@@ -21,8 +21,8 @@ class Introspection:
 
     # ------------------------------------------------------------- introspection
     def _on_state_query(self, msg):
-        _, requester, req, what = msg
-        self.transport.send(requester, (P.STATE_REPLY, req, self.describe(what)))
+        q = P.StateQuery._make(msg)
+        self.transport.send(q.addr, (P.STATE_REPLY, q.req_id, self.describe(q.what)))
 
     def query(self, addr: str, what, timeout: float = 5.0):
         """Ask process or node ``addr`` about ``what`` (its STATE_QUERY answer)."""

@@ -13,6 +13,7 @@ import time
 import zmq
 
 from ... import exceptions as exc
+from ..protocol import messages as P
 from ..protocol.refcount import Effects
 from ..wire.transport import MAX_DRAIN
 from .waiting import LAZY_S, TICK_MS, _DeferSigint
@@ -45,12 +46,12 @@ class IOThread:
     def _dispatch(self, msg) -> None:
         handler = self._handlers.get(msg[0])
         if handler is None:
-            log.warning("unexpected message type %r", msg[0])
+            log.warning("unexpected message type %s", P.name_of(msg[0]))
             return
         try:
             handler(msg)
         except Exception:  # noqa: BLE001 - a bad message must not kill the process
-            log.exception("error handling message type %r", msg[0])
+            log.exception("error handling a %s message", P.name_of(msg[0]))
 
     def _io_loop(self) -> None:
         """The I/O thread.  It must never die while the process lives: an unexpected

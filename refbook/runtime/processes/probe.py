@@ -28,8 +28,10 @@ class Probe:
             if left <= 0 or not self.transport.inbox.poll(int(left * 1000) + 1):
                 raise TimeoutError(f"no answer from {target} within {timeout:g} s")
             msg = self.transport.recv()
-            if msg is not None and msg[0] == P.STATE_REPLY and msg[1] == self._req:
-                return msg[2]
+            if msg is not None and msg[0] == P.STATE_REPLY:
+                reply = P.StateReply._make(msg)
+                if reply.req_id == self._req:
+                    return reply.data
 
     def close(self) -> None:
         self.transport.close()

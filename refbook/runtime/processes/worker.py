@@ -98,15 +98,27 @@ class WorkerRuntime:
         core.pending_calls = lambda: self.queue.qsize() + (self.current is not None)
         core.on_push = self.push
         core._handlers.update({
-            P.CREATE_ACTOR: lambda m: self.queue.put(("create", m[1], m[2])),
-            P.ACTOR_CALLS: lambda m: [self.queue.put(("call", m[1], spec)) for spec in m[2]],
-            P.ACTOR_EXIT: lambda m: self.queue.put(("exit", None, None)),
+            P.CREATE_ACTOR: self._on_create_actor,
+            P.ACTOR_CALLS: self._on_actor_calls,
+            P.ACTOR_EXIT: self._on_actor_exit,
         })
         core.on_block = self.hand_back
         core.check_get = self.check_get
         core.on_cancel = self.cancel
 
     # -- called from the I/O thread -------------------------------------------------
+    def _on_create_actor(self, msg) -> None:
+        m = P.CreateActor._make(msg)
+        self.queue.put(("create", m.owner, m.spec))
+
+    def _on_actor_calls(self, msg) -> None:
+        _, caller, specs = msg          # P.ActorCalls; unpacked, as on the per-call path
+        for spec in specs:
+            self.queue.put(("call", caller, spec))
+
+    def _on_actor_exit(self, msg) -> None:
+        self.queue.put(("exit", None, None))
+
     def push(self, owner: str, specs: list) -> None:
         for spec in specs:
             self.queue.put(("task", owner, spec))

@@ -176,5 +176,9 @@ class Verifier:
 
 
 def encode(msg: tuple) -> bytes:
+    """The pickled body of ``msg``, always as a plain tuple: an instance of a message
+    class (protocol/messages.py) would pickle as a reference to its class."""
+    if type(msg) is not tuple:
+        msg = tuple(msg)
     return pickle.dumps(msg, protocol=5)
 
