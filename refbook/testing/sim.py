@@ -458,7 +458,7 @@ class World:
             r = o.rt.get(msg[1])
             if r is not None and msg[1] not in o.values:
                 p.event(o.fetch, msg[1], r.owner)
-        elif kind in (P.INC_REF, P.INC_ACK, P.DEC_REF):
+        elif kind in {P.INC_REF, P.INC_ACK, P.DEC_REF}:
             fx = Effects()
             if kind == P.INC_REF:
                 _, sender, oid, for_addr, ack = msg
