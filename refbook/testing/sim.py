@@ -38,13 +38,11 @@ from .. import exceptions as exc
 from ..runtime.protocol import messages as P
 from ..runtime.protocol.entries import ERROR, INLINE, STORED
 from ..runtime.protocol.ids import IdGenerator, object_id
-from ..runtime.protocol.leases import LeaseScheduler
-from ..runtime.protocol.membership import choose_node
 from ..runtime.protocol.objects import ObjectTable
-from ..runtime.protocol.owner import Owner
 from ..runtime.protocol.refcount import Effects
 from ..runtime.protocol.tasks import Task
 from . import seeds
+from .simprocs import Node, Proc, _name, _short, addr
 
 DOCUMENTED = (exc.WorkerCrashedError, exc.ObjectLostError, exc.TaskError,
               exc.OwnerDiedError)
@@ -52,80 +50,6 @@ DOCUMENTED = (exc.WorkerCrashedError, exc.ObjectLostError, exc.TaskError,
 
 class SimFailure(AssertionError):
     pass
-
-
-def addr(node: str, name: str) -> str:
-    return f"sim/n-{node}/{name}"
-
-
-class Proc:
-    """A driver or worker process: a real Owner, and what its user code holds."""
-
-    def __init__(self, world: World, node: str, name: str):
-        self.world = world
-        self.node = node
-        self.addr = addr(node, name)
-        self.owner = Owner(self.addr, node, addr(node, "nm"), depth=2, idle_timeout=0.2,
-                           rebuild_wait=5.0, lineage_max_bytes=1 << 30)
-        self.owner.clock = lambda: world.now
-        self.handles: Counter = Counter()       # refs the user code holds
-        self.alive = True
-        self.running: dict[bytes, dict] = {}    # task id -> a task this worker runs
-        self.ids = IdGenerator(f"{node}{name}".encode().ljust(8, b"_")[:8])
-
-    def flush(self) -> None:
-        """What CoreWorker._flush does, minus pins and waiters (nobody blocks here)."""
-        out = self.owner.out
-        w = self.world
-        while out:
-            sends, out.send = out.send, []
-            for oid in out.freed:
-                w.check_free(oid, self)
-            out.ready.clear()
-            out.gone.clear()
-            out.lost.clear()
-            out.freed.clear()
-            for dst, msg in sends:
-                w.send(self.addr, dst, msg)
-
-    def event(self, fn, *args) -> None:
-        """Hand an event to the owner and carry out its outbox."""
-        self.owner.now = self.world.now
-        fn(*args)
-        self.flush()
-
-    def apply(self, fx: Effects) -> None:
-        self.owner.apply(fx)
-        self.flush()
-
-
-class Node:
-    def __init__(self, world: World, nid: str, cpus: int):
-        self.world = world
-        self.nid = nid
-        self.addr = addr(nid, "nm")
-        self.sched = LeaseScheduler({"CPU": float(cpus)}, max_workers=8, pool_size=cpus,
-                                    lease_base=(int(nid[1:]) + 1) << 32)
-        self.table = ObjectTable(1 << 30)
-        self.alive = True
-        self.workers: dict[str, Proc] = {}
-        self._n = 0
-        for _ in range(cpus):
-            self.sched.worker_starting()
-            self.start_worker()
-
-    def start_worker(self) -> None:
-        self._n += 1
-        p = Proc(self.world, self.nid, f"w{self._n}")
-        p.owner.known_dead(self.world.dead_procs, self.world.dead_nodes)
-        self.workers[p.addr] = p
-        self.world.procs[p.addr] = p
-        self.world.nm_do(self, self.sched.worker_registered(p.addr))
-
-    def view(self) -> dict:
-        s = self.sched.snapshot()
-        return {"node_id": self.nid, "address": self.addr, "alive": self.alive,
-                "resources": s["total"], "available": s["available"]}
 
 
 class World:
@@ -195,19 +119,6 @@ class World:
         if why:
             self.fail(f"object {_short(oid)} freed by {by.addr} while reachable: "
                       f"{'; '.join(why)}")
-
-    def nm_do(self, node: Node, actions: list) -> None:
-        for a in actions:
-            if a[0] == "grant":
-                _, owner, req_id, lease_id, worker = a
-                self.send(node.addr, owner,
-                          (P.LEASE_GRANTED, req_id, lease_id, worker, node.addr))
-            elif a[0] == "reject":
-                self.send(node.addr, a[1], (P.LEASE_GRANTED, a[2], None, a[3], node.addr))
-            elif a[0] == "start_worker":
-                node.start_worker()
-            elif a[0] == "reclaim":
-                self.send(node.addr, a[1], (P.LEASE_RECLAIM,))
 
     # -- the driver's program -----------------------------------------------------------
     def held(self) -> list:
@@ -285,133 +196,7 @@ class World:
         d.apply(fx)
 
     # -- workers ------------------------------------------------------------------------
-    def worker_receives(self, w: Proc, msg: tuple) -> None:
-        if msg[0] == P.PUSH_TASKS:
-            _, owner, _lease, specs = msg
-            for spec in specs:
-                self.start_task(w, owner, spec)
-        elif msg[0] == P.CANCEL_TASK:
-            pass                                  # the driver never cancels
-
-    def start_task(self, w: Proc, owner: str, spec: tuple) -> None:
-        tid, _fn, _blob, (args_entry, _blob_oid), resolved, rids, name, _retry = spec
-        fx = Effects()
-        covered: set = set()
-        _, body, _bufs = args_entry
-        refs = []
-        for x, o in body[4]:                  # refs nested in the arguments: borrowed
-            w.owner.rt.deserialized(x, o, covered, None, fx)
-            w.handles[x] += 1
-            refs.append((x, o))
-        w.running[tid] = {"owner": owner, "resolved": resolved, "rids": rids, "body": body,
-                          "covered": covered, "refs": refs, "name": name}
-        w.apply(fx)
-
-    def finish_task(self, w: Proc, tid: bytes) -> None:
-        r = w.running.pop(tid)
-        _, const, stored, ret, _nest = r["body"]
-        node = self.nodes[w.node]
-        total, error = const, None
-        for oid, _o, entry in r["resolved"]:
-            if entry[0] == ERROR:
-                error = entry[1]
-                break
-            if entry[0] == STORED:
-                src = self.nodes[entry[1]]
-                if not src.alive or src.table.state_of(oid) is None:
-                    error = exc.TaskError(r["name"], "", "lost", exc.ObjectLostError, None)
-                    break
-            total += self.value.get(oid, 0)
-        fx = Effects()
-        reply_nested = []
-        if error is None:
-            if ret == "borrowed" and r["refs"]:
-                x, o = r["refs"][0]
-                reply_nested = [(x, o, w.owner.rt.register_for(x, o, r["owner"], fx,
-                                                               r["covered"]))]
-            elif ret == "put":                   # the body puts a value and returns it
-                x = w.ids.put_id()
-                w.owner.rt.own(x)
-                w.owner.rt.add_local(x, w.addr)
-                w.handles[x] += 1
-                r["refs"].append((x, w.addr))
-                w.owner.values[x] = (INLINE, 7, [])
-                self.value[x] = 7
-                reply_nested = [(x, w.addr, w.owner.rt.register_for(x, w.addr, r["owner"],
-                                                                     fx, r["covered"]))]
-            elif ret == "child":                 # it submits a task and returns its ref
-                reply_nested = [self.submit_child(w, r, fx)]
-        for x, _o in r["refs"]:                     # the body drops what it borrowed
-            w.handles[x] -= 1
-            w.owner.rt.remove_local(x, fx)
-        w.apply(fx)
-        borrowed = w.owner.rt.report_borrowed(r["covered"])
-        w.apply(Effects())
-        if error is not None:
-            result = (tid, False, error, borrowed, 0.001)
-        else:
-            rid = r["rids"][0]
-            nested = [(x, o, reg) for x, o, reg in reply_nested]
-            self.nested[rid] = tuple((x, o) for x, o, _ in nested)
-            if stored:
-                node.table.create(rid, 64, r["owner"], w.addr)
-                node.table.seal(rid)
-                result = (tid, True, [(STORED, (w.node, None, 64), nested)], borrowed, 0.001)
-            else:
-                result = (tid, True, [(INLINE, (total, []), nested)], borrowed, 0.001)
-            self.value.setdefault(rid, total)
-        self.log.append(f"{w.addr} finishes {r['name']} "
-                        f"{'ok' if error is None else 'with ' + type(error).__name__}")
-        self.send(w.addr, r["owner"], (P.TASKS_DONE, w.addr, [result]))
-
-    def submit_child(self, w: Proc, r: dict, fx: Effects) -> tuple:
-        """A task's body submits a task of its own, lending it a ref it borrowed (so
-        ``w`` owns the child's output, and the driver will borrow it)."""
-        o = w.owner
-        tid = w.ids.task_id()
-        rid = object_id(tid, 0)
-        top = [(x, own) for x, own in r["refs"][:1]]
-        o.now = self.now
-        args_entry, arg_refs, unresolved = o.hold_args(
-            (INLINE, ("args", 1, False, "none", []), []), top, [], None)
-        o.rt.own(rid)
-        o.rt.add_local(rid, w.addr)
-        w.handles[rid] += 1
-        r["refs"].append((rid, w.addr))
-        task = Task(tid, f"c{tid[-2:].hex()}", {"CPU": 1.0}, [rid], arg_refs,
-                    (b"fn", ("body",), args_entry, top), max_retries=1)
-        self.log.append(f"{_name(w.addr)} submits {task.name} args "
-                        f"{[_short(a) for a, _ in top]} -> {_short(rid)}")
-        w.event(o.submit, task, unresolved)
-        return (rid, w.addr, o.rt.register_for(rid, w.addr, r["owner"], fx, r["covered"]))
-
     # -- node managers -------------------------------------------------------------------
-    def nm_receives(self, node: Node, src: str, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == P.LEASE_REQUEST:
-            _, owner, req_id, res, dedicated, _prefer = msg
-            view = [n.view() for n in self.nodes.values()]
-            target, _feasible = choose_node(view, res, node.nid)
-            if target is not None:
-                self.send(node.addr, owner, (P.LEASE_SPILLBACK, req_id, addr(target, "nm")))
-            else:
-                self.nm_do(node, node.sched.request(owner, req_id, res, dedicated))
-        elif kind == P.LEASE_RETURN:
-            self.nm_do(node, node.sched.release(msg[1]))
-        elif kind == P.FREE:
-            oids, target = msg[1], msg[2]
-            creator = msg[3] if len(msg) > 3 else None
-            there = self.nodes[target]
-            if there.alive:
-                for oid in oids:
-                    o = there.table.objects.get(oid)
-                    if o is not None and (creator is None or o.creator == creator):
-                        there.table.delete(oid)
-        elif kind == P.KILL_WORKER:
-            w = self.procs.get(msg[1])
-            if w is not None and w.alive:
-                self.crash_worker(w)
-
     # -- delivery ------------------------------------------------------------------------
     def deliver(self, key: tuple) -> None:
         src, dst = key
@@ -422,7 +207,7 @@ class World:
         if dst.endswith("/nm"):
             node = self.node_of(dst)
             if node.alive:
-                self.nm_receives(node, src, msg)
+                node.receive(src, msg)
             return
         p = self.procs.get(dst)
         if p is None or not p.alive:
@@ -430,7 +215,7 @@ class World:
         o = p.owner
         kind = msg[0]
         if kind == P.PUSH_TASKS or kind == P.CANCEL_TASK:
-            self.worker_receives(p, msg)
+            p.receive(msg)
         elif kind == P.TASKS_DONE:
             p.event(o.tasks_done, msg[1], msg[2])
         elif kind == P.LEASE_GRANTED:
@@ -440,12 +225,12 @@ class World:
         elif kind == P.LEASE_RECLAIM:
             p.event(lambda: o.do(o.tm.reclaim()))
         elif kind == P.PROCESS_DIED:
-            p.event(o.process_died, *msg[1:])
+            p.event(o.deaths.process_died, *msg[1:])
         elif kind == P.NODE_DIED:
             nid = msg[1]
-            for a in o.node_died(nid, set()):
-                p.event(o.process_died, a, f"its node {nid} died", False)
-            p.event(o.node_objects_lost, nid)
+            for a in o.deaths.node_died(nid, set()):
+                p.event(o.deaths.process_died, a, f"its node {nid} died", False)
+            p.event(o.deaths.node_objects_lost, nid)
         elif kind == P.GET_OBJECT:
             p.event(o.get_object, *msg[1:])
         elif kind == P.OBJECT_REPLY:
@@ -489,7 +274,7 @@ class World:
         for key in [k for k in self.channels if w.addr in k]:
             del self.channels[key]               # in flight to or from it: lost
         node.table.process_died(w.addr)
-        self.nm_do(node, node.sched.worker_died(w.addr))
+        node.do(node.sched.worker_died(w.addr))
         self.owner_gone(w.addr)
         for p in self.procs.values():            # every process hears of it
             if p.alive and p is not w:
@@ -499,7 +284,7 @@ class World:
         """Every node manager hears that a process died and ends the leases it held."""
         for node in self.nodes.values():
             if node.alive:
-                self.nm_do(node, node.sched.owner_died(address))
+                node.do(node.sched.owner_died(address))
 
     def crash_node(self) -> None:
         live = [n for n in self.nodes.values() if n.alive and n.nid != "n0"]
@@ -550,7 +335,7 @@ class World:
             self.read_nested()
         elif r < 0.55 and self.running():
             p, tid = self.rng.choice(self.running())
-            self.finish_task(p, tid)
+            p.finish_task(tid)
         elif self.channels:
             self.deliver(self.rng.choice(sorted(self.channels)))
         if self.rng.random() < 0.1:
@@ -560,7 +345,7 @@ class World:
         for _ in range(limit):
             if self.running():
                 p, tid = self.rng.choice(self.running())
-                self.finish_task(p, tid)
+                p.finish_task(tid)
                 continue
             if self.channels:
                 self.deliver(self.rng.choice(sorted(self.channels)))
@@ -609,20 +394,6 @@ class World:
             if node.alive and node.table.objects:
                 self.fail(f"objects left on {node.nid}: "
                           f"{[_short(k) for k in node.table.objects]}")
-
-
-def _name(a: str) -> str:
-    return a.split("/n-", 1)[-1]
-
-
-def _short(oid: bytes) -> str:
-    """``t0021`` for the task 0x21, ``t0021.0`` for its first output, ``p0021`` a put."""
-    n = int.from_bytes(oid[8:16], "big")
-    if len(oid) == 16:
-        return f"t{n:04x}"
-    if oid[16:] == b"\xff\xff\xff\xff":
-        return f"p{n:04x}"
-    return f"t{n:04x}.{int.from_bytes(oid[16:], 'big')}"
 
 
 def _describe(msg: tuple) -> str:

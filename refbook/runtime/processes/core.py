@@ -12,9 +12,10 @@ thread reads the inbox and hands what arrives to the owner under the same lock.
 ``ObjectRef.__del__`` and zero-copy view finalizers may run in any thread at any time,
 so they never take the lock: they append to ``self._releases`` and wake the I/O thread.
 
-Parts.  This module holds putting, submitting and the glue of every owner event; the
-class takes the rest from ``reading.py`` (get, wait, pins), ``iothread.py`` (the inbox)
-and ``introspection.py`` (what it tells the state API).
+Parts.  This module holds submitting and the glue of every owner event; the class
+takes the rest from ``reading.py`` (get, wait, pins), ``writing.py`` (put, storing,
+arguments), ``iothread.py`` (the inbox) and ``introspection.py`` (what it tells the
+state API).
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ import threading
 import time
 from collections import deque
 
-from ... import exceptions as exc
-from ..data.arena import Arena, layout_size
-from ..data.serialization import Serialized, serialize
+from ..data.arena import Arena
 from ..protocol import messages as P
-from ..protocol.entries import INLINE, STORED
 from ..protocol.ids import IdGenerator, new_tag, object_id
 from ..protocol.owner import Owner
 from ..protocol.refcount import Effects
@@ -42,10 +40,10 @@ from .introspection import Introspection
 from .iothread import IOThread
 from .object_ref import ObjectRef
 from .reading import ObjectReading
+from .writing import INLINE_MAX, ObjectWriting, first_unpicklable  # noqa: F401 - used by worker/kernel
 
 log = logging.getLogger("refbook.core")
 
-INLINE_MAX = 100 * 1024
 QUICK_TASK = 0.002     # tasks quicker than this may be pipelined on one worker
 
 # This process's core lives in context.py; these names stay for the notebook's views.
@@ -53,20 +51,7 @@ current = context.current
 set_current = context.set_current
 
 
-class _TopArg:
-    """Placeholder for a top-level ref argument, resolved to its value before the
-    task runs (API.md: top-level refs arrive as values, nested refs as refs)."""
-
-    __slots__ = ("i",)
-
-    def __init__(self, i: int):
-        self.i = i
-
-    def __reduce__(self):
-        return (_TopArg, (self.i,))
-
-
-class CoreWorker(ObjectReading, IOThread, Introspection):
+class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
     def __init__(self, *, kind: str, address: str, node_address: str, node_id: str,
                  secret: bytes, arena: Arena):
         self.kind = kind
@@ -165,6 +150,8 @@ class CoreWorker(ObjectReading, IOThread, Introspection):
                          lambda req: (P.REGISTER, self.me, self.kind, os.getpid(), req),
                          timeout)
         self.head_address = info.get("head", self.node_address)
+        with self.lock:
+            self.owner.deaths.known_dead(info.get("dead", ()), info.get("dead_nodes", ()))
         return info
 
     def stop(self) -> None:
@@ -195,7 +182,7 @@ class CoreWorker(ObjectReading, IOThread, Introspection):
         fail it all now rather than let anyone wait forever."""
         with self.lock:
             self.broken = reason
-            self.owner.our_node_died(reason)
+            self.owner.deaths.our_node_died(reason)
             self._flush()
             for slot in self._replies.values():
                 slot[0].set()
@@ -212,67 +199,6 @@ class CoreWorker(ObjectReading, IOThread, Introspection):
                 self._dispatch(msg)
             return
         self.transport.send(addr, msg)
-
-    def call(self, addr: str, make_msg, timeout: float | None = 10.0):
-        """Send a request that carries a fresh ``req_id`` and wait for its reply."""
-        req = next(self._req_ids)
-        slot = [threading.Event(), None]
-        self._replies[req] = slot
-        self._check_usable()
-        self.send(addr, make_msg(req))
-        if not self._wait_event(slot[0], timeout):
-            self._replies.pop(req, None)
-            raise exc.RefbookError(f"no reply from {addr} within {timeout} s")
-        self._replies.pop(req, None)
-        self._check_usable()
-        return slot[1]
-
-    def _check_usable(self) -> None:
-        if not self.alive:
-            raise exc.RefbookError("refbook was shut down")
-        if self.broken:
-            raise exc.RefbookError(
-                f"the refbook node manager died ({self.broken}). Call refbook.shutdown() "
-                f"and refbook.init() to start again.")
-
-    def _on_reply(self, msg):
-        slot = self._replies.get(msg[1])
-        if slot is not None:
-            slot[1] = msg[2] if len(msg) == 3 else msg[2:]
-            slot[0].set()
-
-    # --------------------------------------------------------------- releases
-    def release_soon(self, oid: bytes) -> None:
-        """Called from ``ObjectRef.__del__`` and view finalizers, in any thread.  The
-        next API call in this process, or the I/O thread within ``TICK`` seconds,
-        carries it out; waking the I/O thread for every dropped ref would cost more
-        than it saves on the per-task path."""
-        if self.alive:
-            self._releases.append(oid)
-
-    def _view_gone(self, oid: bytes) -> None:
-        """The last view of ``oid`` made by one read died (any thread)."""
-        if self.alive:
-            self._view_releases.append(oid)
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-
-    def _drain_releases(self, fx: Effects) -> None:
-        rel = self._releases
-        rt = self.rt
-        while rel:
-            rt.remove_local(rel.popleft(), fx)
-        views = self._view_releases
-        while views:
-            oid = views.popleft()
-            p = self.pins.get(oid)
-            if p is not None:
-                p[2] -= 1
-            rt.remove_local(oid, fx)
 
     # ------------------------------------------------------------------ effects
     def _flush(self) -> None:
@@ -339,92 +265,13 @@ class CoreWorker(ObjectReading, IOThread, Introspection):
         self._flush()
         return []
 
-    # ----------------------------------------------------------------------- put
+    # ----------------------------------------------------------------------- refs
     def new_ref(self, oid: bytes) -> ObjectRef:
         """An owned ref handed to user code.  Caller holds the lock."""
         self.rt.add_local(oid, self.me)
         return ObjectRef(oid, self.me, self)
 
-    def put(self, value) -> ObjectRef:
-        if isinstance(value, ObjectRef):
-            raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself "
-                            "or put() a container that holds it")
-        s = serialize(value)
-        oid = self.ids.put_id()
-        if s.size <= INLINE_MAX:
-            entry = (INLINE, s.meta, [bytes(b) for b in s.buffers])
-        else:
-            entry = self.store(oid, s, self.me, pin=True)
-        with self.lock:
-            fx = Effects()
-            self._drain_releases(fx)
-            self.rt.own(oid, s.refs)
-            ref = self.new_ref(oid)
-            self.values[oid] = entry
-            self._apply(fx)
-        return ref
-
-    def store(self, oid: bytes, s: Serialized, owner: str, pin: bool = False) -> tuple:
-        """Write a serialized value into this node's arena; one copy.  Not callable
-        from the I/O thread (it waits for the node manager's reply)."""
-        size = layout_size(s)
-        self._check_usable()
-        if self._releases:
-            # free what was dropped first, so the node can reuse that (warm) memory
-            with self.lock:
-                fx = Effects()
-                self._drain_releases(fx)
-                self._apply(fx)
-        try:
-            _, status, detail = self.transport.request(
-                self.node_address,
-                lambda reply_to: (P.ALLOC, self.me, reply_to, oid, size, owner), 180)
-        except TimeoutError:
-            self._check_usable()
-            raise exc.RefbookError("the node manager did not answer an allocation request "
-                                   "within 180 s") from None
-        if status == "full":
-            raise exc.ObjectStoreFullError(detail)
-        if status == "ok":
-            self.arena.write(detail, s)
-            if pin:     # we wrote it and may read it: keep it pinned for us
-                with self.lock:
-                    self.pins[oid] = [detail, size, 0]
-            self.transport.send(self.node_address,
-                                (P.SEAL, oid, detail, size, owner, self.me if pin else None))
-        return (STORED, self.node_id, detail, size)
-
     # -------------------------------------------------------------------- submit
-    def prepare_args(self, name: str, args, kwargs, signature=None):
-        """Serialize a call's arguments (outside the lock).  Top-level refs are left out
-        and resolved to values before the call runs; a large blob goes to the store.
-        Returns ``(args_entry, top_refs, nested_refs, blob_oid)``."""
-        top: list = []
-
-        def mark(a):
-            if isinstance(a, ObjectRef):
-                a.check_live()
-                top.append(a)
-                return _TopArg(len(top) - 1)
-            return a
-
-        args2 = [mark(a) for a in args]
-        kwargs2 = {k: mark(v) for k, v in kwargs.items()}
-        try:
-            s = serialize((args2, kwargs2))
-        except exc.ClusterShutdownError:
-            raise
-        except Exception as e:  # noqa: BLE001 - re-raised with the argument named
-            raise _argument_error(name, args, kwargs, signature, e) from None
-        self._check_usable()
-        blob_oid = None
-        if s.size > INLINE_MAX:
-            blob_oid = self.ids.put_id()
-            args_entry = self.store(blob_oid, s, self.me, pin=True)
-        else:
-            args_entry = (INLINE, s.meta, [bytes(b) for b in s.buffers])
-        return args_entry, [(r._id, r._owner) for r in top], s.refs, blob_oid
-
     def hold_args(self, prepared) -> tuple:
         """Count a call's argument refs as submitted (caller holds the lock).  Returns
         ``(args_entry, top_refs, arg_refs, unresolved)``."""
@@ -527,7 +374,7 @@ class CoreWorker(ObjectReading, IOThread, Introspection):
     def _on_process_died(self, msg):
         _, addr, reason, oom = msg
         self.owner.now = time.monotonic()
-        self.owner.process_died(addr, reason, oom)
+        self.owner.deaths.process_died(addr, reason, oom)
         self.actors.process_died(addr, reason)
         self._flush()
         self.transport.disconnect(addr)
@@ -539,14 +386,14 @@ class CoreWorker(ObjectReading, IOThread, Introspection):
         known = {q.address for q in actors.queues.values() if q.address} | \
             {rec.address for rec in actors.owned.values() if rec.address}
         why = f"its node {node_id} died ({reason})"
-        for addr in self.owner.node_died(node_id, known):
+        for addr in self.owner.deaths.node_died(node_id, known):
             self._on_process_died((P.PROCESS_DIED, addr, why, False))
-        self.owner.node_objects_lost(node_id)
+        self.owner.deaths.node_objects_lost(node_id)
         self._flush()
 
     def _on_object_copy(self, msg):
         _, oid, node_id, present = msg
-        self.owner.object_copy(oid, node_id, present)
+        self.owner.deaths.object_copy(oid, node_id, present)
         self._flush()
 
     def _on_reclaim(self, msg):
@@ -606,39 +453,3 @@ class CoreWorker(ObjectReading, IOThread, Introspection):
                 raise ValueError(f"only the owner of {ref!r} can cancel the task that makes it")
             self.owner.cancel(task_of(ref._id), force)
             self._flush()
-
-
-def first_unpicklable(named_values) -> tuple | None:
-    """``(name, error)`` of the first value of ``(name, value)`` pairs that cannot be
-    pickled (refs always can), or None."""
-    import cloudpickle
-    for name, value in named_values:
-        if isinstance(value, ObjectRef):
-            continue
-        try:
-            cloudpickle.dumps(value, protocol=5)
-        except Exception as e:  # noqa: BLE001
-            return name, e
-    return None
-
-
-def _argument_error(name: str, args, kwargs, signature, err: BaseException) -> TypeError:
-    """Find which argument cannot be pickled, and say so."""
-    names = []
-    if signature is not None:
-        try:
-            bound = signature.bind_partial(*args, **kwargs)
-            names = list(bound.arguments.items())
-        except TypeError:
-            names = []
-    if not names:
-        names = [(f"argument {i}", a) for i, a in enumerate(args)] + list(kwargs.items())
-    bad = first_unpicklable(names)
-    if bad is not None:
-        arg_name, e = bad
-        return TypeError(
-            f"cannot pass argument {arg_name!r} of {name}(): it cannot be pickled "
-            f"({type(e).__name__}: {e}). Values sent to a task must be picklable; "
-            f"create the object inside the task instead, or pass what is needed to "
-            f"rebuild it.")
-    return TypeError(f"cannot pickle the arguments of {name}(): {type(err).__name__}: {err}")

@@ -42,6 +42,35 @@ class IOThread:
             self.give_poller()
         return ev.is_set()
 
+    # ----------------------------------------------------------- requests
+    def call(self, addr: str, make_msg, timeout: float | None = 10.0):
+        """Send a request that carries a fresh ``req_id`` and wait for its reply."""
+        req = next(self._req_ids)
+        slot = [threading.Event(), None]
+        self._replies[req] = slot
+        self._check_usable()
+        self.send(addr, make_msg(req))
+        if not self._wait_event(slot[0], timeout):
+            self._replies.pop(req, None)
+            raise exc.RefbookError(f"no reply from {addr} within {timeout} s")
+        self._replies.pop(req, None)
+        self._check_usable()
+        return slot[1]
+
+    def _check_usable(self) -> None:
+        if not self.alive:
+            raise exc.RefbookError("refbook was shut down")
+        if self.broken:
+            raise exc.RefbookError(
+                f"the refbook node manager died ({self.broken}). Call refbook.shutdown() "
+                f"and refbook.init() to start again.")
+
+    def _on_reply(self, msg):
+        slot = self._replies.get(msg[1])
+        if slot is not None:
+            slot[1] = msg[2] if len(msg) == 3 else msg[2:]
+            slot[0].set()
+
     # ------------------------------------------------------------------ I/O loop
     def _dispatch(self, msg) -> None:
         handler = self._handlers.get(msg[0])

@@ -80,6 +80,7 @@ class NodeManager:
         self.heartbeat_s = cfg.get("heartbeat_s", 0.5)
         timeout = cfg.get("heartbeat_timeout_s", 3.0)
         self.dead_nodes: set[str] = set()               # whose death this node handled
+        self.dead_procs: dict[str, None] = {}           # recent deaths, told to new processes
         self.head: Head | None = None
         self.link: HeadLink | None = None
         if self.head_address is None:
@@ -155,6 +156,9 @@ class NodeManager:
         was_worker = local and (addr in self.sched.workers or
                                 addr.rsplit("/", 1)[-1].startswith("w-"))
         self.procs.pop(addr, None)
+        self.dead_procs[addr] = None
+        if len(self.dead_procs) > 2_000:
+            del self.dead_procs[next(iter(self.dead_procs))]
         for lease in list(self.sched.leases.values()):
             if lease.owner == addr:   # its workers ran tasks for a dead owner
                 self._kill(lease.worker)
@@ -361,7 +365,8 @@ class NodeManager:
     # -- views -----------------------------------------------------------------------------
     def info(self) -> dict:
         return {"node_id": self.node_id, "address": self.address,
-                "capacity": self.arena.capacity, "head": self.head_address or self.address}
+                "capacity": self.arena.capacity, "head": self.head_address or self.address,
+                "dead": list(self.dead_procs), "dead_nodes": sorted(self.dead_nodes)}
 
     def node_view(self) -> dict:
         s = self.sched.snapshot()

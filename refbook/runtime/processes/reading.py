@@ -4,6 +4,7 @@ arena, and decoding them."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from ... import exceptions as exc
@@ -151,6 +152,39 @@ class ObjectReading:
                     return True
             time.sleep(0.05)
         return False
+
+    # --------------------------------------------------------------- releases
+    def release_soon(self, oid: bytes) -> None:
+        """Called from ``ObjectRef.__del__`` and view finalizers, in any thread.  The
+        next API call in this process, or the I/O thread within ``TICK`` seconds,
+        carries it out; waking the I/O thread for every dropped ref would cost more
+        than it saves on the per-task path."""
+        if self.alive:
+            self._releases.append(oid)
+
+    def _view_gone(self, oid: bytes) -> None:
+        """The last view of ``oid`` made by one read died (any thread)."""
+        if self.alive:
+            self._view_releases.append(oid)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _drain_releases(self, fx: Effects) -> None:
+        rel = self._releases
+        rt = self.rt
+        while rel:
+            rt.remove_local(rel.popleft(), fx)
+        views = self._view_releases
+        while views:
+            oid = views.popleft()
+            p = self.pins.get(oid)
+            if p is not None:
+                p[2] -= 1
+            rt.remove_local(oid, fx)
 
     # ------------------------------------------------------------------- pins
     def pin_for_read(self, items) -> None:

@@ -26,7 +26,8 @@ from ..protocol.entries import INLINE
 from ..protocol.ids import task_of
 from . import core as core_mod
 from . import waiting
-from .core import INLINE_MAX, CoreWorker, _TopArg
+from .core import CoreWorker
+from .writing import INLINE_MAX, _TopArg
 
 log = logging.getLogger("refbook.worker")
 

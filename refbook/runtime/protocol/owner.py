@@ -22,8 +22,9 @@ the reference-counting messages of ``refcount.py``.
 
 from __future__ import annotations
 
-from ...exceptions import ObjectLostError, WorkerCrashedError
+from ...exceptions import ObjectLostError
 from . import messages as P
+from .deaths import Deaths
 from .entries import ERROR, INLINE, STORED, node_of, owner_died
 from .ids import object_id, task_of
 from .lineage import Lineage
@@ -65,6 +66,7 @@ class Owner:
         self.copies: dict[bytes, set] = {}        # owned oid -> nodes with a secondary copy
         self.dead_nodes: set[str] = set()
         self.lineage = Lineage(self, lineage_max_bytes)
+        self.deaths = Deaths(self)
         self.out = Outbox()
         self.clock = lambda: 0.0                  # wall-clock time, for events (set by
                                                   # the process; the simulator's own)
@@ -113,7 +115,7 @@ class Owner:
             for oid in fx.free:
                 out.freed.append(oid)
                 entry = self.values.pop(oid, None)
-                for node_id in self.copies.pop(oid, ()):
+                for node_id in sorted(self.copies.pop(oid, ())):
                     frees.setdefault(node_id, []).append(oid)
                 if entry is not None and entry[0] == STORED:
                     frees.setdefault(entry[1], []).append(oid)
@@ -208,7 +210,7 @@ class Owner:
                 # its own queue and leases, so that it runs where its data is
                 task.key = task.key + (("@node", near),)
         self.do(self.tm.submit(task, unresolved))
-        for oid in [oid for oid in unresolved if oid in self.values]:
+        for oid in sorted(oid for oid in unresolved if oid in self.values):
             # known since hold_args (its owner was already dead): go on with it now
             entry = self.values[oid]
             self.do(self.tm.dependency_failed(oid, entry[1]) if entry[0] == ERROR
@@ -236,7 +238,7 @@ class Owner:
         for oid, _owner in task.payload[3]:
             e = self.values.get(oid)
             if e is not None and e[0] == STORED:
-                for node in (e[1], *self.copies.get(oid, ())):
+                for node in (e[1], *sorted(self.copies.get(oid, ()))):
                     by_node[node] = by_node.get(node, 0) + e[3]
         if not by_node:
             return None
@@ -314,7 +316,7 @@ class Owner:
         final copy is (``keep``: oid -> node): nobody else knows about them.  Only the
         copy that dead worker wrote goes: the node may meanwhile hold another copy of
         the same object, pulled there for a reader of the final value."""
-        for node, worker in self.stale.pop(task.task_id, ()):
+        for node, worker in sorted(self.stale.pop(task.task_id, ())):
             oids = [oid for oid in task.return_ids if keep.get(oid) != node]
             if oids and node not in self.dead_nodes:
                 self.send(self.node_address, (P.FREE, oids, node, worker))
@@ -448,109 +450,3 @@ class Owner:
             if node_of(nm) in self.dead_nodes:
                 nm = None                        # stale advice: ask our own node again
             self.request_lease(req_id, req[0], req[1], nm, req[3])
-
-    # ------------------------------------------------------------------- deaths
-    def known_dead(self, processes, nodes) -> None:
-        """Deaths from before this process started (its node manager tells it when it
-        registers): a ref owned by one of them may still reach us, and asking its owner
-        for the value would never be answered."""
-        self.rt.dead.update(processes)
-        self.dead_nodes.update(nodes)
-
-    def process_died(self, addr: str, reason: str, oom: bool) -> None:
-        """A process is gone: the refs it owned die with it (fate sharing), and the tasks
-        it ran run again or fail."""
-        fx = Effects()
-        for oid in self.rt.on_process_died(addr, fx):
-            self.fetching.discard(oid)
-            self.set_value(oid, (ERROR, owner_died(oid, addr)))
-        inflight = self.tm.inflight_on(addr)
-        node = node_of(addr)
-        for t in inflight:       # it may have stored outputs before it died: free them later
-            if node is not None:
-                self.stale.setdefault(t.task_id, set()).add((node, addr))
-        self.do(self.tm.worker_died(addr, reason, oom))
-        for t in inflight:
-            if t.task_id in self.tm.tasks:
-                self.lineage.event("task_retried", task_id=t.task_id.hex(), task=t.name,
-                                   attempt=t.attempts, reason=reason)
-                self.lineage.note_retry(t.task_id, t.attempts + 1,
-                                        "ran out of memory" if oom else "worker died")
-        self.apply(fx)
-
-    def node_died(self, node_id: str, other_processes: set) -> list:
-        """Every process on that node is gone, and every object stored only there.
-        ``other_processes``: the addresses on it that the process knows of beyond the
-        owner's own tables (actors).  Returns the addresses of its processes we knew."""
-        self.dead_nodes.add(node_id)
-        addrs = {a for a in other_processes if node_of(a) == node_id}
-        for r in self.rt.refs.values():
-            if node_of(r.owner) == node_id:
-                addrs.add(r.owner)
-            if r.borrowers:               # processes there that borrow what we own
-                addrs.update(b for b in r.borrowers if node_of(b) == node_id)
-        for lease in self.tm.leases.values():
-            if node_of(lease.worker) == node_id:
-                addrs.add(lease.worker)
-        for req_id, (res, dedicated, nm, _prefer) in list(self.lease_reqs.items()):
-            if node_of(nm) == node_id:           # asked a node that is gone: ask again
-                self.request_lease(req_id, res, dedicated)
-        return sorted(addrs)
-
-    def node_objects_lost(self, node_id: str) -> None:
-        """After ``node_died`` and the deaths of its processes: objects stored there."""
-        for oid, nodes in list(self.copies.items()):
-            nodes.discard(node_id)
-            if not nodes:
-                del self.copies[oid]
-        for oid, entry in list(self.values.items()):
-            if entry[0] != STORED or entry[1] != node_id:
-                continue
-            if self.rt.owns(oid):
-                others = self.copies.get(oid)
-                if others:           # a copy elsewhere survives: it is the primary now
-                    self.values[oid] = (STORED, others.pop(), None, entry[3])
-                    if not others:
-                        del self.copies[oid]
-                    continue
-                self.lineage.lost(oid, f"was stored only on node {node_id}, which died")
-            else:
-                del self.values[oid]         # ask its owner again: it rebuilds it
-
-    def object_copy(self, oid: bytes, node_id: str, present: bool) -> None:
-        """A node gained or dropped a copy of an object we own (gained: also a copy that
-        became primary there when its source died)."""
-        entry = self.values.get(oid)
-        stored = entry is not None and entry[0] == STORED and self.rt.owns(oid)
-        if present:
-            if node_id in self.dead_nodes or (stored and node_id == entry[1]):
-                return
-            if stored:
-                self.copies.setdefault(oid, set()).add(node_id)
-            else:          # freed or rebuilt meanwhile: nobody else would free that copy
-                self.send(self.node_address, (P.FREE, [oid], node_id))
-            return
-        if oid in self.copies:
-            self.copies[oid].discard(node_id)
-            if not self.copies[oid]:
-                del self.copies[oid]
-        elif stored and node_id == entry[1]:
-            # we had just promoted that copy (its source died) when it was dropped
-            self.lineage.lost(oid, f"its last copy, on node {node_id}, was dropped")
-
-    def our_node_died(self, reason: str) -> None:
-        """Our node manager is gone: nothing pending can finish; fail it all now."""
-        err = WorkerCrashedError(
-            f"the refbook node manager died ({reason}); every pending task failed. "
-            f"Call refbook.shutdown() and refbook.init() to start again.")
-        for task in list(self.tm.tasks.values()):
-            self.tm.forget(task)
-            self.fail_task(task, err)
-        for oid in list(self.rt.refs):
-            if oid not in self.values:
-                self.set_value(oid, (ERROR, err))
-
-    # ------------------------------------------------------------- introspection
-    def task_of_return(self, oid: bytes) -> Task | None:
-        tid = task_of(oid)
-        return self.tm.tasks.get(tid) or self.lineage.tasks.get(tid)

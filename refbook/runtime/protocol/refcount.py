@@ -395,7 +395,7 @@ class ReferenceTable:
         x until its INC is acknowledged.  Each report costs one more unit in our
         final DEC."""
         out = []
-        for oid in covered:
+        for oid in sorted(covered):
             r = self.refs.get(oid)
             if r is not None and r.owner != self.me and r.held():
                 r.registered += 1
