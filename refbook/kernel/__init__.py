@@ -91,7 +91,7 @@ def unload_ipython_extension(ip) -> None:
         if getattr(_session, "tracebacks", None) is not None:
             _session.tracebacks.remove()
         _session = None
-    from ..runtime.data.serialization import set_filename_display
+    from ..runtime.api.frontend import set_filename_display
     set_filename_display(None)
     _unwrap_load_ext(ip)
     magics = ip.magics_manager.magics           # %%remote must not start a new cluster
@@ -121,7 +121,7 @@ def _unregister(ip, fn) -> None:
 def _name_cells_in_tracebacks(ip) -> None:
     """A function defined in a cell and run remotely names the cell in its traceback
     (``File "<cell 3>", line 2``), not the kernel's temporary file for it."""
-    from ..runtime.data.serialization import set_filename_display
+    from ..runtime.api.frontend import set_filename_display
 
     def display(filename: str) -> str | None:
         try:

@@ -133,7 +133,7 @@ class RefbookMagics(Magics):
 def _name_unpicklable(names: list, values: list) -> None:
     """After shipping failed: raise a TypeError naming the notebook variable that
     cannot be pickled (only now is each value pickled on its own)."""
-    from ..runtime.processes.core import first_unpicklable
+    from ..runtime.api.frontend import first_unpicklable
     bad = first_unpicklable(zip(names, values, strict=True))
     if bad is not None:
         name, e = bad

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import refbook
 
-from ..runtime.processes import core as core_mod
+from ..runtime.api import frontend
 from ..units import fmt_bytes
 
 
@@ -41,14 +41,14 @@ def owner_name(addr: str | None, me: str | None) -> str:
 
 def refs_table(ns: dict, long: bool = False) -> str:
     objs = {o["object_id"]: o for o in refbook.objects()}
-    core = core_mod.current()
-    me = core.me if core is not None else None
+    drv = frontend.driver()
+    me = drv.me if drv is not None else None
     names: dict[str, list] = {}
     gone = set()          # refs of a cluster that was shut down: their values are gone
     for n, v in ns.items():
         if isinstance(v, refbook.ObjectRef) and not n.startswith("_"):
             names.setdefault(v.hex(), []).append(n)
-            if v._core is not None and v._core is not core:
+            if drv is None or not drv.owns(v):
                 gone.add(v.hex())
     rows = [(", ".join(ns_names), hexid, objs.get(hexid, {}))
             for hexid, ns_names in names.items()]

@@ -1,7 +1,7 @@
 """The kernel's side of a notebook session.
 
 Every cell execution gets a :class:`Cell`: the core records in it each task the cell
-submits (``core.task_context``), from ``%%remote`` or from ``f.remote()`` anywhere in
+submits (``Driver.set_cell``), from ``%%remote`` or from ``f.remote()`` anywhere in
 the cell.  With that record:
 
 - a task's output goes under the cell that submitted it, as stream messages whose
@@ -20,8 +20,8 @@ import time
 
 import refbook
 
+from ..runtime.api import frontend
 from ..runtime.api import functions as api
-from ..runtime.processes import core as core_mod
 
 
 class Cell:
@@ -77,22 +77,21 @@ class NotebookSession:
             fmt.for_type(refbook.ObjectRef, self.display_ref)
 
     @property
-    def core(self):
-        """The running core: after refbook.shutdown() and init() it is another one."""
-        return core_mod.current()
+    def driver(self) -> frontend.Driver | None:
+        """The running driver: after refbook.shutdown() and init() it is another one."""
+        return frontend.driver()
 
-    def _attach(self):
-        core = core_mod.current()
-        if core is not None and core.output_sink != self.on_output:
-            core.output_sink = self.on_output
-            core.defer_sigint = True
-        return core
+    def _attach(self) -> frontend.Driver | None:
+        drv = frontend.driver()
+        if drv is not None:
+            drv.attach(self.on_output)
+        return drv
 
     def attach_new_core(self) -> None:
         """After ``%refbook restart``: tasks of the running cell go to the new core."""
-        core = self._attach()
-        if core is not None:
-            core.task_context = self.cell
+        drv = self._attach()
+        if drv is not None:
+            drv.set_cell(self.cell)
 
     def close(self) -> None:
         for name, fn in (("pre_run_cell", self.pre_run_cell),
@@ -106,10 +105,9 @@ class NotebookSession:
             api.progress_factory = None
         if self.refresher is not None:
             self.refresher.stop()
-        core = self.core
-        if core is not None:
-            core.output_sink = None
-            core.task_context = None
+        drv = self.driver
+        if drv is not None:
+            drv.detach()
 
     # -- cells -------------------------------------------------------------------------
     def pre_run_cell(self, info=None) -> None:
@@ -120,9 +118,9 @@ class NotebookSession:
             except (AttributeError, TypeError):
                 parent = getattr(self.ip, "parent_header", None)
         self.cell = Cell(self.prompt_number(), parent)
-        core = self._attach()
-        if core is not None:
-            core.task_context = self.cell
+        drv = self._attach()
+        if drv is not None:
+            drv.set_cell(self.cell)
 
     def prompt_number(self) -> int:
         """The number in the running cell's prompt, ``[N]``."""
@@ -133,23 +131,23 @@ class NotebookSession:
         n = getattr(result, "execution_count", None)
         if cell is not None and n is not None:      # learn how this IPython counts
             self._count_offset += cell.count - n
-        core = self.core
-        if core is not None:
-            core.task_context = None
+        drv = self.driver
+        if drv is not None:
+            drv.set_cell(None)
         forget_refs_in_history(self.ip, result)
-        if cell is None or not cell.tasks or core is None:
+        if cell is None or not cell.tasks or drv is None:
             return
         tasks = list(cell.tasks)
         err = getattr(result, "error_in_exec", None)
         if isinstance(err, KeyboardInterrupt):
-            names = core.cancel_tasks(tasks)
+            names = drv.cancel_tasks(tasks)
             if names:
                 shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
                 print(f"refbook: interrupted; cancelled {len(names)} task(s) this cell "
                       f"submitted: {shown}", file=sys.stderr)
         if not self.widgets:
             return
-        unfinished = any(core.task_state(t) is not None for t in tasks)
+        unfinished = any(drv.task_state(t) is not None for t in tasks)
         if cell.line is None and unfinished:
             self.show_line(cell)
         if cell.out is not None and cell.parent is not None and unfinished:
@@ -171,10 +169,11 @@ class NotebookSession:
         def on_failed(tid, name):
             if tid == line.remote_task:
                 from .errors import error_output
-                err = self.core.task_error(tid) if self.core is not None else None
+                drv = self.driver
+                err = drv.task_error(tid) if drv is not None else None
                 if err is not None:
                     out.outputs = (*out.outputs, error_output(name, err))
-        line = CellLine(self.core, cell, outputs, kept, on_failed if remote else None)
+        line = CellLine(self.driver, cell, outputs, kept, on_failed if remote else None)
         line.expecting = remote
         cell.line = line
         cell.out = out
@@ -190,15 +189,15 @@ class NotebookSession:
     # -- output from tasks ----------------------------------------------------------
     def on_output(self, task_id: bytes, stream: str, text: str) -> None:
         """In the I/O thread: text a task printed goes under the cell that submitted it."""
-        core = self.core
-        cell = core.contexts.get(task_id) if core is not None else None
+        drv = self.driver
+        cell = drv.cell_of(task_id) if drv is not None else None
         parent = cell.parent if cell is not None else None
         if parent is None or self.kernel is None:
             (sys.stderr if stream == "err" else sys.stdout).write(text)
             return
         name = "stderr" if stream == "err" else "stdout"
         k = self.kernel
-        header = _attempt_header(core, cell, task_id)
+        header = _attempt_header(drv, cell, task_id)
         if header:
             k.session.send(k.iopub_socket, "stream", {"name": "stdout", "text": header},
                            parent=parent, ident=b"stream.stdout")
@@ -208,19 +207,19 @@ class NotebookSession:
     # -- rich display of refs -----------------------------------------------------------
     def display_ref(self, ref) -> bool:
         from ..widgets.live import RefLine
-        core = self.core
-        if core is None:
+        drv = self.driver
+        if drv is None:
             return False             # refbook is shut down: the plain repr will do
-        line = RefLine(core, ref._id)
+        line = RefLine(drv, ref._id)
         line.refresh()
         line.show()
         self.refresher.add(line)
         return True
 
 
-def _attempt_header(core, cell: Cell, task_id: bytes) -> str | None:
+def _attempt_header(drv: frontend.Driver, cell: Cell, task_id: bytes) -> str | None:
     """A line before the first output of a retried or rebuilt task's new run."""
-    info = core.task_attempt(task_id)
+    info = drv.task_attempt(task_id)
     if info is None:
         return None
     key = (info["attempt"], info["rebuilds"])

@@ -1,7 +1,7 @@
 """Live lines in a notebook: a cell's task status, a ref's state, the cluster summary.
 
-Each line is computed from the driver's own state (the core's ``task_status`` and
-``ref_status``; nothing is asked over the network except by the cluster line) and
+Each line is computed from the driver's own state (``Driver.task_status`` and
+``Driver.ref_status``; nothing is asked over the network except by the cluster line) and
 rendered as HTML into an ``ipywidgets.HTML``; one background thread refreshes the lines
 that can still change.  A line holds object ids, never refs, so showing a ref does not
 keep it alive.
@@ -13,6 +13,7 @@ import html
 import threading
 import time
 
+from ..runtime.api import frontend
 from ..units import fmt_bytes
 
 _STYLE = ("font-family: var(--jp-code-font-family, monospace); font-size: 12px; "
@@ -24,12 +25,12 @@ _DOT = {"waiting": "#9e9e9e", "queued": "#9e9e9e", "pending": "#9e9e9e",
 
 
 
-def status_of(core, task_id: bytes) -> tuple[str, str | None, str | None]:
-    return core.task_status(task_id)
+def status_of(driver, task_id: bytes) -> tuple[str, str | None, str | None]:
+    return driver.task_status(task_id)
 
 
-def ref_info(core, oid: bytes) -> dict:
-    return core.ref_status(oid)
+def ref_info(driver, oid: bytes) -> dict:
+    return driver.ref_status(oid)
 
 
 def dot(state: str) -> str:
@@ -85,8 +86,8 @@ class Line:
 class CellLine(Line):
     """Under a cell: the state of the tasks it submitted."""
 
-    def __init__(self, core, cell, outputs=(), kept=(), on_failed=None):
-        self.core, self.cell, self.outputs = core, cell, list(outputs)
+    def __init__(self, driver, cell, outputs=(), kept=(), on_failed=None):
+        self.driver, self.cell, self.outputs = driver, cell, list(outputs)
         self.kept = list(kept)
         self.on_failed = on_failed        # (task id, name) of a task that failed
         self.retries: dict[bytes, str] = {}   # task id -> "retried after ... (attempt n)"
@@ -111,7 +112,7 @@ class CellLine(Line):
         first_open = None
         sample = list(self.open.items())[:2000]   # tasks mostly finish in order
         for tid, name in sample:
-            st = status_of(self.core, tid)
+            st = status_of(self.driver, tid)
             self._retry(tid)
             if st[0] in ("done", "failed", "cancelled"):
                 del self.open[tid]
@@ -161,7 +162,7 @@ class CellLine(Line):
 
     def _retry(self, tid: bytes) -> None:
         """Note "retried after worker died (attempt 2)" once a task ran again."""
-        info = self.core.task_attempt(tid)
+        info = self.driver.task_attempt(tid)
         if info is not None and info["attempt"] > 1 and info["retried_because"]:
             self.retries[tid] = (f"retried after {info['retried_because']} "
                                  f"(attempt {info['attempt']})")
@@ -182,16 +183,15 @@ class CellLine(Line):
 class RefLine(Line):
     """A ref's rich display: it follows the ref until its value is known."""
 
-    def __init__(self, core, oid: bytes):
-        self.core, self.oid = core, oid
+    def __init__(self, driver, oid: bytes):
+        self.driver, self.oid = driver, oid
         super().__init__()
 
     def text(self) -> tuple[str, bool]:
-        from ..runtime.processes import core as core_mod
-        if core_mod.current() is not self.core:
+        if not self.driver.is_current():
             return (f"{dot('freed')} <b>ObjectRef</b> {self.oid.hex()} of a cluster that "
                     f"was shut down"), True
-        i = ref_info(self.core, self.oid)
+        i = ref_info(self.driver, self.oid)
         # a ready ref changes only when it is freed (or spilled...): look now and then
         self.slow = i["state"] in ("ready", "failed")
         parts = [dot(i["state"]), f"<b>ObjectRef</b> {i['id']}", i["state"]]
@@ -213,8 +213,7 @@ class ClusterLine(Line):
         super().__init__()
 
     def text(self) -> tuple[str, bool]:
-        from ..runtime.processes import core as core_mod
-        if core_mod.current() is None:      # never start a cluster just to show one
+        if frontend.driver() is None:      # never start a cluster just to show one
             return f"{dot('freed')} <b>refbook</b> is shut down", True
         nodes = [n for n in self.nodes_fn() if n["alive"]]
         cpus = sum(n["resources"].get("CPU", 0) for n in nodes)

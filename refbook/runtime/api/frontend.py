@@ -1,0 +1,118 @@
+"""What a front end (the notebook extension, the widgets) may use of the engine.
+
+A front end works through a :class:`Driver`, which wraps this process's core: it never
+touches the core itself.  :func:`driver` returns the running one, or None when refbook
+is not running (it never starts a cluster).  Thin delegation, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ..data import serialization as _serialization
+from ..processes import context as _context
+from ..processes import core as _core_mod
+
+
+class Driver:
+    """This process's core, as a front end sees it.  Two drivers of the same core are
+    equal; after ``refbook.shutdown()`` and ``init()`` :func:`driver` is another one."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core):
+        self._core = core
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Driver) and other._core is self._core
+
+    def __hash__(self) -> int:
+        return id(self._core)
+
+    def __repr__(self) -> str:
+        return f"<refbook Driver {self.me}>"
+
+    # -- who ------------------------------------------------------------------------
+    @property
+    def me(self) -> str:
+        """This process's address (the ``owner`` of the objects it owns)."""
+        return self._core.me
+
+    def is_current(self) -> bool:
+        """Is this still the running cluster's driver (not one shut down since)?"""
+        return _context.current() is self._core
+
+    def owns(self, ref) -> bool:
+        """Does ``ref`` belong to this cluster?  False for a ref that a cluster shut
+        down since made (its value is gone); a ref made outside any cluster counts."""
+        core = ref._core
+        return core is None or core is self._core
+
+    # -- the notebook's hooks -------------------------------------------------------
+    def attach(self, output_sink: Callable[[bytes, str, str], None]) -> None:
+        """Send tasks' output to ``output_sink(task_id, stream, text)`` (called in the
+        I/O thread) and hold Ctrl-C back while messages are handled.  Idempotent."""
+        core = self._core
+        if core.output_sink != output_sink:
+            core.output_sink = output_sink
+            core.defer_sigint = True
+
+    def detach(self) -> None:
+        """Undo :meth:`attach` (output goes to this process's stdout and stderr again)
+        and forget the running cell."""
+        core = self._core
+        core.output_sink = None
+        core.task_context = None
+
+    def set_cell(self, cell) -> None:
+        """Tasks submitted from now on are recorded in ``cell`` (``cell.add(task_id,
+        name)``) and remembered for their output; None: no cell runs."""
+        self._core.task_context = cell
+
+    def cell_of(self, task_id: bytes):
+        """The cell that submitted a task (see :meth:`set_cell`), or None."""
+        return self._core.contexts.get(task_id)
+
+    # -- tasks and refs -------------------------------------------------------------
+    def cancel_tasks(self, task_ids: Iterable[bytes]) -> list:
+        """Cancel those of ``task_ids`` not finished yet; the names of those cancelled."""
+        return self._core.cancel_tasks(task_ids)
+
+    def task_state(self, task_id: bytes):
+        """``(state, node)`` of a task not finished yet, else None."""
+        return self._core.task_state(task_id)
+
+    def task_status(self, task_id: bytes) -> tuple[str, str | None, str | None]:
+        """``(state, node, detail)`` of a task this process submitted."""
+        return self._core.task_status(task_id)
+
+    def task_attempt(self, task_id: bytes) -> dict | None:
+        """``{"attempt", "rebuilds", "retried_because"}`` of a task, or None."""
+        return self._core.task_attempt(task_id)
+
+    def task_error(self, task_id: bytes) -> BaseException | None:
+        """The error a failed task ended with, else None."""
+        return self._core.task_error(task_id)
+
+    def ref_status(self, oid: bytes) -> dict:
+        """A ref as the notebook shows it: ``id``, ``state``, ``size``, ``where``,
+        ``made_by``, ``detail``."""
+        return self._core.ref_status(oid)
+
+
+def driver() -> Driver | None:
+    """This process's driver, or None when refbook is not running (never starts one)."""
+    core = _context.current()
+    return Driver(core) if core is not None else None
+
+
+def first_unpicklable(named_values) -> tuple | None:
+    """``(name, error)`` of the first of ``(name, value)`` pairs whose value cannot be
+    pickled (refs always can), or None."""
+    return _core_mod.first_unpicklable(named_values)
+
+
+def set_filename_display(fn: Callable[[str], str | None] | None) -> None:
+    """Name code files in tracebacks, e.g. ``<cell 3>`` for a notebook cell's file;
+    ``fn`` returns None to keep a name.  None: names as they are."""
+    _serialization.set_filename_display(fn)
