@@ -40,7 +40,7 @@ from .introspection import Introspection
 from .iothread import IOThread
 from .object_ref import ObjectRef
 from .reading import ObjectReading
-from .writing import INLINE_MAX, ObjectWriting, first_unpicklable  # noqa: F401 - used by worker/kernel
+from .writing import ObjectWriting
 
 log = logging.getLogger("refbook.core")
 
