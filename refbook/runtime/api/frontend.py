@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 from ..data import serialization as _serialization
 from ..processes import context as _context
-from ..processes import core as _core_mod
+from ..processes import writing as _writing
 
 
 class Driver:
@@ -109,7 +109,7 @@ def driver() -> Driver | None:
 def first_unpicklable(named_values) -> tuple | None:
     """``(name, error)`` of the first of ``(name, value)`` pairs whose value cannot be
     pickled (refs always can), or None."""
-    return _core_mod.first_unpicklable(named_values)
+    return _writing.first_unpicklable(named_values)
 
 
 def set_filename_display(fn: Callable[[str], str | None] | None) -> None:
