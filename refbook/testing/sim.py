@@ -40,7 +40,7 @@ from ..runtime.protocol.entries import ERROR, INLINE, STORED
 from ..runtime.protocol.ids import IdGenerator, object_id
 from ..runtime.protocol.objects import ObjectTable
 from ..runtime.protocol.refcount import Effects
-from ..runtime.protocol.tasks import Task
+from ..runtime.protocol.tasks import Task, TaskPayload
 from . import seeds
 from .simprocs import Node, Proc, _name, _short, addr
 
@@ -147,7 +147,8 @@ class World:
         if all(a in self.value for a in args):
             self.value[rid] = sum(self.value[a] for a in args) + const
         task = Task(tid, f"t{tid[-2:].hex()}", {"CPU": 1.0}, [rid], arg_refs,
-                    (b"fn", ("body",), args_entry, top), max_retries=self.rng.randint(0, 3))
+                    TaskPayload(b"fn", ("body",), args_entry, top),
+                    max_retries=self.rng.randint(0, 3))
         self.log.append(f"submit {task.name} args {[_short(a) for a in args]} nested "
                         f"{[_short(x) for x in nested]} -> {_short(rid)} ({ret}) "
                         f"retries={task.max_retries}")

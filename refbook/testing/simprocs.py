@@ -23,7 +23,7 @@ from ..runtime.protocol.membership import choose_node
 from ..runtime.protocol.objects import ObjectTable
 from ..runtime.protocol.owner import Owner
 from ..runtime.protocol.refcount import Effects
-from ..runtime.protocol.tasks import Task
+from ..runtime.protocol.tasks import Task, TaskPayload
 
 if TYPE_CHECKING:
     from .sim import World
@@ -184,7 +184,7 @@ class Proc:
         self.handles[rid] += 1
         r["refs"].append((rid, self.addr))
         task = Task(tid, f"c{tid[-2:].hex()}", {"CPU": 1.0}, [rid], arg_refs,
-                    (b"fn", ("body",), args_entry, top), max_retries=1)
+                    TaskPayload(b"fn", ("body",), args_entry, top), max_retries=1)
         world.log.append(f"{_name(self.addr)} submits {task.name} args "
                         f"{[_short(a) for a, _ in top]} -> {_short(rid)}")
         self.event(o.submit, task, unresolved)

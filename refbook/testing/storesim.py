@@ -225,7 +225,7 @@ class StoreWorld:
                 p.unpins += 1
                 self.send(p.name, p.node.addr, (P.UNPIN, p.name, released, in_use, False,
                                                 "worker", p.unpins))
-        elif kind == P.OBJECT_COPY:           # as the owner (processes/failures.py) does
+        elif kind == P.OBJECT_COPY:           # as the owner (protocol/deaths.py) does
             _, oid, nid, present = msg
             obj = self.objects.get(oid)
             if obj is None or obj["owner"] != p.name:

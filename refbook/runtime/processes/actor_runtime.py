@@ -13,7 +13,7 @@ from ..protocol.actors import ALIVE, DEAD, RESTARTING, ActorQueue, OwnedActor
 from ..protocol.entries import ACTOR, ERROR
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
-from ..protocol.tasks import Task
+from ..protocol.tasks import CallPayload, Task
 
 log = logging.getLogger("refbook.actors")
 
@@ -214,7 +214,7 @@ class ActorRuntime:
                 refs.append(core.new_ref(oid))
             name = f"{actor_name}.{method}"
             task = Task(task_id, name, {}, return_ids, arg_refs,
-                        (method, args_entry, top_refs), max_task_retries, False)
+                        CallPayload(method, args_entry, top_refs), max_task_retries, False)
             task.deps = set(unresolved)
             for oid in unresolved:
                 self.waiting.setdefault(oid, set()).add(("call", actor_id))

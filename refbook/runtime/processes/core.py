@@ -33,7 +33,7 @@ from ..protocol import messages as P
 from ..protocol.ids import IdGenerator, new_tag, object_id
 from ..protocol.owner import Owner
 from ..protocol.refcount import Effects
-from ..protocol.tasks import Task
+from ..protocol.tasks import Task, TaskPayload
 from ..wire.transport import Transport
 from . import context
 from .introspection import Introspection
@@ -206,20 +206,22 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
         may lead to more (a message to ourselves, an actor going out of scope): keep
         going until it is empty."""
         out = self.owner.out
-        while out:
+        while out.send or out.freed or out.gone or out.lost or out.ready:
             if out.send:
                 sends, out.send = out.send, []
                 for addr, msg in sends:
                     self.send(addr, msg)
             if out.freed:
                 freed, out.freed = out.freed, []
-                owned_actors = self.actors.owned
+                owned_actors, waiters, pins = self.actors.owned, self.waiters, self.pins
                 for oid in freed:
-                    self.waiters.pop(oid, None)
-                    p = self.pins.get(oid)
-                    if p is not None and p[2] <= 0:  # the node frees it: no UNPIN needed
-                        del self.pins[oid]
-                    if oid in owned_actors:
+                    if waiters:
+                        waiters.pop(oid, None)
+                    if pins:
+                        p = pins.get(oid)
+                        if p is not None and p[2] <= 0:   # the node frees it: no UNPIN
+                            del pins[oid]
+                    if owned_actors and oid in owned_actors:
                         self.actors.out_of_scope(oid)
             if out.gone:
                 gone, out.gone = out.gone, []
@@ -245,8 +247,9 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
 
     # The owner's decisions, carried out at once (for the actor runtime and the API).
     def _apply(self, fx: Effects) -> None:
-        self.owner.apply(fx)
-        self._flush()
+        if fx.free or fx.dropped or fx.send or fx.released:   # (most calls: nothing)
+            self.owner.apply(fx)
+            self._flush()
 
     def _do(self, actions: list) -> None:
         self.owner.do(actions)
@@ -303,8 +306,8 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
                 refs.append(self.new_ref(oid))
             owner.now = time.monotonic()
             owner.submit(Task(task_id, name, resources, return_ids, arg_refs,
-                              (fn_id, fn_blob, args_entry, top_refs), max_retries,
-                              retry_exceptions), unresolved)
+                              TaskPayload(fn_id, fn_blob, args_entry, top_refs),
+                              max_retries, retry_exceptions), unresolved)
             owner.apply(fx)
             self._flush()
         return refs

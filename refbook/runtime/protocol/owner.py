@@ -112,25 +112,29 @@ class Owner:
         out = self.out
         if fx.free:
             frees: dict[str, list] = {}
+            values, copies, readers = self.values, self.copies, self.readers
+            out.freed.extend(fx.free)
             for oid in fx.free:
-                out.freed.append(oid)
-                entry = self.values.pop(oid, None)
-                for node_id in sorted(self.copies.pop(oid, ())):
-                    frees.setdefault(node_id, []).append(oid)
+                entry = values.pop(oid, None)
+                if copies and oid in copies:
+                    for node_id in sorted(copies.pop(oid)):
+                        frees.setdefault(node_id, []).append(oid)
                 if entry is not None and entry[0] == STORED:
                     frees.setdefault(entry[1], []).append(oid)
-                self.readers.pop(oid, None)
+                if readers:
+                    readers.pop(oid, None)
             for node_id, oids in frees.items():
                 if node_id not in self.dead_nodes:
                     self.send(self.node_address, (P.FREE, oids, node_id))
+            fx.free.clear()
         if fx.dropped:
             for oid in fx.dropped:
                 self.values.pop(oid, None)
             out.gone.extend(fx.dropped)
-        out.send.extend(fx.send)
-        fx.free.clear()
-        fx.dropped.clear()
-        fx.send.clear()
+            fx.dropped.clear()
+        if fx.send:
+            out.send.extend(fx.send)
+            fx.send.clear()
         while fx.released:       # entries gone: the lineage that only they needed goes
             released, fx.released = fx.released, []
             for oid in released:
@@ -203,7 +207,7 @@ class Owner:
 
     def submit(self, task: Task, unresolved: set) -> None:
         """A new task, its return ids already owned."""
-        task.quick = self.fn_time.get(task.payload[0], 1.0) < QUICK_TASK
+        task.quick = self.fn_time.get(task.payload.fn_id, 1.0) < QUICK_TASK
         if not unresolved:
             near = self.where_args_are(task)
             if near is not None and near != self.node_id:
@@ -216,7 +220,7 @@ class Owner:
             self.do(self.tm.dependency_failed(oid, entry[1]) if entry[0] == ERROR
                     else self.tm.resolved(oid))
         if task.state == QUEUED:
-            stored = [oid for oid, _ in task.payload[3]
+            stored = [oid for oid, _ in task.payload.top_refs
                       if self.values.get(oid, (None,))[0] == STORED]
             if stored:   # it waits for a worker: have the node restore its arguments
                 self.send(self.node_address, (P.PREFETCH, stored))
@@ -235,7 +239,7 @@ class Owner:
         if task is None or not task.resources:
             return None
         by_node: dict[str, int] = {}
-        for oid, _owner in task.payload[3]:
+        for oid, _owner in task.payload.top_refs:
             e = self.values.get(oid)
             if e is not None and e[0] == STORED:
                 for node in (e[1], *sorted(self.copies.get(oid, ()))):
@@ -271,10 +275,10 @@ class Owner:
         specs = []
         values = self.values
         for t in batch:
-            missing = {oid for oid, _ in t.payload[3] if oid not in values}
+            missing = {oid for oid, _ in t.payload.top_refs if oid not in values}
             if missing:          # lost since it was queued: wait for it again
                 self.tm.unpush(t, missing)
-                for oid, owner in t.payload[3]:
+                for oid, owner in t.payload.top_refs:
                     if oid in missing and owner != self.me:
                         self.fetch(oid, owner)
                 continue
@@ -346,7 +350,7 @@ class Owner:
                     self.rt.task_borrowed(borrowed, worker, [], fx)
                     continue
             else:
-                fn_id = task.payload[0]
+                fn_id = task.payload.fn_id
                 prev = self.fn_time.get(fn_id)
                 self.fn_time[fn_id] = seconds if prev is None else 0.7 * prev + 0.3 * seconds
             if not ok and self._failed(task, payload, worker, borrowed, fx):
@@ -373,7 +377,7 @@ class Owner:
         cause = getattr(error, "cause_cls", None)
         lost_arg = bool(task.resources) and isinstance(cause, type) and \
             issubclass(cause, ObjectLostError)      # (an actor call has no resources)
-        mine = [oid for oid, o in task.payload[3] if o == self.me] if lost_arg else []
+        mine = [oid for oid, o in task.payload.top_refs if o == self.me] if lost_arg else []
         if lost_arg and any(oid not in self.values for oid in mine):
             # an argument was lost while the task ran: rebuild it, run again
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)

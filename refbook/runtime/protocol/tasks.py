@@ -56,6 +56,21 @@ def _to(task: Task, state: str) -> None:
     task.state = state
 
 
+class TaskPayload(NamedTuple):
+    """What the owner sends to run a task (opaque to the task manager)."""
+    fn_id: bytes
+    fn_blob: bytes
+    args_entry: tuple        # the serialized arguments, or ("ref", oid) if stored
+    top_refs: list           # [(oid, owner)] passed at top level: resolved to values
+
+
+class CallPayload(NamedTuple):
+    """What a caller sends to run an actor method."""
+    method: str
+    args_entry: tuple
+    top_refs: list
+
+
 class Push(NamedTuple):
     kind: str
     lease: Any
@@ -107,7 +122,7 @@ class Task:
         self.attempts = 0
         self.state = WAITING
         self.lease: OwnerLease | None = None
-        self.payload = payload            # opaque to the manager: what the core sends
+        self.payload = payload            # a TaskPayload or CallPayload: what is sent
         self.cancelled = False
         self.quick = False                # known to run in well under a millisecond
         self._rebuilds = 0                # times run again to rebuild lost outputs

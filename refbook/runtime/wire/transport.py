@@ -35,7 +35,7 @@ log = logging.getLogger("refbook.transport")
 # passed the handshake: see gate.py); ``RCVHWM`` bounds the messages queued here per
 # peer (a full queue stops reading that peer's connection, whose sender keeps the rest:
 # nothing is lost, and the peers are read in turn, so one cannot starve the others).
-MAX_FRAME = (4 << 20) + 4096  # an inbox: object chunks (4 MiB, storeserver.CHUNK) and
+MAX_FRAME = (4 << 20) + 4096  # an inbox: object chunks (4 MiB, transfer.CHUNK) and
                              # envelope parts (1 MiB, frames.PART)
 RPC_MAX_FRAME = 1 << 20      # a node manager's request port: ALLOC and PIN requests
 INBOX_HWM = 1000             # messages queued per peer
