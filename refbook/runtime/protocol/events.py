@@ -1,0 +1,130 @@
+"""What a process did, kept in a bounded ring (API.md §3, DESIGN.md §7), without I/O.
+
+Every process (each owner, each node manager) appends what happens to its own
+:class:`EventRing`: a raw tuple ``(seq, time, kind, fields)``, where ``seq`` numbers this
+ring's events 1, 2, 3... and ``fields`` are the values of ``FIELDS[kind]`` in that order
+(ids as bytes), or a dict for the rarer free-form events.  Appending costs a counter
+and one deque append; nothing is formatted until someone reads.  A reader asks for
+what came after the local ``seq`` it last saw (:meth:`EventRing.since`) and learns how
+many it missed if the ring overflowed meanwhile.  The driver merges the rings of every
+process and numbers the result without gaps (``runtime/api/events.py``); :func:`to_dict`
+makes the dicts that the state API shows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+
+RING_SIZE = 20_000
+
+# kind -> the names of its fields, in the order ``EventRing.add`` takes them
+FIELDS = {
+    "task_submitted": ("task_id", "name", "reason"),
+    "task_started": ("task_id", "name", "owner"),
+    "task_finished": ("task_id", "name", "attempt"),
+    "task_failed": ("task_id", "name", "attempt", "error"),
+    "task_retried": ("task_id", "name", "attempt", "reason"),
+    "task_cancelled": ("task_id", "name", "attempt"),
+    "object_created": ("object_id", "size"),
+    "object_freed": ("object_id", "size"),
+    "object_lost": ("object_id", "size", "reason"),
+    "object_reconstructing": ("object_id", "size", "task_id", "name", "reason"),
+    "object_reconstructed": ("object_id", "size", "task_id"),
+    "object_spilled": ("object_id", "size", "bytes", "file"),
+    "object_restored": ("object_id", "size", "bytes"),
+    "object_transferred": ("object_id", "size", "bytes", "source", "seconds"),
+    "object_evicted": ("object_id", "size"),
+    "worker_started": ("worker", "pid"),
+    "worker_died": ("worker", "pid", "reason", "oom"),
+    "node_added": ("node", "address"),
+    "node_died": ("node", "reason"),
+}
+TASK_END = ("task_finished", "task_failed", "task_cancelled")
+
+
+class EventRing:
+    """The last ``maxlen`` events of one process.  ``clock`` gives wall-clock time."""
+
+    __slots__ = ("buf", "seq", "clock")
+
+    def __init__(self, maxlen: int = RING_SIZE, clock=lambda: 0.0):
+        self.buf: deque = deque(maxlen=maxlen)
+        self.seq = 0
+        self.clock = clock
+
+    def add(self, kind: str, *fields) -> None:
+        """Record an event of ``kind`` with the values of ``FIELDS[kind]``."""
+        self.seq += 1
+        self.buf.append((self.seq, self.clock(), kind, fields))
+
+    def note(self, kind: str, **details) -> None:
+        """Record a rarer event whose fields are free-form (oom_kill, spill_failed...)."""
+        self.seq += 1
+        self.buf.append((self.seq, self.clock(), kind, details))
+
+    def since(self, seq: int) -> tuple[list, int, int]:
+        """``(events, dropped, last)``: the raw events after local ``seq``, how many
+        after it are gone already (the ring overflowed), and the latest seq."""
+        buf = self.buf
+        if not buf:
+            return [], max(0, self.seq - seq), self.seq
+        for _ in range(10):       # a writer in another thread: read again
+            try:
+                first = buf[0][0]
+                start = max(0, seq + 1 - first)
+                return list(islice(buf, start, None)), max(0, first - seq - 1), self.seq
+            except (RuntimeError, IndexError):
+                continue
+        return [], 0, seq
+
+    def __len__(self) -> int:
+        return len(self.buf)
+
+
+def _plain(v):
+    return v.hex() if type(v) is bytes else v
+
+
+def to_dict(raw: tuple, node_id, process) -> dict:
+    """A raw ring event as the state API shows it (ids in hex), ``seq`` the local one."""
+    seq, t, kind, fields = raw
+    d = {"seq": seq, "time": t, "kind": kind, "node_id": node_id, "process": process}
+    if type(fields) is dict:
+        for k, v in fields.items():
+            d.setdefault(k, _plain(v))
+    else:
+        for k, v in zip(FIELDS[kind], fields, strict=False):
+            d[k] = _plain(v)
+    return d
+
+
+def entry_size(entry) -> int | None:
+    """The size in bytes of a value entry (INLINE or STORED; see entries.py)."""
+    if entry[0] == 1:
+        return entry[3]
+    try:
+        return len(entry[1]) + (sum(map(len, entry[2])) if entry[2] else 0)
+    except TypeError:           # the simulator's values are not bytes
+        return 0
+
+
+def error_name(err) -> str:
+    """The class name of a task's error (of the exception it raised, if remote)."""
+    cls = getattr(err, "cause_cls", None) or type(err)
+    return getattr(cls, "__name__", str(cls))
+
+
+def ended(ring: EventRing, task, error=None) -> None:
+    """The event that ends an attempt of ``task``: finished, failed or cancelled."""
+    if error is None:
+        ring.add("task_finished", task.task_id, task.name, task.attempts)
+    elif task.cancelled:
+        ring.add("task_cancelled", task.task_id, task.name, task.attempts)
+    else:
+        ring.add("task_failed", task.task_id, task.name, task.attempts, error_name(error))
+
+
+def retried(ring: EventRing, task, why: str) -> None:
+    """``task`` runs again because ``why``."""
+    ring.add("task_retried", task.task_id, task.name, task.attempts, why)
