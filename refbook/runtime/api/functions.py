@@ -507,22 +507,11 @@ def objects() -> list[dict]:
 
 def events(kinds=None) -> list[dict]:
     """What the cluster did under pressure, oldest first: ``spill``, ``restore``,
-    ``oom_kill``, ``spill_failed`` (each a dict with ``time``, ``kind``, ``node_id``
-    and details such as ``object_ids`` and ``bytes``)."""
-    core = _core()
-    with core.lock:
-        evs = list(core.recovery.events)      # what this process rebuilt
-    for node in nodes():
-        if node["alive"]:
-            try:
-                evs += _query(node["address"], "events") or []
-            except exc.RefbookError:
-                pass
-    evs.sort(key=lambda e: e["time"])
-    if kinds is not None:
-        kinds = {kinds} if isinstance(kinds, str) else set(kinds)
-        evs = [e for e in evs if e["kind"] in kinds]
-    return evs
+    ``transfer``, ``evict``, ``reconstruct``, ``oom_kill``, ``spill_failed``... (each a
+    dict with ``time``, ``kind``, ``node_id`` and details such as ``object_ids`` and
+    ``bytes``).  Every event, under its own name: ``refbook.state.events``."""
+    from .events import legacy_events
+    return legacy_events(kinds)
 
 
 def _sum_over_nodes(field: str) -> dict:

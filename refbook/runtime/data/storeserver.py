@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 
 from ..protocol import messages as P
+from ..protocol.events import EventRing
 from ..protocol.objects import SPILLED, ObjectTable
 from .spill import SpillIO
 from .transfer import CHUNK as CHUNK  # re-exported: tests size their objects by it
@@ -66,17 +66,13 @@ class StoreServer:
             io = SpillIO(spill_dir, arena.mm)
         self.io = io
         self.waiting: list[Waiting] = []
-        self.events: deque = deque(maxlen=10_000)
+        self.events = EventRing(clock=time.time)     # this node's (the state API's)
         self.disk_error: str | None = None
         self._asked: dict[tuple, float] = {}
         # proc -> (oids its live values use, its kind, when it said so): it answered an
         # UNPIN_REQUEST while blocked in get()/wait()
         self._stuck: dict[str, tuple] = {}
         self._unpins: dict[str, int] = {}       # proc -> number of its last UNPIN here
-
-    def event(self, kind: str, **fields) -> None:
-        self.events.append({"time": time.time(), "kind": kind, "node_id": self.node_id,
-                            **fields})
 
     # -- requests (ROUTER socket) -------------------------------------------------------------
     def on_request(self, ident: bytes, m: tuple) -> None:
@@ -232,24 +228,25 @@ class StoreServer:
             if r[0] == "spilled":
                 _, fid, written, size, reused = r
                 self.close_files(self.table.spill_done(fid, written, size, reused))
-                self.event("spill", object_ids=[o.hex() for o in list(written) + reused],
-                           bytes=sum(self.table.objects[o].size for o in
-                                     list(written) + reused if o in self.table.objects),
-                           file=fid)
+                objects = self.table.objects
+                for oid in [*written, *reused]:
+                    n = objects[oid].size if oid in objects else 0
+                    self.events.add("object_spilled", oid, n, n, fid)
             elif r[0] == "restored":
                 _, oid, err = r
                 self.table.restore_done(oid, err is None)
                 o = self.table.objects.get(oid)
                 if err is None:
-                    self.event("restore", object_ids=[oid.hex()],
-                               bytes=o.size if o else 0)
+                    n = o.size if o else 0
+                    self.events.add("object_restored", oid, n, n)
                 else:
                     log.error("restore of %s failed: %s", oid.hex(), err)
             elif r[0] == "spill_failed":
                 _, oids, err = r
                 self.table.spill_failed(oids)
                 self.disk_error = f"spilling to {self.spill_dir} failed: {err}"
-                self.event("spill_failed", object_ids=[o.hex() for o in oids], error=str(err))
+                self.events.note("spill_failed", object_ids=[o.hex() for o in oids],
+                                 error=str(err))
             else:
                 log.error("spill I/O error: %r", r)
         self.progress()

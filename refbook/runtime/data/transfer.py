@@ -123,8 +123,8 @@ class Incoming:
             self.pulled_from[oid] = (p["node"], p["owner"])
             self.t.send(p["src"], (P.PULL_DONE, oid, self.t.address))
             self.t.send(p["owner"], (P.OBJECT_COPY, oid, self.store.node_id, True))
-            self.store.event("transfer", object_ids=[oid.hex()], bytes=p["size"],
-                             source=p["node"], seconds=self.store.clock() - p["since"])
+            self.store.events.add("object_transferred", oid, p["size"], p["size"], p["node"],
+                                  self.store.clock() - p["since"])
             self.store.progress()
         else:
             self._request_chunk(oid)
@@ -180,7 +180,7 @@ class Incoming:
             _src, owner = self.pulled_from.pop(o.oid)
             self.store.close_files(t.delete(o.oid))
             self.t.send(owner, (P.OBJECT_COPY, o.oid, self.store.node_id, False))
-            self.store.event("evict", object_ids=[o.oid.hex()], bytes=o.size)
+            self.store.events.add("object_evicted", o.oid, o.size)
             evicted = True
         return evicted
 

@@ -50,6 +50,7 @@ class Head:
         self._this_node = this_node
         self._node_died = node_died
         self._pid_of = pid_of
+        self.events = None                    # the ring node_added and node_died go to
 
     def handlers(self) -> dict:
         return {P.NODE_REGISTER: self._on_node_register, P.HEARTBEAT: self._on_heartbeat,
@@ -64,6 +65,8 @@ class Head:
 
     def _on_node_register(self, m) -> None:
         self.members.register(m[1], time.monotonic())
+        if self.events is not None:
+            self.events.add("node_added", m[1]["node_id"], m[1]["address"])
         self.t.send(m[1]["address"], (P.HEAD_VIEW, self.cluster_view()))
 
     def _on_heartbeat(self, m) -> None:

@@ -31,6 +31,11 @@ class Introspection:
     def describe(self, what: str):
         if what == "pending":
             return self.pending_calls() if self.pending_calls is not None else 0
+        if type(what) is tuple and what[0] == "events":     # the state API's pull
+            with self.lock:
+                evs, dropped, last = self.owner.events.since(what[1])
+            return {"events": evs, "dropped": dropped, "last": last,
+                    "node_id": self.node_id, "process": self.me}
         if what != "objects":
             return None
         with self.lock:

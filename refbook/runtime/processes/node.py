@@ -86,6 +86,8 @@ class NodeManager:
         if self.head_address is None:
             self.head = Head(self.transport, self.node_id, timeout, this_node=self.node_view,
                              node_died=self._node_died, pid_of=self.worker_pids.get)
+            self.head.events = self.store.events
+            self.store.events.add("node_added", self.node_id, self.address)
         else:
             self.link = HeadLink(self.transport, self.head_address, self.node_id,
                                  self.heartbeat_s, timeout, this_node=self.node_view,
@@ -131,6 +133,7 @@ class NodeManager:
     def _on_spawned(self) -> None:
         for addr, pid in self.zygote.read_reports():
             self.worker_pids[addr] = pid
+            self.store.events.add("worker_started", addr, pid)
             try:
                 fd = os.pidfd_open(pid)
             except ProcessLookupError:
@@ -155,7 +158,7 @@ class NodeManager:
         what it owned here goes too (fate sharing) and our processes learn of it."""
         was_worker = local and (addr in self.sched.workers or
                                 addr.rsplit("/", 1)[-1].startswith("w-"))
-        self.procs.pop(addr, None)
+        pid = self.procs.pop(addr, {}).get("pid")
         self.dead_procs[addr] = None
         if len(self.dead_procs) > 2_000:
             del self.dead_procs[next(iter(self.dead_procs))]
@@ -170,6 +173,8 @@ class NodeManager:
         if oom is not None:
             reason = oom
         oom = oom is not None or oom_flag
+        if was_worker:
+            self.store.events.add("worker_died", addr, pid, reason, oom)
         if local:
             for n in self.cluster_view():
                 if n["alive"] and n["node_id"] != self.node_id:
@@ -257,7 +262,8 @@ class NodeManager:
             return
         self.dead_nodes.add(node_id)
         log.warning("node %s died: %s", node_id, reason)
-        self.store.event("node_died", dead_node=node_id, reason=reason)
+        if self.head is not None:     # (the head alone says so: one event per death)
+            self.store.events.add("node_died", node_id, reason)
         for p in self.procs:          # owners first: they rebuild what was lost there
             self.transport.send(p, (P.NODE_DIED, node_id, reason))
         self.store.node_died(node_id)
@@ -294,9 +300,9 @@ class NodeManager:
             used, total = self._mem_used
             why = self.monitor.kill_reason(victim, used, total)
             self.oom_kills[victim.worker] = why
-            self.store.event("oom_kill", task_id=victim.task_id.hex(), task=victim.name,
-                             worker=victim.worker, rss=victim.rss, used=used, total=total,
-                             retriable=victim.retriable)
+            self.store.events.note("oom_kill", task_id=victim.task_id.hex(), task=victim.name,
+                                   worker=victim.worker, rss=victim.rss, used=used,
+                                   total=total, retriable=victim.retriable)
             log.warning(why)
             self._kill(victim.worker)
 
@@ -332,8 +338,8 @@ class NodeManager:
             data = self.cluster_view()
         elif what == "processes":
             data = list(self.procs)
-        elif what == "events":
-            data = list(self.store.events)
+        elif what == "events" or (isinstance(what, tuple) and what[0] == "events"):
+            data = self.events_since(what[1] if isinstance(what, tuple) else 0)
         elif what == "object_states":
             data = self.store.states()
         elif what == "spill_io":
@@ -345,6 +351,12 @@ class NodeManager:
         else:
             data = None
         self.transport.send(requester, (P.STATE_REPLY, req, data))
+
+    def events_since(self, seq: int) -> dict:
+        """This node's events after its local ``seq`` (the state API's pull)."""
+        evs, dropped, last = self.store.events.since(seq)
+        return {"events": evs, "dropped": dropped, "last": last, "node_id": self.node_id,
+                "process": self.address}
 
     def _do(self, actions):
         for a in actions:

@@ -267,6 +267,9 @@ class WorkerRuntime:
 
     def execute(self, owner: str, spec: tuple, t0: float) -> tuple:
         task_id, fn_id, blob, args_pair, resolved, return_ids, name, retry = spec
+        core = self.core
+        with core.lock:               # (the I/O thread appends to this ring too)
+            core.owner.events.add("task_started", task_id, name, owner)
         return self._run(owner, task_id, name, retry, args_pair, resolved, return_ids, t0,
                          lambda: self._function(fn_id, blob))
 

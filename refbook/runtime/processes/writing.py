@@ -48,7 +48,7 @@ class ObjectWriting:
             self._drain_releases(fx)
             self.rt.own(oid, s.refs)
             ref = self.new_ref(oid)
-            self.values[oid] = entry
+            self.owner.put_value(oid, entry)
             self._apply(fx)
         return ref
 

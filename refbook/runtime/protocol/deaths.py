@@ -8,6 +8,7 @@ from __future__ import annotations
 from ...exceptions import WorkerCrashedError
 from . import messages as P
 from .entries import ERROR, STORED, node_of, owner_died
+from .events import ended, retried
 from .refcount import Effects
 
 
@@ -39,8 +40,7 @@ class Deaths:
         o.do(o.tm.worker_died(addr, reason, oom))
         for t in inflight:
             if t.task_id in o.tm.tasks:
-                o.lineage.event("task_retried", task_id=t.task_id.hex(), task=t.name,
-                                attempt=t.attempts, reason=reason)
+                retried(o.events, t, reason)
                 o.lineage.note_retry(t.task_id, t.attempts + 1,
                                      "ran out of memory" if oom else "worker died")
         o.apply(fx)
@@ -119,6 +119,7 @@ class Deaths:
         for task in list(o.tm.tasks.values()):
             o.tm.forget(task)
             o.fail_task(task, err)
+            ended(o.events, task, err)
         for oid in list(o.rt.refs):
             if oid not in o.values:
                 o.set_value(oid, (ERROR, err))

@@ -18,6 +18,7 @@ from collections import deque
 
 from ... import exceptions as exc
 from .entries import ERROR
+from .events import entry_size
 from .ids import is_put, task_of
 from .refcount import Effects
 from .tasks import WAITING, Task, _to
@@ -42,13 +43,8 @@ class Lineage:
         self._evicted_set: set = set()
         self.rebuilding: set[bytes] = set()        # outputs being made again
         self.released_by_user: set[bytes] = set()  # lineage dropped by release_lineage()
-        self.events: deque = deque(maxlen=10_000)
+        self.announced: set[bytes] = set()         # object_reconstructing emitted
         self.retried: dict[bytes, tuple] = {}     # task id -> (next attempt, why)
-
-    def event(self, kind: str, **fields) -> None:
-        o = self.owner
-        self.events.append({"time": o.clock(), "kind": kind, "node_id": o.node_id,
-                            "owner": o.me, **fields})
 
     def note_retry(self, task_id: bytes, attempt: int, why: str) -> None:
         """A task runs again (``attempt``) because ``why``: for the notebook's views."""
@@ -123,8 +119,10 @@ class Lineage:
     def lost(self, oid: bytes, why: str) -> None:
         """Every copy of ``oid`` (ours) is gone: rebuild it, or fail it clearly."""
         owner = self.owner
-        owner.values.pop(oid, None)
+        entry = owner.values.pop(oid, None)
         owner.out.lost.append(oid)
+        owner.events.add("object_lost", oid, entry_size(entry) if entry and entry[0] < ERROR
+                         else None, why)
         if is_put(oid):
             owner.set_value(oid, (ERROR, exc.ObjectLostError(
                 f"object {oid.hex()} was created by put() and {why}; a put value has no "
@@ -147,7 +145,9 @@ class Lineage:
             return
         self.rebuild(task, why)
 
-    def rebuild(self, task: Task, why: str) -> None:
+    def rebuild(self, task: Task, why: str, retry: bool = False) -> None:
+        """Run ``task`` again to make its lost outputs (``retry``: it had not finished;
+        the caller said so with task_retried)."""
         owner = self.owner
         if task.task_id in owner.tm.tasks:
             return                           # already running again
@@ -190,10 +190,22 @@ class Lineage:
         task.attempts = 0
         task.cancelled = False
         task.unplaceable_since = None
-        self.event("reconstruct", task_id=task.task_id.hex(), task=task.name,
-                   object_ids=[r.hex() for r in task.return_ids], reason=why)
+        if not retry:
+            ev = owner.events
+            ev.add("task_submitted", task.task_id, task.name, f"reconstruct: {why}")
+            for rid in task.return_ids:
+                if rid in self.rebuilding:
+                    self.announced.add(rid)
+                    ev.add("object_reconstructing", rid, None, task.task_id, task.name, why)
         owner.do(owner.tm.submit(task, unresolved))
         owner.apply(fx)
 
-    def rebuilt(self, oid: bytes) -> None:
-        self.rebuilding.discard(oid)
+    def rebuilt(self, oid: bytes, entry: tuple) -> None:
+        """A task returned ``oid``'s value: made again, or made for the first time."""
+        if self.rebuilding:
+            self.rebuilding.discard(oid)
+        if self.announced and oid in self.announced:
+            self.announced.discard(oid)
+            self.owner.events.add("object_reconstructed", oid, entry_size(entry), task_of(oid))
+        else:
+            self.owner.events.add("object_created", oid, entry_size(entry))

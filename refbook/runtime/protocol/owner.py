@@ -26,6 +26,7 @@ from ...exceptions import ObjectLostError
 from . import messages as P
 from .deaths import Deaths
 from .entries import ERROR, INLINE, STORED, node_of, owner_died
+from .events import EventRing, ended, entry_size, error_name, retried
 from .ids import object_id, task_of
 from .lineage import Lineage
 from .refcount import Effects, ReferenceTable
@@ -68,8 +69,7 @@ class Owner:
         self.lineage = Lineage(self, lineage_max_bytes)
         self.deaths = Deaths(self)
         self.out = Outbox()
-        self.clock = lambda: 0.0                  # wall-clock time, for events (set by
-                                                  # the process; the simulator's own)
+        self.events = EventRing()                 # what it did (.clock: set by the process)
         self.fetching: set[bytes] = set()         # GET_OBJECT outstanding
         self.readers: dict[bytes, list] = {}      # oid -> [(requester, req)] to answer
         self.stale: dict[bytes, set] = {}         # task id -> {(node, worker)} of attempts
@@ -91,6 +91,9 @@ class Owner:
     def now(self, t: float) -> None:
         self.tm.now = t
 
+    clock = property(lambda self: self.events.clock,
+                     lambda self, fn: setattr(self.events, "clock", fn))
+
     def send(self, addr: str, msg: tuple) -> None:
         self.out.send.append((addr, msg))
 
@@ -103,6 +106,7 @@ class Owner:
             self.send(requester, (P.OBJECT_REPLY, req, oid, entry))
         if entry[0] == ERROR:
             self.lineage.rebuilding.discard(oid)
+            self.lineage.announced.discard(oid)
             self.do(self.tm.dependency_failed(oid, entry[1]))
         else:
             self.do(self.tm.resolved(oid))
@@ -116,6 +120,8 @@ class Owner:
             out.freed.extend(fx.free)
             for oid in fx.free:
                 entry = values.pop(oid, None)
+                if entry is not None and entry[0] < ERROR:       # a value: INLINE, STORED
+                    self.events.add("object_freed", oid, entry_size(entry))
                 if copies and oid in copies:
                     for node_id in sorted(copies.pop(oid)):
                         frees.setdefault(node_id, []).append(oid)
@@ -193,7 +199,7 @@ class Owner:
         arg_refs = top_refs + nested
         if blob_oid is not None:
             self.rt.own(blob_oid)
-            self.values[blob_oid] = args_entry
+            self.put_value(blob_oid, args_entry)
             arg_refs.append((blob_oid, self.me))
             args_entry = ("ref", blob_oid)
         self.rt.add_submitted(arg_refs)
@@ -205,8 +211,14 @@ class Owner:
                     self.fetch(oid, owner)
         return args_entry, arg_refs, unresolved
 
+    def put_value(self, oid: bytes, entry: tuple) -> None:
+        """A value made here (put, a call's large arguments), owned from now on."""
+        self.values[oid] = entry
+        self.events.add("object_created", oid, entry_size(entry))
+
     def submit(self, task: Task, unresolved: set) -> None:
         """A new task, its return ids already owned."""
+        self.events.add("task_submitted", task.task_id, task.name, None)
         task.quick = self.fn_time.get(task.payload.fn_id, 1.0) < QUICK_TASK
         if not unresolved:
             near = self.where_args_are(task)
@@ -264,6 +276,7 @@ class Owner:
                           (P.LEASE_RETURN, a.lease_id))
             elif cls is Fail:
                 self.fail_task(a.task, a.error)
+                ended(self.events, a.task, a.error)
             elif cls is Cancel:
                 if a.force:
                     self.send(self.node_address,
@@ -331,6 +344,7 @@ class Owner:
         fx = Effects()
         for task_id, ok, payload, borrowed, seconds in results:
             task, actions = self.tm.done(task_id)
+            tracked = task is not None          # (not an actor's call or creation)
             self.do(actions)
             if task is not None and task_id in self.stale:
                 keep = {}
@@ -358,11 +372,13 @@ class Owner:
             if ok:
                 for oid, (kind, data, nested) in zip(task.return_ids, payload, strict=True):
                     self.rt.task_returned(oid, nested, task.arg_refs, fx)
-                    self.lineage.rebuilt(oid)
-                    self.set_value(oid, (INLINE, data[0], data[1]) if kind == INLINE
-                                   else (STORED, *data))
+                    entry = (INLINE, data[0], data[1]) if kind == INLINE else (STORED, *data)
+                    self.lineage.rebuilt(oid, entry)
+                    self.set_value(oid, entry)
                     if kind == STORED and data[0] in self.dead_nodes:
                         self.lineage.lost(oid, f"was stored on node {data[0]}, which died")
+            if tracked:
+                ended(self.events, task, None if ok else payload)
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
             if ok and task.resources:       # a task (not an actor call): keep its lineage
                 self.lineage.keep(task)
@@ -381,7 +397,8 @@ class Owner:
         if lost_arg and any(oid not in self.values for oid in mine):
             # an argument was lost while the task ran: rebuild it, run again
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
-            self.lineage.rebuild(task, "lost an argument while running")
+            retried(self.events, task, "lost an argument while running")
+            self.lineage.rebuild(task, "lost an argument while running", retry=True)
             self.rt.remove_submitted(task.arg_refs, fx)
             return True
         if lost_arg and task._rebuilds < max(3, task.max_retries) and any(
@@ -391,10 +408,12 @@ class Owner:
             # when its arguments have been marked lost (and are rebuilt)
             task._rebuilds += 1
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
+            retried(self.events, task, "an argument's node died")
             self.tm.run_later(task, 0.3)
             return True
         if self.tm.should_retry_exception(task, cause):
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
+            retried(self.events, task, f"it raised {error_name(error)}")
             self.do(self.tm.retry(task))
             return True
         for oid in task.return_ids:
@@ -415,7 +434,7 @@ class Owner:
                 elif reg:
                     self.rt.mark_registered(x, o)
             if kind == STORED:
-                self.values[oid] = (STORED, *data)
+                self.put_value(oid, (STORED, *data))
             self.rt.release_if_unreferenced(oid, fx)
 
     # ------------------------------------------------------------------- leases

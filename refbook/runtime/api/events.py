@@ -1,0 +1,271 @@
+"""The state API's events (API.md §3): what every process of the cluster did, pulled,
+merged in time order and numbered 1, 2, 3... by this driver, with no gaps.
+
+Every process keeps its own bounded ring (``protocol/events.py``) and pays nothing
+more when nobody listens.  A :class:`Collector` (one per driver, made on first use)
+asks each node manager for its processes, then each node manager and each process for
+what its ring holds after the local seq it read last (STATE_QUERY ``("events", seq)``),
+and merges the answers.  An event stamped after the round began waits for the next
+round, so that what a slower source reports late still sorts in time order.  A ring
+that overflowed before it was read becomes an ``events_dropped`` event saying how many
+were lost.  Subscriptions share one background thread that polls every ``POLL_S`` and
+calls each callback with the new events, batched; the runtime never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from itertools import islice
+
+from ... import exceptions as exc
+from ..processes import context
+from ..protocol.events import to_dict
+
+log = logging.getLogger("refbook.events")
+
+POLL_S = 0.02            # a subscription's poll period
+LOG_SIZE = 100_000       # events this driver keeps for events(since=) and late readers
+SOURCES_S = 0.5          # how often the list of processes is asked again
+QUERY_TIMEOUT = 2.0
+
+
+class Collector:
+    """This driver's merged, numbered view of every ring (see the module)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.lock = threading.Lock()          # one round at a time
+        self.log: deque = deque(maxlen=LOG_SIZE)
+        self.seq = 0                          # the last number given
+        self.cursors: dict[str, int] = {}     # source -> its last local seq read
+        self.last_time: dict[str, float] = {}
+        self.held: list = []                  # stamped after the last round began
+        self.sources: list[str] = []
+        self.sources_at = 0.0
+        self.subs: list[Subscription] = []
+        self.thread: threading.Thread | None = None
+        self.wake = threading.Event()
+
+    # -- pulling -------------------------------------------------------------------------
+    def _list_sources(self, now: float) -> list[str]:
+        if self.sources and now - self.sources_at < SOURCES_S:
+            return self.sources
+        core = self.core
+        found = [core.me]
+        for n in core.query(core.node_address, "nodes", QUERY_TIMEOUT) or []:
+            if not n["alive"]:
+                continue
+            found.append(n["address"])
+            try:
+                procs = core.query(n["address"], "processes", QUERY_TIMEOUT) or []
+            except exc.RefbookError:
+                continue       # the node died meanwhile
+            found += [p for p in procs if p not in found]
+        self.sources, self.sources_at = found, now
+        return found
+
+    def _read(self, src: str):
+        since = self.cursors.get(src, 0)
+        core = self.core
+        if src == core.me:
+            return core.describe(("events", since))
+        return core.query(src, ("events", since), QUERY_TIMEOUT)
+
+    def poll(self) -> list[dict]:
+        """One round: read every ring, merge, number.  Returns the new events."""
+        with self.lock:
+            t0 = time.time()
+            fresh = []
+            for src in self._list_sources(t0):
+                try:
+                    rep = self._read(src)
+                except exc.RefbookError:
+                    self.sources_at = 0.0      # it died or is stuck: list them again
+                    continue
+                if not rep:
+                    continue
+                prev = self.last_time.get(src, 0.0)
+                if rep["dropped"]:
+                    fresh.append({"time": prev, "kind": "events_dropped",
+                                  "node_id": rep["node_id"], "process": src,
+                                  "count": rep["dropped"]})
+                for raw in rep["events"]:
+                    e = to_dict(raw, rep["node_id"], src)
+                    if e["time"] < prev:       # a clock stepped back: keep its order
+                        e["time"] = prev
+                    prev = e["time"]
+                    fresh.append(e)
+                self.last_time[src] = prev
+                self.cursors[src] = rep["last"]
+            ready = self.held + [e for e in fresh if e["time"] <= t0]
+            self.held = [e for e in fresh if e["time"] > t0]
+            ready.sort(key=_time)             # stable: each source's order is kept
+            for e in ready:
+                self.seq += 1
+                e["seq"] = self.seq
+            self.log.extend(ready)
+            return ready
+
+    def after(self, seq: int) -> list[dict]:
+        """Logged events numbered after ``seq``; an ``events_dropped`` first if the
+        log no longer holds some of them."""
+        log_ = self.log
+        if not log_:
+            return []
+        first = log_[0]["seq"]
+        out = []
+        if seq + 1 < first:
+            out.append({"seq": first - 1, "time": log_[0]["time"], "kind": "events_dropped",
+                        "node_id": None, "process": None, "count": first - 1 - seq})
+        out += islice(log_, max(0, seq + 1 - first), None)
+        return out
+
+    # -- subscriptions --------------------------------------------------------------------
+    def add(self, sub: Subscription) -> None:
+        with self.lock:
+            self.subs.append(sub)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="refbook-events",
+                                               daemon=True)
+                self.thread.start()
+
+    def remove(self, sub: Subscription) -> None:
+        with self.lock:
+            if sub in self.subs:
+                self.subs.remove(sub)
+        self.wake.set()
+
+    def _run(self) -> None:
+        while self.core.alive:
+            with self.lock:
+                if not self.subs:
+                    self.thread = None
+                    return
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - keep the subscribers going
+                if not self.core.alive:
+                    break
+                log.exception("reading the cluster's events failed")
+            for sub in list(self.subs):
+                sub.deliver(self)
+            self.wake.wait(POLL_S)
+            self.wake.clear()
+        self.thread = None
+
+
+def _time(e: dict) -> float:
+    return e["time"]
+
+
+def _kinds(kinds):
+    if kinds is None:
+        return None
+    return {kinds} if isinstance(kinds, str) else set(kinds)
+
+
+def _wanted(evs: list, kinds) -> list:
+    if kinds is None:
+        return evs
+    return [e for e in evs if e["kind"] in kinds or e["kind"] == "events_dropped"]
+
+
+class Subscription:
+    """``callback(list_of_events)`` on a background thread for each batch of new events
+    (of ``kinds``), until :meth:`close`."""
+
+    def __init__(self, collector: Collector, callback, kinds, cursor: int):
+        self.collector = collector
+        self.callback = callback
+        self.kinds = kinds
+        self.cursor = cursor
+        self.closed = False
+
+    def deliver(self, collector: Collector) -> None:
+        if self.closed:
+            return
+        with collector.lock:
+            evs = collector.after(self.cursor)
+        if not evs:
+            return
+        self.cursor = evs[-1]["seq"]
+        evs = _wanted(evs, self.kinds)
+        if evs:
+            try:
+                self.callback(evs)
+            except Exception:  # noqa: BLE001 - a broken callback must not stop the others
+                log.exception("an events callback failed")
+
+    def close(self) -> None:
+        """Stop; no callback starts after this returns (one running may finish)."""
+        self.closed = True
+        self.collector.remove(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def collector() -> Collector:
+    core = context.core()
+    c = getattr(core, "_event_collector", None)
+    if c is None:
+        c = core._event_collector = Collector(core)
+    return c
+
+
+def events(since: int = 0, kinds=None) -> list[dict]:
+    """What happened in the cluster, oldest first (API.md §3): each event a dict with
+    ``seq`` (this driver's numbering: 1, 2, 3... with no gaps, so ``since=seq``
+    resumes), ``time``, ``kind``, ``node_id``, ``process`` and details."""
+    c = collector()
+    c.poll()
+    with c.lock:
+        return _wanted(c.after(since), _kinds(kinds))
+
+
+def subscribe(callback, kinds=None, since: int | None = None) -> Subscription:
+    """Call ``callback(list_of_events)`` on a background thread with each batch of new
+    events (of ``kinds``), from now on, or after ``since`` (0: everything this driver
+    still holds).  Returns a :class:`Subscription`; ``.close()`` it."""
+    c = collector()
+    if since is None:
+        c.poll()
+        since = c.seq
+    sub = Subscription(c, callback, _kinds(kinds), since)
+    c.add(sub)
+    return sub
+
+
+# refbook.events(): the pressure and recovery events, under their earlier names
+LEGACY = {"object_spilled": "spill", "object_restored": "restore",
+          "object_transferred": "transfer", "object_evicted": "evict",
+          "object_reconstructing": "reconstruct", "oom_kill": "oom_kill",
+          "spill_failed": "spill_failed", "node_died": "node_died",
+          "task_retried": "task_retried"}
+
+
+def legacy_events(kinds=None) -> list[dict]:
+    """``refbook.events()``: spill, restore, transfer, evict, reconstruct, oom_kill,
+    spill_failed, node_died and task_retried, each with ``object_ids`` if it is about
+    objects."""
+    kinds = _kinds(kinds)
+    out = []
+    for e in events():
+        old = LEGACY.get(e["kind"])
+        if old is None or (kinds is not None and old not in kinds):
+            continue
+        e = dict(e, kind=old)
+        if "object_id" in e:
+            e["object_ids"] = [e["object_id"]]
+        if old == "reconstruct":
+            e["task"] = e["name"]
+        elif old == "node_died":
+            e["dead_node"] = e["node"]
+        out.append(e)
+    return out
