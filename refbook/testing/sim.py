@@ -42,6 +42,7 @@ from ..runtime.protocol.objects import ObjectTable
 from ..runtime.protocol.refcount import Effects
 from ..runtime.protocol.tasks import Task, TaskPayload
 from . import seeds
+from .simevents import check_events
 from .simprocs import Node, Proc, _name, _short, addr
 
 DOCUMENTED = (exc.WorkerCrashedError, exc.ObjectLostError, exc.TaskError,
@@ -169,9 +170,9 @@ class World:
         if self.rng.random() < 0.5 and n0.alive:
             n0.table.create(oid, 64, o.me, o.me)
             n0.table.seal(oid)
-            o.values[oid] = (STORED, "n0", None, 64)
+            o.put_value(oid, (STORED, "n0", None, 64))
         else:
-            o.values[oid] = (INLINE, v, [])
+            o.put_value(oid, (INLINE, v, []))
         self.log.append(f"put {_short(oid)} = {v}")
 
     def drop(self, p: Proc, oid: bytes) -> None:
@@ -412,9 +413,11 @@ def run(seed: int, steps: int = 200, crash_rate: float = 0.03) -> World:
     w.faults = False
     w.settle()
     w.check_results()
+    check_events(w)
     w.drop_everything()
     w.settle()
     w.check_empty()
+    check_events(w, at_end=True)
     return w
 
 

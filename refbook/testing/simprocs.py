@@ -139,7 +139,7 @@ class Proc:
                 self.owner.rt.add_local(x, self.addr)
                 self.handles[x] += 1
                 r["refs"].append((x, self.addr))
-                self.owner.values[x] = (INLINE, 7, [])
+                self.owner.put_value(x, (INLINE, 7, []))
                 world.value[x] = 7
                 reply_nested = [(x, self.addr, self.owner.rt.register_for(x, self.addr, r["owner"],
                                                                      fx, r["covered"]))]
