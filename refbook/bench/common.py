@@ -22,6 +22,9 @@ class RefbookBackend:
 
     def init(self):
         self.rb.init(num_cpus=self.num_cpus, object_store_memory=self.store)
+        if os.environ.get("REFBOOK_BENCH_SUBSCRIBE"):     # the cost of one subscriber
+            from refbook import state
+            state.subscribe(lambda evs: None)
 
     def shutdown(self):
         self.rb.shutdown()

@@ -3,10 +3,10 @@ merged in time order and numbered 1, 2, 3... by this driver, with no gaps.
 
 Every process keeps its own bounded ring (``protocol/events.py``) and pays nothing
 more when nobody listens.  A :class:`Collector` (one per driver, made on first use)
-asks each node manager for its processes, then each node manager and each process for
-what its ring holds after the local seq it read last (STATE_QUERY ``("events", seq)``),
-and merges the answers.  An event stamped after the round began waits for the next
-round, so that what a slower source reports late still sorts in time order.  A ring
+asks each node manager, then each process it lists, for what its ring holds after the
+local seq it read last (STATE_QUERY ``("events", seq)``), and merges the answers.  An
+event stamped after the round began waits for the next round, so that the merge is in
+time order (on one host; across hosts, up to their clocks' skew).  A ring
 that overflowed before it was read becomes an ``events_dropped`` event saying how many
 were lost.  Subscriptions share one background thread that polls every ``POLL_S`` and
 calls each callback with the new events, batched; the runtime never waits for it.
@@ -26,10 +26,11 @@ from ..protocol.events import to_dict
 
 log = logging.getLogger("refbook.events")
 
-POLL_S = 0.02            # a subscription's poll period
+POLL_S = 0.025           # a subscription's poll period
 LOG_SIZE = 100_000       # events this driver keeps for events(since=) and late readers
-SOURCES_S = 0.5          # how often the list of processes is asked again
-QUERY_TIMEOUT = 2.0
+NODES_S = 1.0            # how often the list of nodes is asked again
+QUERY_TIMEOUT = 2.0      # a node manager's answer
+PROCESS_TIMEOUT = 1.0    # a process's (it may have just died)
 
 
 class Collector:
@@ -43,63 +44,75 @@ class Collector:
         self.cursors: dict[str, int] = {}     # source -> its last local seq read
         self.last_time: dict[str, float] = {}
         self.held: list = []                  # stamped after the last round began
-        self.sources: list[str] = []
-        self.sources_at = 0.0
+        self.nodes: list[str] = []
+        self.nodes_at = 0.0
         self.subs: list[Subscription] = []
         self.thread: threading.Thread | None = None
         self.wake = threading.Event()
 
     # -- pulling -------------------------------------------------------------------------
-    def _list_sources(self, now: float) -> list[str]:
-        if self.sources and now - self.sources_at < SOURCES_S:
-            return self.sources
+    def _nodes(self, now: float) -> list[str]:
+        """The live node managers (asked again every ``NODES_S``)."""
+        if self.nodes_at and now - self.nodes_at < NODES_S:
+            return self.nodes
         core = self.core
-        found = [core.me]
-        for n in core.query(core.node_address, "nodes", QUERY_TIMEOUT) or []:
-            if not n["alive"]:
-                continue
-            found.append(n["address"])
-            try:
-                procs = core.query(n["address"], "processes", QUERY_TIMEOUT) or []
-            except exc.RefbookError:
-                continue       # the node died meanwhile
-            found += [p for p in procs if p not in found]
-        self.sources, self.sources_at = found, now
-        return found
+        self.nodes = [n["address"] for n in
+                      core.query(core.node_address, "nodes", QUERY_TIMEOUT) or []
+                      if n["alive"]]
+        self.nodes_at = now
+        return self.nodes
 
-    def _read(self, src: str):
+    def _take(self, src: str, fresh: list, t0: float):
+        """Read ``src``'s ring after what we read last; its events go to ``fresh``.
+        Returns its answer, or None if it did not answer."""
         since = self.cursors.get(src, 0)
         core = self.core
-        if src == core.me:
-            return core.describe(("events", since))
-        return core.query(src, ("events", since), QUERY_TIMEOUT)
+        try:
+            if src == core.me:
+                rep = core.describe(("events", since))
+            else:
+                rep = core.query(src, ("events", since), PROCESS_TIMEOUT)
+        except exc.RefbookError:
+            self.nodes_at = 0.0          # it died or is stuck: list the nodes again
+            return None
+        if not rep:
+            return None
+        prev = self.last_time.get(src, 0.0)
+        evs = rep["events"]
+        if rep["dropped"]:
+            fresh.append({"time": max(prev, evs[0][1] if evs else t0),
+                          "kind": "events_dropped", "node_id": rep["node_id"],
+                          "process": src, "count": rep["dropped"]})
+        node_id = rep["node_id"]
+        for raw in evs:
+            e = to_dict(raw, node_id, src)
+            if e["time"] < prev:         # a clock stepped back: keep its order
+                e["time"] = prev
+            prev = e["time"]
+            fresh.append(e)
+        self.last_time[src] = prev
+        self.cursors[src] = rep["last"]
+        return rep
 
     def poll(self) -> list[dict]:
-        """One round: read every ring, merge, number.  Returns the new events."""
+        """One round: read every ring, merge, number.  Returns the new events.
+
+        Each node manager's answer lists its processes as they are then, and every
+        ring is read after ``t0``: whatever was stamped before ``t0`` is in this round,
+        so what is held back to the next round sorts after all of it."""
         with self.lock:
+            core = self.core
             t0 = time.time()
-            fresh = []
-            for src in self._list_sources(t0):
-                try:
-                    rep = self._read(src)
-                except exc.RefbookError:
-                    self.sources_at = 0.0      # it died or is stuck: list them again
-                    continue
-                if not rep:
-                    continue
-                prev = self.last_time.get(src, 0.0)
-                if rep["dropped"]:
-                    fresh.append({"time": prev, "kind": "events_dropped",
-                                  "node_id": rep["node_id"], "process": src,
-                                  "count": rep["dropped"]})
-                for raw in rep["events"]:
-                    e = to_dict(raw, rep["node_id"], src)
-                    if e["time"] < prev:       # a clock stepped back: keep its order
-                        e["time"] = prev
-                    prev = e["time"]
-                    fresh.append(e)
-                self.last_time[src] = prev
-                self.cursors[src] = rep["last"]
+            fresh: list = []
+            done = {core.me}
+            self._take(core.me, fresh, t0)
+            for nm in self._nodes(t0):
+                rep = self._take(nm, fresh, t0)
+                dead = core.rt.dead              # deaths this process heard of
+                for p in (rep or {}).get("processes", ()):
+                    if p not in done and p not in dead:
+                        done.add(p)
+                        self._take(p, fresh, t0)
             ready = self.held + [e for e in fresh if e["time"] <= t0]
             self.held = [e for e in fresh if e["time"] > t0]
             ready.sort(key=_time)             # stable: each source's order is kept

@@ -356,7 +356,7 @@ class NodeManager:
         """This node's events after its local ``seq`` (the state API's pull)."""
         evs, dropped, last = self.store.events.since(seq)
         return {"events": evs, "dropped": dropped, "last": last, "node_id": self.node_id,
-                "process": self.address}
+                "process": self.address, "processes": list(self.procs)}
 
     def _do(self, actions):
         for a in actions:

@@ -94,8 +94,8 @@ def to_dict(raw: tuple, node_id, process) -> dict:
         for k, v in fields.items():
             d.setdefault(k, _plain(v))
     else:
-        for k, v in zip(FIELDS[kind], fields, strict=False):
-            d[k] = _plain(v)
+        d.update(zip(FIELDS[kind], [v.hex() if type(v) is bytes else v for v in fields],
+                     strict=False))
     return d
 
 

@@ -18,7 +18,7 @@ from collections import deque
 
 from ... import exceptions as exc
 from .entries import ERROR
-from .events import entry_size
+from .events import ended, entry_size, retried
 from .ids import is_put, task_of
 from .refcount import Effects
 from .tasks import WAITING, Task, _to
@@ -146,8 +146,8 @@ class Lineage:
         self.rebuild(task, why)
 
     def rebuild(self, task: Task, why: str, retry: bool = False) -> None:
-        """Run ``task`` again to make its lost outputs (``retry``: it had not finished;
-        the caller said so with task_retried)."""
+        """Run ``task`` again to make its lost outputs (``retry``: it had not finished,
+        and runs again because an argument was lost while it ran)."""
         owner = self.owner
         if task.task_id in owner.tm.tasks:
             return                           # already running again
@@ -161,7 +161,11 @@ class Lineage:
                 if rid in owner.rt:
                     owner.values.pop(rid, None)
                     owner.set_value(rid, (ERROR, err))
+            if retry:
+                ended(owner.events, task, err)
             return
+        if retry:
+            retried(owner.events, task, why)
         fx = Effects()
         # hold the arguments first: the old outputs may be all that kept one of them
         # (a ref the task returned nested in its value), and clearing them must not

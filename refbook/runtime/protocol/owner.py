@@ -397,7 +397,6 @@ class Owner:
         if lost_arg and any(oid not in self.values for oid in mine):
             # an argument was lost while the task ran: rebuild it, run again
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
-            retried(self.events, task, "lost an argument while running")
             self.lineage.rebuild(task, "lost an argument while running", retry=True)
             self.rt.remove_submitted(task.arg_refs, fx)
             return True
