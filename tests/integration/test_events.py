@@ -195,3 +195,42 @@ def test_killing_a_worker_gives_worker_died_and_task_retried(cluster, tmp_path):
                    for e in evs)
     # a new worker took its place
     seen(base, lambda evs: any(e["kind"] == "worker_started" for e in evs))
+
+
+def test_a_node_that_dies_gives_node_died_then_its_objects_are_rebuilt(tmp_path):
+    from refbook.testing import Cluster
+    from tests.integration.helpers import digest, make, sha
+    refbook.shutdown()
+    c = Cluster()
+    try:
+        a = c.add_node(num_cpus=1, resources={"a": 1})
+        b = c.add_node(num_cpus=1, resources={"b": 1})
+        c.wait_for_nodes()
+        refbook.init(address=c.address)
+        base = seen(0, lambda evs: {a.node_id, b.node_id} <= {
+            e["node"] for e in evs if e["kind"] == "node_added"})[-1]["seq"]
+        x = make.options(resources={"a": 1}).remote(3, 5)
+        refbook.wait([x])
+        c.remove_node(a)
+        c.add_node(num_cpus=1, resources={"a": 1})      # where it can be made again
+        want = sha(np.random.default_rng(3).integers(0, 255, 5 * MB, dtype=np.uint8))
+        assert refbook.get(digest.options(resources={"b": 1}).remote(x), timeout=60) == want
+        oid = x.hex()
+
+        def rebuilt(evs):
+            return any(e["kind"] == "object_reconstructed" and e["object_id"] == oid
+                       for e in evs)
+        evs = seen(base, rebuilt, timeout=20)
+        at = {}
+        for e in evs:
+            if e.get("object_id") == oid or (e["kind"] == "node_died"
+                                             and e["node"] == a.node_id):
+                at.setdefault(e["kind"], e["seq"])
+        assert at["node_died"] < at["object_lost"] < at["object_reconstructing"] < \
+            at["object_reconstructed"], at
+        died = next(e for e in evs if e["kind"] == "node_died")
+        assert died["node"] == a.node_id and died["node_id"] != a.node_id
+        del x
+    finally:
+        refbook.shutdown()
+        c.shutdown()
