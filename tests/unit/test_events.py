@@ -1,5 +1,7 @@
 """The event ring of the protocol core (protocol/events.py) and what the owner emits."""
 
+import time
+
 from refbook.runtime.protocol.events import FIELDS, EventRing, to_dict
 
 
@@ -50,3 +52,58 @@ def test_every_kind_of_the_api_has_fields():
         assert ("task_id" in names and "name" in names) if kind.startswith("task") else True
         assert ("object_id" in names and "size" in names) if kind.startswith("object") \
             else True
+
+
+class _FakeCore:
+    """What the collector needs of a driver: its own ring, a node manager's and a
+    worker's, answered as STATE_QUERY would."""
+
+    def __init__(self):
+        self.me, self.node_address, self.alive = "drv", "nm", True
+        self.rt = type("RT", (), {"dead": set()})()
+        self.rings = {"drv": EventRing(maxlen=5), "nm": EventRing(maxlen=5),
+                      "w1": EventRing(maxlen=5)}
+
+    def describe(self, what):
+        return self.query(self.me, what)
+
+    def query(self, addr, what, timeout=None):
+        if what == "nodes":
+            return [{"address": "nm", "alive": True}]
+        evs, dropped, last = self.rings[addr].since(what[1])
+        rep = {"events": evs, "dropped": dropped, "last": last, "node_id": "n1",
+               "process": addr}
+        if addr == "nm":
+            rep["processes"] = ["drv", "w1"]
+        return rep
+
+
+def test_the_collector_merges_in_time_order_numbers_without_gaps_and_reports_drops(
+        monkeypatch):
+    from refbook.runtime.api.events import Collector
+    core = _FakeCore()
+    t = [100.0]
+
+    def clock():
+        t[0] += 1
+        return t[0]
+    for r in core.rings.values():
+        r.clock = clock
+    c = Collector(core)
+    core.rings["drv"].add("task_submitted", b"\x01" * 16, "f", None)
+    core.rings["w1"].add("task_started", b"\x01" * 16, "f", "drv")
+    core.rings["drv"].add("task_finished", b"\x01" * 16, "f", 1)
+    core.rings["nm"].add("worker_started", "w2", 7)
+    monkeypatch.setattr(time, "time", lambda: 1000.0)   # the round begins after them
+    got = c.poll()
+    assert [(e["seq"], e["kind"]) for e in got] == [
+        (1, "task_submitted"), (2, "task_started"), (3, "task_finished"),
+        (4, "worker_started")]
+    for _ in range(8):               # w1's ring (5) overflows before it is read
+        core.rings["w1"].add("object_created", b"\x02" * 20, 1)
+    got = c.poll()
+    assert [e["kind"] for e in got] == ["events_dropped"] + ["object_created"] * 5
+    assert got[0]["count"] == 3 and got[0]["process"] == "w1"
+    assert [e["seq"] for e in got] == list(range(5, 11))
+    assert c.after(8) == got[4:]
+    assert c.poll() == []
