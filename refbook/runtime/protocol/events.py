@@ -40,6 +40,8 @@ FIELDS = {
     "node_added": ("node", "address"),
     "node_died": ("node", "reason"),
 }
+# Beyond API.md's kinds: ``object_evicted`` (a secondary copy dropped to make room) and
+# the free-form ``oom_kill`` and ``spill_failed``; the driver adds ``events_dropped``.
 TASK_END = ("task_finished", "task_failed", "task_cancelled")
 
 
