@@ -21,7 +21,8 @@ def check_owner(owner, at_end: bool) -> str | None:
         return None                     # the ring overflowed: nothing to compare
     tasks: dict[bytes, str] = {}
     objects: dict[bytes, str] = {}
-    for seq, _t, kind, f in evs:
+    for ev in evs:
+        seq, kind, f = ev[0], ev[2], ev[3:]
         if kind.startswith("task_"):
             tid = f[0]
             st = tasks.get(tid)

@@ -157,15 +157,17 @@ class Collector:
                 if not self.subs:
                     self.thread = None
                     return
+            pause = POLL_S
             try:
                 self.poll()
             except Exception:  # noqa: BLE001 - keep the subscribers going
                 if not self.core.alive:
                     break
-                log.exception("reading the cluster's events failed")
+                log.warning("reading the cluster's events failed", exc_info=True)
+                pause = 1.0
             for sub in list(self.subs):
                 sub.deliver(self)
-            self.wake.wait(POLL_S)
+            self.wake.wait(pause)
             self.wake.clear()
         self.thread = None
 

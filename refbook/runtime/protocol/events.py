@@ -1,14 +1,14 @@
 """What a process did, kept in a bounded ring (API.md §3, DESIGN.md §7), without I/O.
 
 Every process (each owner, each node manager) appends what happens to its own
-:class:`EventRing`: a raw tuple ``(seq, time, kind, fields)``, where ``seq`` numbers this
-ring's events 1, 2, 3... and ``fields`` are the values of ``FIELDS[kind]`` in that order
-(ids as bytes), or a dict for the rarer free-form events.  Appending costs a counter
-and one deque append; nothing is formatted until someone reads.  A reader asks for
-what came after the local ``seq`` it last saw (:meth:`EventRing.since`) and learns how
-many it missed if the ring overflowed meanwhile.  The driver merges the rings of every
-process and numbers the result without gaps (``runtime/api/events.py``); :func:`to_dict`
-makes the dicts that the state API shows.
+:class:`EventRing`: a raw tuple ``(seq, time, kind, *fields)``, where ``seq`` numbers
+this ring's events 1, 2, 3... and ``fields`` are the values of ``FIELDS[kind]`` in that
+order (ids as bytes, padded with None), or one dict for the rarer free-form events.
+Appending costs a counter and one deque append; nothing is formatted until someone
+reads.  A reader asks for what came after the local ``seq`` it last saw
+(:meth:`EventRing.since`) and learns how many it missed if the ring overflowed.  The
+driver merges the rings of every process and numbers the result without gaps
+(``runtime/api/events.py``); :func:`to_dict` makes the dicts that the state API shows.
 """
 
 from __future__ import annotations
@@ -55,15 +55,16 @@ class EventRing:
         self.seq = 0
         self.clock = clock
 
-    def add(self, kind: str, *fields) -> None:
-        """Record an event of ``kind`` with the values of ``FIELDS[kind]``."""
+    def add(self, kind: str, a=None, b=None, c=None, d=None, e=None) -> None:
+        """Record an event of ``kind`` with the values of ``FIELDS[kind]`` (one flat
+        tuple: the fewest objects for the allocator and the garbage collector)."""
         self.seq += 1
-        self.buf.append((self.seq, self.clock(), kind, fields))
+        self.buf.append((self.seq, self.clock(), kind, a, b, c, d, e))
 
     def note(self, kind: str, **details) -> None:
         """Record a rarer event whose fields are free-form (oom_kill, spill_failed...)."""
         self.seq += 1
-        self.buf.append((self.seq, self.clock(), kind, details))
+        self.buf.append((self.seq, self.clock(), kind, details, None, None, None, None))
 
     def since(self, seq: int) -> tuple[list, int, int]:
         """``(events, dropped, last)``: the raw events after local ``seq``, how many
@@ -90,13 +91,13 @@ def _plain(v):
 
 def to_dict(raw: tuple, node_id, process) -> dict:
     """A raw ring event as the state API shows it (ids in hex), ``seq`` the local one."""
-    seq, t, kind, fields = raw
+    seq, t, kind = raw[0], raw[1], raw[2]
     d = {"seq": seq, "time": t, "kind": kind, "node_id": node_id, "process": process}
-    if type(fields) is dict:
-        for k, v in fields.items():
+    if type(raw[3]) is dict:
+        for k, v in raw[3].items():
             d.setdefault(k, _plain(v))
     else:
-        d.update(zip(FIELDS[kind], [v.hex() if type(v) is bytes else v for v in fields],
+        d.update(zip(FIELDS[kind], [v.hex() if type(v) is bytes else v for v in raw[3:]],
                      strict=False))
     return d
 
