@@ -339,11 +339,11 @@ class Owner:
                         if ret[0] == STORED:
                             keep[oid] = ret[1][0]
                 self._free_stale(task, keep)
-            if task is None:
-                if self.actor_created is not None and \
+            if task is None:             # an actor call (most often), or its constructor
+                task = self.actor_done(task_id) if self.actor_done is not None else None
+                if task is None and self.actor_created is not None and \
                         self.actor_created(task_id, ok, payload, worker, borrowed, fx):
                     continue
-                task = self.actor_done(task_id) if self.actor_done is not None else None
                 if task is None:         # cancelled, or a duplicate after a retry
                     if ok:
                         self._discard_returns(task_id, payload, fx)
