@@ -36,6 +36,7 @@ from ..protocol.refcount import Effects
 from ..protocol.tasks import Task, TaskPayload
 from ..wire.transport import Transport
 from . import context
+from .callsite import here
 from .introspection import Introspection
 from .iothread import IOThread
 from .object_ref import ObjectRef
@@ -287,6 +288,7 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
     def submit(self, fn_id: bytes, fn_blob: bytes, name: str, args, kwargs,
                num_returns: int, resources: dict, max_retries: int,
                retry_exceptions, signature=None) -> list[ObjectRef]:
+        site = here(name)
         prepared = self.prepare_args(name, args, kwargs, signature)
         task_id = self.ids.task_id()
         ctx = self.task_context
@@ -302,12 +304,14 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
                                                                blob_oid)
             refs = []
             for oid in return_ids:
-                self.rt.own(oid)
+                self.rt.own(oid).site = site
                 refs.append(self.new_ref(oid))
             owner.now = time.monotonic()
-            owner.submit(Task(task_id, name, resources, return_ids, arg_refs,
-                              TaskPayload(fn_id, fn_blob, args_entry, top_refs),
-                              max_retries, retry_exceptions), unresolved)
+            task = Task(task_id, name, resources, return_ids, arg_refs,
+                        TaskPayload(fn_id, fn_blob, args_entry, top_refs),
+                        max_retries, retry_exceptions)
+            task.site = site
+            owner.submit(task, unresolved)
             owner.apply(fx)
             self._flush()
         return refs
