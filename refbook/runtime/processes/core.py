@@ -41,6 +41,7 @@ from .introspection import Introspection
 from .iothread import IOThread
 from .object_ref import ObjectRef
 from .reading import ObjectReading
+from .state_answers import StateAnswers
 from .writing import ObjectWriting
 
 log = logging.getLogger("refbook.core")
@@ -52,7 +53,7 @@ current = context.current
 set_current = context.set_current
 
 
-class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
+class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAnswers):
     def __init__(self, *, kind: str, address: str, node_address: str, node_id: str,
                  secret: bytes, arena: Arena):
         self.kind = kind

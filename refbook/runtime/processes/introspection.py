@@ -4,6 +4,9 @@ refs that the notebook's live views show."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from ...exceptions import TaskCancelledError
 from ..protocol import messages as P
 from ..protocol.entries import (
@@ -14,6 +17,7 @@ from ..protocol.entries import (
 )
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
+from .callsite import Formatter, names
 
 
 class Introspection:
@@ -28,20 +32,59 @@ class Introspection:
         """Ask process or node ``addr`` about ``what`` (its STATE_QUERY answer)."""
         return self.call(addr, lambda req: (P.STATE_QUERY, self.me, req, what), timeout)
 
-    def describe(self, what: str):
+    def query_many(self, asks, timeout: float = 5.0) -> list:
+        """Ask several processes or nodes at once: ``asks`` is ``[(addr, what)]``;
+        returns their answers in order (None for one that did not answer in time).
+        This process answers itself directly."""
+        self._check_usable()
+        slots = []
+        for addr, what in asks:
+            if addr == self.me:
+                slots.append((None, what))
+                continue
+            req = next(self._req_ids)
+            slot = [threading.Event(), None]
+            self._replies[req] = slot
+            self.send(addr, (P.STATE_QUERY, self.me, req, what))
+            slots.append((req, slot))
+        deadline = time.monotonic() + timeout
+        out = []
+        for req, slot in slots:
+            if req is None:
+                out.append(self.describe(slot))
+                continue
+            ok = self._wait_event(slot[0], max(0.0, deadline - time.monotonic()))
+            self._replies.pop(req, None)
+            out.append(slot[1] if ok else None)
+        return out
+
+    def describe(self, what):
         if what == "pending":
             return self.pending_calls() if self.pending_calls is not None else 0
-        if what != "objects":
-            return None
-        with self.lock:
-            fx = Effects()
-            self._drain_releases(fx)
-            self._apply(fx)
-            return self._describe_objects()
+        if what in ("objects", "state_objects"):
+            named = names() if what == "state_objects" else None
+            with self.lock:
+                fx = Effects()
+                self._drain_releases(fx)
+                self._apply(fx)
+                objs = self._describe_objects()
+            return objs if named is None else {"objects": objs, "names": named}
+        if what == "tasks":
+            return self.describe_tasks()
+        if isinstance(what, tuple) and what:
+            if what[0] == "why":
+                return self.why(what[1])
+            if what[0] == "lineage":
+                return self.lineage_of(what[1], what[2])
+            if what[0] == "owns":
+                with self.lock:
+                    return self.rt.owns(what[1])
+        return None
 
     def _describe_objects(self) -> list:
         out = []
         kept = self.recovery.kept_for()
+        fmt = Formatter()
         for oid, r in self.rt.refs.items():
             if r.owner != self.me or oid in self.actors.owned or r.freed:
                 continue
@@ -71,6 +114,8 @@ class Introspection:
                             for t in kept.get(oid, ())],
                 "borrowers": sorted(a for a, n in (r.borrowers or {}).items() if n),
                 "inline": entry is not None and entry[0] == INLINE,
+                "made_by": self._made_by(oid, r.site), "call_site": fmt(r.site),
+                "contains": [x.hex() for x, _ in r.nested],
             })
         return out
 
