@@ -13,7 +13,7 @@ from refbook.runtime.processes.callsite import (
 
 
 def test_here_is_the_first_frame_outside_refbook():
-    made_by, filename, line = here("put")
+    made_by, filename, line = here("put", 1)
     assert (made_by, filename) == ("put", __file__)
     assert line == sys._getframe().f_lineno - 2
 

@@ -10,6 +10,8 @@ Also the names provider: the notebook says which of its variables hold which ref
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import sys
@@ -21,12 +23,25 @@ log = logging.getLogger("refbook.state")
 
 # the refbook package's directory, as this process's code objects name its files
 _PKG = os.path.dirname(os.path.dirname(os.path.dirname(__file__))) + os.sep
+# REFBOOK_CALL_SITES=0: record none (call_site is then None everywhere)
+_ENABLED = os.environ.get("REFBOOK_CALL_SITES", "1") != "0"
 
 
-def here(made_by: str) -> tuple | None:
+def here(made_by: str, depth: int = 3) -> tuple | None:
     """``(made_by, filename, line)`` of the innermost caller outside refbook, or None
-    (called from refbook itself: a value it stores for its own use)."""
-    f = sys._getframe(1)
+    (called from refbook itself: a value it stores for its own use).
+
+    Each public entry point reaches this through two refbook frames (``refbook.put``
+    then ``CoreWorker.put``; ``f.remote`` then ``CoreWorker.submit``; an actor
+    method's ``remote`` then ``ActorRuntime.submit_call``), so the user's frame is
+    ``depth`` up: only that frame is materialized (about 0.3 us), and the stack is
+    walked further only if it is still refbook's."""
+    if not _ENABLED:
+        return None
+    try:
+        f = sys._getframe(depth)
+    except ValueError:                   # a shallower stack: walk it from the top
+        f = sys._getframe(1)
     pkg = _PKG
     while f is not None:
         code = f.f_code
@@ -87,3 +102,17 @@ def names() -> dict:
         log.exception("the names provider failed")
         return {}
     return got if isinstance(got, dict) else {}
+
+
+@contextlib.contextmanager
+def no_gc():
+    """No garbage collection while a large answer is built: each of its many new lists
+    and dicts would otherwise count towards full collections, which walk every object
+    of the process (100,000 objects listed: several such walks)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
