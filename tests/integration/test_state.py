@@ -75,7 +75,6 @@ def test_objects_lists_an_object_a_worker_put_and_where_each_was_made(cluster):
     assert o["made_by"] == "put_inside"
     assert o["call_site"] == f"test_state.py:{line}"
     assert o["owner"] == cluster.driver_address
-    assert o["contains"] == [inner_id]
     i = objs[inner_id]
     assert i["owner"] != o["owner"]                  # a worker owns it
     assert i["made_by"] == "put"

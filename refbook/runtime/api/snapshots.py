@@ -51,26 +51,29 @@ def objects() -> list[dict]:
     answers = core.query_many([(p, "state_objects") for p in procs], TIMEOUT)
     out: list = []
     named: dict = {}
+    contained_in: dict = {}
     for a in answers:
         if not a:
             continue             # the process died or is stuck: its objects are left out
         out += a["objects"]
         for h, ns in a["names"].items():
             named.setdefault(h, []).extend(ns)
-    contained_in: dict = {}
-    for o in out:
-        for c in o["contains"]:
-            contained_in.setdefault(c, []).append(o["object_id"])
-    for o in out:
-        h = o["object_id"]
-        ns = named.get(h)
-        o["names"] = sorted(set(ns)) if ns else []
-        o["contained_in"] = contained_in.get(h, [])
-        if states:
-            st = states.get(h)
-            if st in ("spilled", "restoring"):
-                o["spilled"] = True
-                o["state"] = "spilled"
+        for container, held in a["contains"].items():
+            for h in held:
+                contained_in.setdefault(h, []).append(container)
+    spilled = {h for h, st in states.items() if st in ("spilled", "restoring")}
+    special = spilled.union(named, contained_in)
+    if special:      # what each owner could not know: one pass over the objects
+        for o in out:
+            h = o["object_id"]
+            if h in special:
+                if h in named:
+                    o["names"] = sorted(set(named[h]))
+                if h in contained_in:
+                    o["contained_in"] = contained_in[h]
+                if h in spilled:
+                    o["spilled"] = True
+                    o["state"] = "spilled"
     return out
 
 
