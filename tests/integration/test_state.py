@@ -116,6 +116,18 @@ def test_why_alive_names_the_pending_task():
     refbook.get(r)
 
 
+def test_why_alive_names_kept_lineage():
+    x = refbook.put(5)
+    r = add.remote(x)
+    assert refbook.get(r) == 6
+    xid, tid = x.hex(), r.hex()[:32]
+    del x            # a put value a finished task read: kept so that it can run again
+    assert wait_for(lambda: [_steps(p) for p in state.why_alive(xid)] ==
+                    [[("lineage", tid)]]), state.why_alive(xid)
+    assert refbook.release_lineage(r)
+    assert wait_for(lambda: state.why_alive(xid) == [])
+
+
 def test_why_alive_through_three_levels_across_a_worker(names, cluster):
     outer = nest3.remote()
     me = cluster.driver_address
