@@ -24,6 +24,7 @@ class Core(StateAnswers):
         self.me, self.node_id, self.lock = ME, "n1", threading.RLock()
         self.rt, self.tm, self.values, self.recovery = o.rt, o.tm, o.values, o.lineage
         self.actors = SimpleNamespace(queues={}, calls={}, owned={})
+        self._holders = {}
 
     def _drain_releases(self, fx):
         pass

@@ -104,6 +104,7 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAns
         # submitted meanwhile remember it, so their output and status find that cell.
         self.task_context = None
         self.contexts: dict[bytes, object] = {}
+        self._holders: dict[bytes, list] = {}     # ref -> objects put here that hold it
         # A notebook interrupts get() with Ctrl-C and goes on: hold a Ctrl-C back while
         # messages are handled in the main thread (costs a few microseconds per step).
         self.defer_sigint = False

@@ -175,9 +175,7 @@ class StateAnswers:
         if r.submitted > 0:
             out += self._holding_tasks(oid)
         if r.contained > 0 and depth < MAX_DEPTH:
-            if not index:
-                index.append(self._containers())
-            for c in index[0].get(oid, ()):
+            for c in self._containers_of(oid, r, index):
                 cr = self.rt.refs.get(c)
                 if c in seen or cr is None:
                     continue
@@ -191,6 +189,39 @@ class StateAnswers:
                 if n > 0:
                     out.append([{"kind": "borrower", "process": b, "_of": oid.hex()}])
         return out
+
+    # Which objects contain a ref.  ``put()`` notes its containers (note_containers);
+    # if those do not account for the whole ``contained`` count (a task's result holds
+    # it), every entry is scanned once per question (about 10 ms per 100,000 entries).
+    def note_containers(self, oid: bytes, refs) -> None:
+        """``oid``, an object put here, holds ``refs`` ([(ref, owner)]).  Caller holds
+        the lock.  Entries are checked when read, and pruned as they go stale."""
+        holders = self._holders
+        for x, _owner in refs:
+            lst = holders.get(x)
+            if lst is None:
+                holders[x] = [oid]
+            else:
+                lst.append(oid)
+        if len(holders) > 2 * len(self.rt.refs) + 10_000:
+            refs_now = self.rt.refs
+            self._holders = {x: lst for x, lst in holders.items() if x in refs_now}
+
+    def _containers_of(self, oid: bytes, r, index: list) -> list:
+        refs, me = self.rt.refs, self.me
+        found, n = [], 0
+        for c in dict.fromkeys(self._holders.get(oid, ())):
+            cr = refs.get(c)
+            if cr is not None and cr.owner == me and not cr.freed:
+                k = sum(1 for x, _ in cr.nested if x == oid)
+                if k:
+                    found.append(c)
+                    n += k
+        if n >= r.contained:
+            return found
+        if not index:
+            index.append(self._containers())
+        return index[0].get(oid, [])
 
     def _containers(self) -> dict:
         """``{oid: [owned objects whose value contains it]}``."""

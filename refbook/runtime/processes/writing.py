@@ -49,6 +49,8 @@ class ObjectWriting:
             fx = Effects()
             self._drain_releases(fx)
             self.rt.own(oid, s.refs).site = site
+            if s.refs:
+                self.note_containers(oid, s.refs)
             ref = self.new_ref(oid)
             self.values[oid] = entry
             self._apply(fx)
