@@ -11,7 +11,7 @@ import time
 from .common import median_time
 
 STATE_TARGETS = {"state_objects_100k": ("<=", 0.5), "why_alive_3_levels": ("<=", 10),
-                 "why_alive_3_levels_remote": ("<=", 10)}
+                 "why_alive_3_levels_100k": ("<=", 10), "why_alive_3_levels_remote": ("<=", 10)}
 
 
 def _nest3():

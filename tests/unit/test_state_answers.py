@@ -24,7 +24,7 @@ class Core(StateAnswers):
         self.me, self.node_id, self.lock = ME, "n1", threading.RLock()
         self.rt, self.tm, self.values, self.recovery = o.rt, o.tm, o.values, o.lineage
         self.actors = SimpleNamespace(queues={}, calls={}, owned={})
-        self._holders = {}
+        self._holders, self._holders_n = {}, 0
 
     def _drain_releases(self, fx):
         pass
@@ -99,3 +99,27 @@ def test_waiting_task_and_why_a_value_is_alive():
         [{"kind": "borrower", "process": "other", "_of": box.hex()},
          {"kind": "object", "object_id": box.hex()}]]
     assert core.why(b"z" * 20) is None
+
+
+def test_containers_noted_by_put_and_pruned_when_they_go():
+    core = Core()
+    x = b"x" * 16 + b"\xff" * 4
+    core.rt.own(x)
+    core.rt.add_local(x, ME)
+    boxes = []
+    for i in range(3):
+        box = bytes([i]) * 16 + b"\xff" * 4
+        core.rt.own(box, [(x, ME)])
+        core.rt.add_local(box, ME)
+        core.note_containers(box, [(x, ME)])
+        boxes.append(box)
+    assert core._containers_of(x, core.rt.get(x), []) == boxes
+    fx = Effects()
+    for box in boxes[:2]:
+        core.rt.remove_local(box, fx)
+    core.owner.apply(fx)
+    index: list = []
+    assert core._containers_of(x, core.rt.get(x), index) == boxes[2:] and not index
+    core._holders_n = 10 ** 6                         # prune at the next note
+    core.note_containers(boxes[2], [])
+    assert core._holders == {x: boxes[2:]}

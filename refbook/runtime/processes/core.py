@@ -105,6 +105,7 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAns
         self.task_context = None
         self.contexts: dict[bytes, object] = {}
         self._holders: dict[bytes, list] = {}     # ref -> objects put here that hold it
+        self._holders_n = 0                       # (state_answers.note_containers)
         # A notebook interrupts get() with Ctrl-C and goes on: hold a Ctrl-C back while
         # messages are handled in the main thread (costs a few microseconds per step).
         self.defer_sigint = False

@@ -203,9 +203,17 @@ class StateAnswers:
                 holders[x] = [oid]
             else:
                 lst.append(oid)
-        if len(holders) > 2 * len(self.rt.refs) + 10_000:
-            refs_now = self.rt.refs
-            self._holders = {x: lst for x, lst in holders.items() if x in refs_now}
+        self._holders_n += len(refs)
+        live = self.rt.refs
+        if self._holders_n > 2 * len(live) + 10_000:     # amortized: drop what went
+            kept, n = {}, 0
+            for x, lst in holders.items():
+                if x in live:
+                    lst = [c for c in lst if c in live and not live[c].freed]
+                    if lst:
+                        kept[x] = lst
+                        n += len(lst)
+            self._holders, self._holders_n = kept, n
 
     def _containers_of(self, oid: bytes, r, index: list) -> list:
         refs, me = self.rt.refs, self.me
