@@ -332,6 +332,8 @@ class NodeManager:
             data = self.cluster_view()
         elif what == "processes":
             data = list(self.procs)
+        elif what == "process_info":   # address -> {"kind", "pid"}
+            data = dict(self.procs)
         elif what == "events":
             data = list(self.store.events)
         elif what == "object_states":
