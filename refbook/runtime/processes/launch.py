@@ -133,9 +133,10 @@ def private_dir(path: str) -> None:
 def node_config(*, host: str, port: int, head: str | None, num_cpus: int, capacity: int,
                 resources: dict, driver_pid: int | None = None,
                 heartbeat_s: float | None = None,
-                heartbeat_timeout_s: float | None = None) -> dict:
+                heartbeat_timeout_s: float | None = None, started_by: str = "driver") -> dict:
     """The configuration of a node manager on ``host:port`` (and ``port + 1``).  With
-    ``driver_pid`` it belongs to that process and exits with it."""
+    ``driver_pid`` it belongs to that process and exits with it.  ``started_by`` is what
+    its node view says (``refbook start`` nodes refuse the teaching controls)."""
     if heartbeat_s is None:
         heartbeat_s = float(os.environ.get("REFBOOK_HEARTBEAT_S", 0.5))
     if heartbeat_timeout_s is None:
@@ -150,7 +151,7 @@ def node_config(*, host: str, port: int, head: str | None, num_cpus: int, capaci
             "driver_pid": driver_pid, "owns_session": True,
             "spill_dir": os.path.join(session, "spill"), "memory_threshold": 0.95,
             "head_address": head, "bind_host": host, "heartbeat_s": heartbeat_s,
-            "heartbeat_timeout_s": heartbeat_timeout_s}
+            "heartbeat_timeout_s": heartbeat_timeout_s, "started_by": started_by}
 
 
 def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpus: int,
@@ -160,7 +161,7 @@ def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpu
     process.  Returns what ``refbook stop`` needs to stop it."""
     cfg = node_config(host=host, port=port, head=head, num_cpus=num_cpus,
                       capacity=capacity, resources=resources, heartbeat_s=heartbeat_s,
-                      heartbeat_timeout_s=heartbeat_timeout_s)
+                      heartbeat_timeout_s=heartbeat_timeout_s, started_by="refbook start")
     log_path = os.path.join(cfg["session_dir"], "logs", "node.log")
     proc, ready_r = spawn_node(cfg, secret, log_path)
     wait_ready(proc, ready_r, log_path)
