@@ -196,3 +196,41 @@ def forget_all() -> None:
         os.unlink(_state_file())
     except OSError:
         pass
+
+
+# -- embedded clusters (refbook.init()) that the command line can find -------------------
+def advertise(session_dir: str, head_address: str, secret: bytes) -> None:
+    """Let ``refbook status / memory / events`` on this host find the cluster in
+    ``session_dir`` (a private directory, removed with the cluster): its secret, only
+    this user can read, and its head's address."""
+    fd = os.open(os.path.join(session_dir, "secret"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex())
+    with open(os.path.join(session_dir, "head"), "w") as f:
+        f.write(head_address)
+
+
+def local_clusters() -> list[tuple[str, str]]:
+    """``(head address, session dir)`` of every cluster that :func:`advertise` announced
+    in this user's temporary directory, the newest first."""
+    import tempfile
+    root = tempfile.gettempdir()
+    found = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    for name in names:
+        if not name.startswith("refbook-"):
+            continue
+        path = os.path.join(root, name)
+        try:
+            st = os.stat(path)
+            if st.st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, "head")) as f:
+                found.append((st.st_mtime, f.read().strip(), path))
+        except OSError:
+            continue
+    return [(addr, path) for _, addr, path in sorted(found, reverse=True)]
