@@ -50,6 +50,8 @@ class Cluster:
         self._client: Probe | None = None
         self.head = self._start(head_num_cpus, head_object_store_memory, {}, None)
         self.address = self.head.address
+        with open(os.path.join(self.dir, "head"), "w") as f:    # for `refbook memory`
+            f.write(self.address)
 
     def _start(self, num_cpus: int, capacity: int, resources: dict,
                head: str | None) -> Node:

@@ -1,0 +1,164 @@
+"""What ``refbook memory`` and ``refbook events`` read and print: the object table and
+the event log, gathered from every node and process of a running cluster through an
+``ask(address, what, timeout)`` (a probe: the command line is not a driver), and laid
+out for a terminal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .exceptions import RefbookError
+from .units import fmt_bytes
+
+Ask = Callable[..., object]
+
+
+def gather_objects(ask: Ask, head: str) -> list[dict]:
+    """Every live object of the cluster, as ``refbook.objects()`` lists them: each
+    process's own, with the spilled state its node knows."""
+    out: list[dict] = []
+    states: dict = {}
+    for node in ask(head, "nodes"):
+        if not node["alive"]:
+            continue
+        try:
+            states.update(ask(node["address"], "object_states") or {})
+            procs = ask(node["address"], "processes") or []
+        except RefbookError:
+            continue                      # the node died meanwhile
+        for p in procs:
+            try:
+                out += ask(p, "objects", 2.0) or []
+            except RefbookError:
+                pass                      # it died or is busy: its objects are not listed
+    for o in out:
+        if states.get(o["object_id"]) in ("spilled", "restoring"):
+            o["spilled"] = True
+            o["state"] = "spilled"
+    return out
+
+
+def gather_events(ask: Ask, head: str) -> list[dict]:
+    """What the nodes recorded (spills, restores, transfers, OOM kills, node deaths),
+    oldest first."""
+    evs: list[dict] = []
+    for node in ask(head, "nodes"):
+        if node["alive"]:
+            try:
+                evs += ask(node["address"], "events") or []
+            except RefbookError:
+                pass
+    evs.sort(key=lambda e: e["time"])
+    return evs
+
+
+# -- the object table --------------------------------------------------------------------
+GROUPS = ("call_site", "node", "owner")
+
+
+def process_name(addr: str | None) -> str:
+    """``worker 3 @1a2b3c4d`` for a worker's address, ``driver @1a2b3c4d`` for a driver's."""
+    if not addr:
+        return "-"
+    last = addr.rstrip("/").rsplit("/", 1)[-1]
+    node = addr.split("/n-", 1)[1].split("/", 1)[0] if "/n-" in addr else ""
+    at = f" @{node}" if node else ""
+    if last.startswith("w-") and last.count("-") >= 2:
+        return f"worker {last.split('-')[1]}{at}"
+    if last.startswith("d-"):
+        return f"driver{at}"
+    return last + at
+
+
+def _group_key(o: dict, by: str) -> str:
+    if by == "node":
+        return (o.get("nodes") or ["(in no store)"])[0]
+    if by == "owner":
+        return process_name(o.get("owner"))
+    return o.get(by) or "(unknown)"
+
+
+def _refs(o: dict) -> str:
+    borrowers = o.get("borrowers") or []
+    return f"{o.get('local_refs', 0)}/{o.get('submitted_refs', 0)}/{len(borrowers)}"
+
+
+def _made_by(o: dict) -> str:
+    if o.get("made_by"):
+        return str(o["made_by"])
+    return "put" if o.get("task") is None else f"task {o['task'][:8]}"
+
+
+def memory_table(objects: list[dict], group_by: str = "call_site",
+                 width: int = 120) -> list[str]:
+    """The lines ``refbook memory`` prints: the objects grouped by ``group_by``, the
+    biggest groups first, then a summary line.  A field that this cluster does not
+    record is replaced by the owner, and a line says so."""
+    lines = []
+    by = group_by
+    if by not in ("node", "owner") and objects and not any(by in o for o in objects):
+        lines.append(f"(objects carry no {by!r} in this version of refbook: grouped by "
+                     f"owner instead)")
+        by = "owner"
+    groups: dict[str, list[dict]] = {}
+    for o in objects:
+        groups.setdefault(_group_key(o, by), []).append(o)
+    has_names = any(o.get("names") for o in objects)
+    head = (f"  {'OBJECT ID':<18}{'SIZE':>10}  {'STATE':<15}{'NODE(S)':<19}"
+            f"{'REFS L/S/B':<12}{'MADE BY':<22}")
+    if has_names:
+        head += "NAMES"
+    for key, objs in sorted(groups.items(),
+                            key=lambda kv: -sum(o.get("size") or 0 for o in kv[1])):
+        size = sum(o.get("size") or 0 for o in objs)
+        lines.append(f"--- {by} {key}: {len(objs)} object(s), {fmt_bytes(size)} ---")
+        lines.append(head)
+        for o in sorted(objs, key=lambda o: -(o.get("size") or 0)):
+            state = o.get("state", "?") + (" (spilled)" if o.get("spilled")
+                                           and o.get("state") != "spilled" else "")
+            nodes = ",".join(o.get("nodes") or []) or "-"
+            size_s = fmt_bytes(o["size"]) if o.get("size") is not None else "-"
+            line = (f"  {o['object_id'][:16]:<18}{size_s:>10}  {state:<15}"
+                    f"{nodes[:18]:<19}{_refs(o):<12}{_made_by(o)[:21]:<22}")
+            if has_names:
+                line += ", ".join(o.get("names") or []) or "-"
+            lines.append(line.rstrip()[:max(width, 80)])
+        lines.append("")
+    total = sum(o.get("size") or 0 for o in objects)
+    spilled = [o for o in objects if o.get("spilled")]
+    lines.append(f"{len(objects)} object(s), {fmt_bytes(total)} in all; {len(spilled)} "
+                 f"spilled ({fmt_bytes(sum(o.get('size') or 0 for o in spilled))}).  "
+                 f"REFS: local refs / refs held by pending tasks / borrowing processes")
+    return lines
+
+
+# -- the event log ------------------------------------------------------------------------
+_SHOWN_FIRST = ("task", "task_id", "object_ids", "object_id", "bytes", "size", "dead_node",
+                "reason")
+
+
+def event_line(e: dict) -> str:
+    """``12:03:04.512  1a2b3c4d  spill           bytes=10 MiB objects=3 (ab12…)``"""
+    ms = int(e["time"] * 1000) % 1000
+    t = time.strftime("%H:%M:%S", time.localtime(e["time"])) + f".{ms:03d}"
+    rest = {k: v for k, v in e.items() if k not in ("time", "kind", "node_id", "seq")}
+    parts = []
+    for k in sorted(rest, key=lambda k: (_SHOWN_FIRST.index(k) if k in _SHOWN_FIRST
+                                         else len(_SHOWN_FIRST), k)):
+        v = rest[k]
+        if k in ("bytes", "size", "rss", "used", "total") and isinstance(v, (int, float)):
+            v = fmt_bytes(v)
+        elif k == "object_ids" and isinstance(v, list):
+            v = f"{len(v)} ({', '.join(x[:8] for x in v[:3])}{', ...' if len(v) > 3 else ''})"
+            k = "objects"
+        elif isinstance(v, str) and len(v) > 60:
+            v = v[:57] + "..."
+        parts.append(f"{k}={v}")
+    seq = f"{e['seq']:>6}  " if "seq" in e else ""
+    return f"{seq}{t}  {str(e.get('node_id', '-')):<9} {e['kind']:<22}{' '.join(parts)}"
+
+
+def event_key(e: dict) -> tuple:
+    """What tells two events apart when the same log is read again (``--follow``)."""
+    return e.get("seq") or (e.get("node_id"), e["time"], e["kind"])
