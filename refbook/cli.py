@@ -174,13 +174,14 @@ def cmd_status(args) -> int:
         actors = client.ask(client.head, "actors") or []
         address = client.address
     print(f"cluster at {address}: {sum(n['alive'] for n in nodes)} live node(s)")
-    print(f"{'node':<10}{'alive':<7}{'store used':>16}{'objects':>9}  {'address':<34}"
+    wide = max([34] + [len(n["address"]) + 2 for n in nodes])
+    print(f"{'node':<10}{'alive':<7}{'store used':>16}{'objects':>9}  {'address':<{wide}}"
           f"resources (available/total)")
     for n in nodes:
         st = n["store"]
         print(f"{n['node_id']:<10}{str(n['alive']):<7}"
-              f"{st['used'] / 2**20:>10.1f} MiB{st['num_objects']:>9}  {n['address']:<34}"
-              f"{_resources(n)}")
+              f"{st['used'] / 2**20:>10.1f} MiB{st['num_objects']:>9}  "
+              f"{n['address']:<{wide}}{_resources(n)}")
     totals: dict = {}
     for n in nodes:
         if n["alive"]:
@@ -231,8 +232,7 @@ def cmd_memory(args) -> int:
     if not objects:
         print("no live objects")
         return 0
-    width = shutil.get_terminal_size((120, 24)).columns
-    for line in memory_table(objects, args.group_by, width):
+    for line in memory_table(objects, args.group_by):
         print(line)
     return 0
 

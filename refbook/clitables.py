@@ -87,11 +87,12 @@ def _refs(o: dict) -> str:
 def _made_by(o: dict) -> str:
     if o.get("made_by"):
         return str(o["made_by"])
-    return "put" if o.get("task") is None else f"task {o['task'][:8]}"
+    if o.get("task") is None:
+        return "put"
+    return f"task #{int(o['task'][16:32] or '0', 16)}"     # its owner's n-th task
 
 
-def memory_table(objects: list[dict], group_by: str = "call_site",
-                 width: int = 120) -> list[str]:
+def memory_table(objects: list[dict], group_by: str = "call_site") -> list[str]:
     """The lines ``refbook memory`` prints: the objects grouped by ``group_by``, the
     biggest groups first, then a summary line.  A field that this cluster does not
     record is replaced by the owner, and a line says so."""
@@ -105,10 +106,9 @@ def memory_table(objects: list[dict], group_by: str = "call_site",
     for o in objects:
         groups.setdefault(_group_key(o, by), []).append(o)
     has_names = any(o.get("names") for o in objects)
-    head = (f"  {'OBJECT ID':<18}{'SIZE':>10}  {'STATE':<15}{'NODE(S)':<19}"
+    head = (f"  {'OBJECT ID':<42}{'SIZE':>10}  {'STATE':<15}{'NODE(S)':<19}"
             f"{'REFS L/S/B':<12}{'MADE BY':<22}")
-    if has_names:
-        head += "NAMES"
+    head = (head + "NAMES") if has_names else head.rstrip()
     for key, objs in sorted(groups.items(),
                             key=lambda kv: -sum(o.get("size") or 0 for o in kv[1])):
         size = sum(o.get("size") or 0 for o in objs)
@@ -119,11 +119,11 @@ def memory_table(objects: list[dict], group_by: str = "call_site",
                                            and o.get("state") != "spilled" else "")
             nodes = ",".join(o.get("nodes") or []) or "-"
             size_s = fmt_bytes(o["size"]) if o.get("size") is not None else "-"
-            line = (f"  {o['object_id'][:16]:<18}{size_s:>10}  {state:<15}"
+            line = (f"  {o['object_id']:<42}{size_s:>10}  {state:<15}"
                     f"{nodes[:18]:<19}{_refs(o):<12}{_made_by(o)[:21]:<22}")
             if has_names:
                 line += ", ".join(o.get("names") or []) or "-"
-            lines.append(line.rstrip()[:max(width, 80)])
+            lines.append(line.rstrip())
         lines.append("")
     total = sum(o.get("size") or 0 for o in objects)
     spilled = [o for o in objects if o.get("spilled")]
@@ -152,6 +152,8 @@ def event_line(e: dict) -> str:
         elif k == "object_ids" and isinstance(v, list):
             v = f"{len(v)} ({', '.join(x[:8] for x in v[:3])}{', ...' if len(v) > 3 else ''})"
             k = "objects"
+        elif isinstance(v, float):
+            v = f"{v:.3g}"
         elif isinstance(v, str) and len(v) > 60:
             v = v[:57] + "..."
         parts.append(f"{k}={v}")

@@ -25,7 +25,7 @@ def test_grouped_by_owner_biggest_first_with_a_summary():
     groups = [x for x in lines if x.startswith("---")]
     assert groups == ["--- owner worker 3 @99998888: 1 object(s), 3 MiB ---",
                       "--- owner driver @1a2b3c4d: 2 object(s), 100 B ---"]
-    assert any("bbbbbbbbbbbbbbbb" in x and "3 MiB" in x and "1/0/0" in x for x in lines)
+    assert any("b" * 40 in x and "3 MiB" in x and "1/0/0" in x for x in lines)
     assert lines[-1].startswith("3 object(s), 3 MiB in all; 0 spilled")
 
 
@@ -46,3 +46,8 @@ def test_event_lines():
     assert "objects=2 (abababab, cdcdcdcd)" in line and "bytes=10 MiB" in line
     assert event_key(e) == ("1a2b3c4d", e["time"], "spill")
     assert event_key(dict(e, seq=7)) == 7
+
+
+def test_made_by_names_the_owners_nth_task():
+    lines = memory_table([obj("a", 1, DRIVER, "n1", task="ab" * 8 + "00" * 7 + "02")], "node")
+    assert "task #2" in lines[2]
