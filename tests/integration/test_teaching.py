@@ -82,6 +82,8 @@ def test_three_nodes_run_tasks_and_shutdown_leaves_nothing(three_nodes):
     assert len(nodes) == 3
     assert {n["started_by"] for n in nodes} == {"init"}
     assert refbook.cluster_resources()["CPU"] == 3
+    with pytest.warns(RuntimeWarning, match=r"init\(num_nodes=4\) changes nothing"):
+        refbook.init(num_nodes=4)
     ran = set(refbook.get([where.remote(0.4) for _ in range(9)]))
     assert ran == {n["node_id"] for n in nodes}, ran
     pids = node_tree([n["pid"] for n in nodes])

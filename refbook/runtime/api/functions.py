@@ -53,6 +53,7 @@ class Session:
         self.capacity = capacity
         self.resources = resources
         self.memory_threshold = memory_threshold
+        self.num_nodes = num_nodes
         self.dir = tempfile.mkdtemp(prefix="refbook-")
         self.spill_dir = spill_dir or os.path.join(self.dir, "spill")
         self.node_id = os.urandom(4).hex()
@@ -291,7 +292,8 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
             from ..processes.reinit import warn_ignored
             warn_ignored(_session, num_cpus=num_cpus, object_store_memory=object_store_memory,
                           spill_dir=spill_dir, address=address, resources=resources,
-                          memory_monitor_threshold=memory_monitor_threshold)
+                          memory_monitor_threshold=memory_monitor_threshold,
+                          num_nodes=None if num_nodes == 1 else num_nodes)
             return RuntimeContext(_session)
         unknown = set(kwargs) - {"ignore_reinit_error", "include_dashboard",
                                  "logging_level", "log_to_driver", "namespace"}
