@@ -317,10 +317,9 @@ def main(argv=None) -> int:
                          "runs on this host)")
     ss = sub.add_parser("status", help="nodes, resources, store use and actors")
     sm = sub.add_parser("memory", help="the object table, like `ray memory`")
-    sm.add_argument("--group-by", choices=("call_site", "node", "owner"),
-                    default="call_site", help="group objects by where they were created "
-                                              "(default), the node that holds them, or "
-                                              "their owner")
+    sm.add_argument("--group-by", choices=("call_site", "node", "owner"), default="node",
+                    help="group objects by the node that holds them (default, as `ray "
+                         "memory` does), where they were created, or their owner")
     se = sub.add_parser("events", help="what the cluster did: spills, restores, "
                                        "transfers, OOM kills, node deaths")
     se.add_argument("--follow", "-f", action="store_true",

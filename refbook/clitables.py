@@ -92,7 +92,7 @@ def _made_by(o: dict) -> str:
     return f"task #{int(o['task'][16:32] or '0', 16)}"     # its owner's n-th task
 
 
-def memory_table(objects: list[dict], group_by: str = "call_site") -> list[str]:
+def memory_table(objects: list[dict], group_by: str = "node") -> list[str]:
     """The lines ``refbook memory`` prints: the objects grouped by ``group_by``, the
     biggest groups first, then a summary line.  A field that this cluster does not
     record is replaced by the owner, and a line says so."""

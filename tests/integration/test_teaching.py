@@ -176,8 +176,10 @@ def test_refbook_memory_and_events_print_what_the_api_says(three_nodes):
             assert "2 MiB" in line if ref is a else "1 MiB" in line, line
             assert objs[ref.hex()]["state"] in line
         assert f"{len(objs)} object(s)" in p.stdout
-    p = run("memory", "--group-by", "node", "--address", addr)
+    p = run("memory", "--address", addr)                # by node, as `ray memory`
     assert f"--- node {ctx.node_id}:" in p.stdout
+    p = run("memory", "--group-by", "call_site", "--address", addr)
+    assert "--- call_site " in p.stdout or "grouped by owner instead" in p.stdout
     p = run("status", "--address", addr)
     assert p.returncode == 0 and "3 live node(s)" in p.stdout, p.stdout + p.stderr
     victim = next(n["node_id"] for n in live() if n["node_id"] != ctx.node_id)
