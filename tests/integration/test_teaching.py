@@ -276,14 +276,21 @@ def test_controls_refuse_nodes_started_by_refbook_start(tcp_cluster):  # noqa: F
     assert "2 live node(s)" in out
 
 
-def test_add_node_is_refused_on_a_joined_test_cluster():
+def test_controls_on_a_joined_test_cluster():
     from refbook.testing import Cluster
     refbook.shutdown()
     with Cluster(head_num_cpus=1) as c:
+        n = c.add_node(num_cpus=1)
+        c.wait_for_nodes()
         try:
             refbook.init(address=c.address)
-            assert refbook.nodes()[0]["started_by"] == "testing.Cluster"
+            assert {x["started_by"] for x in refbook.nodes()} == {"testing.Cluster"}
             with pytest.raises(RefbookError, match="Cluster.add_node"):
                 state.add_node()
+            with pytest.raises(ValueError, match="own node"):
+                state.kill_node(c.head.node_id)
+            state.kill_node(n.node_id)
+            assert [x["node_id"] for x in live()] == [c.head.node_id]
+            assert refbook.get(where.remote()) == c.head.node_id
         finally:
             refbook.shutdown()
