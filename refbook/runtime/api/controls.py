@@ -124,8 +124,9 @@ def add_node(num_cpus: int = 1, object_store_memory: int | None = None,
             for n in _live_nodes():
                 _refuse("add_node", n)
             raise exc.RefbookError(
-                "state.add_node() adds nodes to the cluster this process started with "
-                "refbook.init(); this one was joined (init(address=...)): add nodes "
-                "where it was started (refbook.testing.Cluster.add_node())")
+                "state.add_node() adds nodes to a cluster that this process started "
+                "with refbook.init(); this process joined one (init(address=...)): add "
+                "nodes from the process that started it (refbook.testing.Cluster."
+                "add_node() for a test cluster)")
         capacity = object_store_memory or session.capacity
         return local.start([(num_cpus, capacity, dict(resources or {}))])[0]
