@@ -40,17 +40,39 @@ def gather_objects(ask: Ask, head: str) -> list[dict]:
 
 
 def gather_events(ask: Ask, head: str) -> list[dict]:
-    """What the nodes recorded (spills, restores, transfers, OOM kills, node deaths),
-    oldest first."""
+    """What the cluster's processes recorded, oldest first.  Each node is asked for its
+    ring (``("events", 0)``, which also lists its processes, each then asked for its
+    own); a node that only keeps its own list of events answers ``"events"``."""
     evs: list[dict] = []
     for node in ask(head, "nodes"):
-        if node["alive"]:
-            try:
+        if not node["alive"]:
+            continue
+        try:
+            rep = ask(node["address"], ("events", 0))
+            if not isinstance(rep, dict):
                 evs += ask(node["address"], "events") or []
+                continue
+        except RefbookError:
+            continue
+        evs += _ring(rep, node["address"])
+        for p in rep.get("processes", ()):
+            try:
+                evs += _ring(ask(p, ("events", 0), 1.0), p)
             except RefbookError:
-                pass
+                pass                      # it died meanwhile
     evs.sort(key=lambda e: e["time"])
     return evs
+
+
+def _ring(rep, src: str) -> list[dict]:
+    """A process's ring as events; their ``seq`` is that process's own."""
+    if not isinstance(rep, dict):
+        return []
+    from .runtime.protocol.events import to_dict
+    out = [to_dict(raw, rep["node_id"], src) for raw in rep["events"]]
+    for e in out:
+        e["source_seq"] = e.pop("seq", None)
+    return out
 
 
 # -- the object table --------------------------------------------------------------------
@@ -142,7 +164,8 @@ def event_line(e: dict) -> str:
     """``12:03:04.512  1a2b3c4d  spill           bytes=10 MiB objects=3 (ab12…)``"""
     ms = int(e["time"] * 1000) % 1000
     t = time.strftime("%H:%M:%S", time.localtime(e["time"])) + f".{ms:03d}"
-    rest = {k: v for k, v in e.items() if k not in ("time", "kind", "node_id", "seq")}
+    rest = {k: v for k, v in e.items()
+            if k not in ("time", "kind", "node_id", "seq", "source_seq", "process")}
     parts = []
     for k in sorted(rest, key=lambda k: (_SHOWN_FIRST.index(k) if k in _SHOWN_FIRST
                                          else len(_SHOWN_FIRST), k)):
@@ -163,4 +186,6 @@ def event_line(e: dict) -> str:
 
 def event_key(e: dict) -> tuple:
     """What tells two events apart when the same log is read again (``--follow``)."""
+    if e.get("source_seq") is not None:
+        return (e.get("process"), e["source_seq"])
     return e.get("seq") or (e.get("node_id"), e["time"], e["kind"])

@@ -51,3 +51,10 @@ def test_event_lines():
 def test_made_by_names_the_owners_nth_task():
     lines = memory_table([obj("a", 1, DRIVER, "n1", task="ab" * 8 + "00" * 7 + "02")], "node")
     assert "task #2" in lines[2]
+
+
+def test_events_read_from_rings_are_told_apart_by_their_source():
+    e = {"time": 1.0, "kind": "task_started", "node_id": "n1", "process": "p1",
+         "source_seq": 3}
+    assert event_key(e) == ("p1", 3) != event_key(dict(e, process="p2"))
+    assert "source_seq" not in event_line(e) and "process=" not in event_line(e)
