@@ -156,8 +156,8 @@ def memory_table(objects: list[dict], group_by: str = "node") -> list[str]:
 
 
 # -- the event log ------------------------------------------------------------------------
-_SHOWN_FIRST = ("task", "task_id", "object_ids", "object_id", "bytes", "size", "dead_node",
-                "reason")
+_SHOWN_FIRST = ("name", "task", "task_id", "object_ids", "object_id", "node", "dead_node",
+                "bytes", "size", "reason")
 
 
 def event_line(e: dict) -> str:
@@ -170,7 +170,11 @@ def event_line(e: dict) -> str:
     for k in sorted(rest, key=lambda k: (_SHOWN_FIRST.index(k) if k in _SHOWN_FIRST
                                          else len(_SHOWN_FIRST), k)):
         v = rest[k]
-        if k in ("bytes", "size", "rss", "used", "total") and isinstance(v, (int, float)):
+        if v is None:
+            continue
+        if k in ("owner", "worker", "process") and isinstance(v, str):
+            v = process_name(v).replace(" ", "-")
+        elif k in ("bytes", "size", "rss", "used", "total") and isinstance(v, (int, float)):
             v = fmt_bytes(v)
         elif k == "object_ids" and isinstance(v, list):
             v = f"{len(v)} ({', '.join(x[:8] for x in v[:3])}{', ...' if len(v) > 3 else ''})"
