@@ -19,6 +19,8 @@ def gather_objects(ask: Ask, head: str) -> list[dict]:
     process's own, with the spilled state its node knows."""
     out: list[dict] = []
     states: dict = {}
+    named: dict = {}
+    contained_in: dict = {}
     for node in ask(head, "nodes"):
         if not node["alive"]:
             continue
@@ -28,14 +30,27 @@ def gather_objects(ask: Ask, head: str) -> list[dict]:
         except RefbookError:
             continue                      # the node died meanwhile
         for p in procs:
-            try:
-                out += ask(p, "objects", 2.0) or []
+            try:        # with the notebook's names and what contains what, if it says
+                rep = ask(p, "state_objects", 2.0)
+                if not isinstance(rep, dict):
+                    rep = {"objects": ask(p, "objects", 2.0) or []}
             except RefbookError:
-                pass                      # it died or is busy: its objects are not listed
+                continue                  # it died or is busy: its objects are not listed
+            out += rep["objects"]
+            for h, ns in (rep.get("names") or {}).items():
+                named.setdefault(h, set()).update(ns)
+            for container, held in (rep.get("contains") or {}).items():
+                for h in held:
+                    contained_in.setdefault(h, []).append(container)
     for o in out:
-        if states.get(o["object_id"]) in ("spilled", "restoring"):
+        h = o["object_id"]
+        if states.get(h) in ("spilled", "restoring"):
             o["spilled"] = True
             o["state"] = "spilled"
+        if h in named:
+            o["names"] = sorted(named[h])
+        if h in contained_in:
+            o["contained_in"] = contained_in[h]
     return out
 
 
@@ -114,6 +129,26 @@ def _made_by(o: dict) -> str:
     return f"task #{int(o['task'][16:32] or '0', 16)}"     # its owner's n-th task
 
 
+def alive_because(o: dict) -> str:
+    """Why the object is still alive, in short: what holds it (``state.why_alive`` gives
+    every path)."""
+    why = []
+    if o.get("names"):
+        why.append("variable " + ", ".join(o["names"]))
+    if o.get("contained_in"):
+        more = len(o["contained_in"]) - 1
+        why.append(f"inside {o['contained_in'][0][:8]}" + (f" +{more}" if more else ""))
+    if o.get("submitted_refs"):
+        why.append(f"{o['submitted_refs']} pending task(s)")
+    if o.get("borrowers"):
+        why.append(f"{len(o['borrowers'])} borrower(s)")
+    if o.get("lineage"):
+        why.append(f"lineage of {len(o['lineage'])} task(s)")
+    if o.get("local_refs") and not o.get("names"):
+        why.append(f"a ref in {process_name(o.get('owner'))}")
+    return "; ".join(why) or "-"
+
+
 def memory_table(objects: list[dict], group_by: str = "node") -> list[str]:
     """The lines ``refbook memory`` prints: the objects grouped by ``group_by``, the
     biggest groups first, then a summary line.  A field that this cluster does not
@@ -127,10 +162,9 @@ def memory_table(objects: list[dict], group_by: str = "node") -> list[str]:
     groups: dict[str, list[dict]] = {}
     for o in objects:
         groups.setdefault(_group_key(o, by), []).append(o)
-    has_names = any(o.get("names") for o in objects)
     head = (f"  {'OBJECT ID':<42}{'SIZE':>10}  {'STATE':<15}{'NODE(S)':<19}"
             f"{'REFS L/S/B':<12}{'MADE BY':<22}")
-    head = (head + "NAMES") if has_names else head.rstrip()
+    head += "ALIVE BECAUSE"
     for key, objs in sorted(groups.items(),
                             key=lambda kv: -sum(o.get("size") or 0 for o in kv[1])):
         size = sum(o.get("size") or 0 for o in objs)
@@ -143,15 +177,15 @@ def memory_table(objects: list[dict], group_by: str = "node") -> list[str]:
             size_s = fmt_bytes(o["size"]) if o.get("size") is not None else "-"
             line = (f"  {o['object_id']:<42}{size_s:>10}  {state:<15}"
                     f"{nodes[:18]:<19}{_refs(o):<12}{_made_by(o)[:21]:<22}")
-            if has_names:
-                line += ", ".join(o.get("names") or []) or "-"
+            line += alive_because(o)
             lines.append(line.rstrip())
         lines.append("")
     total = sum(o.get("size") or 0 for o in objects)
     spilled = [o for o in objects if o.get("spilled")]
     lines.append(f"{len(objects)} object(s), {fmt_bytes(total)} in all; {len(spilled)} "
                  f"spilled ({fmt_bytes(sum(o.get('size') or 0 for o in spilled))}).  "
-                 f"REFS: local refs / refs held by pending tasks / borrowing processes")
+                 f"REFS: local refs / refs held by pending tasks / borrowing processes; "
+                 f"state.why_alive(object id) gives every path that holds one")
     return lines
 
 

@@ -34,8 +34,17 @@ def test_a_missing_field_is_said_and_the_owner_used():
     assert "no 'call_site'" in lines[0] and "grouped by owner" in lines[0]
     lines = memory_table([obj("a", 10, DRIVER, "n1", call_site="f.py:3", names=["x"])],
                          "call_site")
-    assert lines[0].startswith("--- call_site f.py:3:") and lines[1].endswith("NAMES")
-    assert lines[2].endswith("x")
+    assert lines[0].startswith("--- call_site f.py:3:") and lines[1].endswith("ALIVE BECAUSE")
+    assert lines[2].endswith("variable x")
+
+
+def test_alive_because():
+    from refbook.clitables import alive_because
+    o = obj("a", 1, DRIVER, "n1", names=["x", "y"], contained_in=["c" * 40, "d" * 40],
+            submitted_refs=2, borrowers=["p"], lineage=[{"task_id": "t"}])
+    assert alive_because(o) == ("variable x, y; inside cccccccc +1; 2 pending task(s); "
+                                "1 borrower(s); lineage of 1 task(s)")
+    assert alive_because(obj("a", 1, DRIVER, "n1")) == "a ref in driver @1a2b3c4d"
 
 
 def test_event_lines():
