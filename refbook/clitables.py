@@ -137,7 +137,7 @@ def alive_because(o: dict) -> str:
         why.append("variable " + ", ".join(o["names"]))
     if o.get("contained_in"):
         more = len(o["contained_in"]) - 1
-        why.append(f"inside {o['contained_in'][0][:8]}" + (f" +{more}" if more else ""))
+        why.append(f"inside {o['contained_in'][0]}" + (f" +{more}" if more else ""))
     if o.get("submitted_refs"):
         why.append(f"{o['submitted_refs']} pending task(s)")
     if o.get("borrowers"):

@@ -42,7 +42,8 @@ def test_alive_because():
     from refbook.clitables import alive_because
     o = obj("a", 1, DRIVER, "n1", names=["x", "y"], contained_in=["c" * 40, "d" * 40],
             submitted_refs=2, borrowers=["p"], lineage=[{"task_id": "t"}])
-    assert alive_because(o) == ("variable x, y; inside cccccccc +1; 2 pending task(s); "
+    assert alive_because(o) == ("variable x, y; inside " + "c" * 40 + " +1; "
+                                "2 pending task(s); "
                                 "1 borrower(s); lineage of 1 task(s)")
     assert alive_because(obj("a", 1, DRIVER, "n1")) == "a ref in driver @1a2b3c4d"
 
