@@ -3,4 +3,5 @@ cluster: the widgets, the sidebar, the CLI and the tests read it.  A plain list 
 imports; each part lives in the runtime's public API layer."""
 # ruff: noqa: F401
 
+from .runtime.api.controls import add_node, kill_node, kill_worker
 from .runtime.api.snapshots import actors, lineage, nodes, objects, tasks, why_alive
