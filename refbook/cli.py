@@ -21,19 +21,99 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _query(head: str, secret: bytes, what, timeout: float = 5.0):
-    from .runtime.processes.launch import local_ip_towards, parse_address
-    from .runtime.processes.probe import Probe
-    from .runtime.wire.transport import free_port
-    host, port = parse_address(head)
-    me = local_ip_towards(host)
-    with Probe(f"tcp://{me}:{free_port(me)}/cli", secret) as probe:
+class Client:
+    """The command line's connection to a running cluster: a probe that asks its nodes
+    and processes (STATE_QUERY).  ``address`` is HOST:PORT (``refbook start``) or the
+    ``ipc://`` address of an embedded cluster's head on this host."""
+
+    def __init__(self, address: str, secret: bytes):
+        from .runtime.processes.launch import local_ip_towards, parse_address
+        from .runtime.processes.probe import Probe
+        from .runtime.wire.transport import free_port
+        self.address = address
+        if address.startswith("ipc://"):
+            root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
+            self.head = address
+            me = f"ipc://{root}/cli-{os.urandom(4).hex()}"
+        else:
+            host, port = parse_address(address.removeprefix("tcp://"))
+            self.head = f"tcp://{host}:{port}"
+            ip = local_ip_towards(host)
+            me = f"tcp://{ip}:{free_port(ip)}/cli"
+        self.probe = Probe(me, secret)
+
+    def ask(self, target: str, what, timeout: float = 5.0):
         try:
-            return probe.ask(f"tcp://{host}:{port}", what, timeout)
+            return self.probe.ask(target, what, timeout)
         except TimeoutError:
-            raise RefbookError(
-                f"no answer from the cluster at {head}: it is not running there, or it "
-                f"refused us because the secret does not match") from None
+            if target == self.head:
+                raise RefbookError(
+                    f"no answer from the cluster at {self.address}: it is not running "
+                    f"there, or it refused us because the secret does not match") from None
+            raise RefbookError(f"no answer from {target}") from None
+
+    def close(self) -> None:
+        self.probe.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _query(head: str, secret: bytes, what, timeout: float = 5.0):
+    with Client(head, secret) as client:
+        return client.ask(client.head, what, timeout)
+
+
+NOTHING_RUNS = ("no refbook cluster is running on this host. Start one with "
+                "refbook.init() in Python, %load_ext refbook in a notebook, or `refbook "
+                "start --head`; or give --address HOST:PORT of a cluster elsewhere")
+
+
+def connect(args) -> Client:
+    """A client of the cluster that ``--address`` (or REFBOOK_ADDRESS) names, or else of
+    the newest cluster running on this host: one that refbook.init() (a notebook, a
+    script) or `refbook start --head` started."""
+    from .runtime.processes.launch import (
+        find_secret,
+        local_clusters,
+        parse_address,
+        started_here,
+    )
+    address = args.address or os.environ.get("REFBOOK_ADDRESS")
+    if address and address.startswith("ipc://"):
+        root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
+        return Client(address, _read_hex(os.path.join(root, "secret"), args.secret_file))
+    if address:
+        host, port = parse_address(address.removeprefix("tcp://"))
+        return Client(address, find_secret(host, port, args.secret_file))
+    candidates = [(a, lambda d=d: _read_hex(os.path.join(d, "secret"), None))
+                  for a, d in local_clusters()]
+    candidates += [(f"{r['host']}:{r['port']}",
+                    lambda r=r: find_secret(r["host"], r["port"], args.secret_file))
+                   for r in reversed(started_here()) if r["head"]]
+    for addr, secret in candidates:     # the newest that answers
+        try:
+            client = Client(addr, secret())
+        except (OSError, RefbookError):
+            continue
+        try:
+            client.ask(client.head, "nodes", timeout=2.0)
+        except RefbookError:
+            client.close()
+            continue
+        if len(candidates) > 1:
+            print(f"({len(candidates)} clusters on this host; this is the newest, at "
+                  f"{addr}: choose another with --address)", file=sys.stderr)
+        return client
+    raise RefbookError(NOTHING_RUNS)
+
+
+def _read_hex(path: str, secret_file: str | None) -> bytes:
+    with open(secret_file or path) as f:
+        return bytes.fromhex(f.read().strip())
 
 
 def cmd_start(args) -> int:
@@ -89,27 +169,19 @@ def cmd_start(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .runtime.processes.launch import find_secret, parse_address, started_here
-    address = args.address or os.environ.get("REFBOOK_ADDRESS")
-    if not address:
-        heads = [r for r in started_here() if r["head"]]
-        if not heads:
-            print("refbook status: no cluster started here; give --address HOST:PORT",
-                  file=sys.stderr)
-            return 2
-        address = f"{heads[-1]['host']}:{heads[-1]['port']}"
-    host, port = parse_address(address)
-    secret = find_secret(host, port, args.secret_file)
-    nodes = _query(address, secret, "nodes")
-    actors = _query(address, secret, "actors") or []
+    with connect(args) as client:
+        nodes = client.ask(client.head, "nodes")
+        actors = client.ask(client.head, "actors") or []
+        address = client.address
     print(f"cluster at {address}: {sum(n['alive'] for n in nodes)} live node(s)")
-    print(f"{'node':<10}{'alive':<7}{'store used':>16}{'objects':>9}  {'address':<34}"
+    wide = max([34] + [len(n["address"]) + 2 for n in nodes])
+    print(f"{'node':<10}{'alive':<7}{'store used':>16}{'objects':>9}  {'address':<{wide}}"
           f"resources (available/total)")
     for n in nodes:
         st = n["store"]
         print(f"{n['node_id']:<10}{str(n['alive']):<7}"
-              f"{st['used'] / 2**20:>10.1f} MiB{st['num_objects']:>9}  {n['address']:<34}"
-              f"{_resources(n)}")
+              f"{st['used'] / 2**20:>10.1f} MiB{st['num_objects']:>9}  "
+              f"{n['address']:<{wide}}{_resources(n)}")
     totals: dict = {}
     for n in nodes:
         if n["alive"]:
@@ -149,6 +221,49 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def cmd_memory(args) -> int:
+    from .clitables import gather_objects, memory_table
+    with connect(args) as client:
+        objects = gather_objects(client.ask, client.head)
+        address = client.address
+    print(f"cluster at {address}: object table, grouped by {args.group_by}")
+    if not objects:
+        print("no live objects")
+        return 0
+    for line in memory_table(objects, args.group_by):
+        print(line)
+    return 0
+
+
+def cmd_events(args) -> int:
+    from .clitables import event_key, event_line, gather_events
+    with connect(args) as client:
+        seen: set = set()
+        evs = gather_events(client.ask, client.head)
+        print(f"cluster at {client.address}: {len(evs)} event(s)"
+              + ("; following (Ctrl-C to stop)" if args.follow else ""))
+        for e in evs:
+            seen.add(event_key(e))
+            print(event_line(e))
+        if not args.follow:
+            return 0
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(args.interval)
+                try:
+                    evs = gather_events(client.ask, client.head)
+                except RefbookError as e:
+                    print(f"refbook events: {e}; stopped following", file=sys.stderr)
+                    return 1
+                for e in evs:
+                    if event_key(e) not in seen:
+                        seen.add(event_key(e))
+                        print(event_line(e), flush=True)
+        except KeyboardInterrupt:
+            return 0
 
 
 def cmd_stop(args) -> int:
@@ -201,8 +316,20 @@ def main(argv=None) -> int:
                          "wrote (default: $REFBOOK_SECRET, or that file when the head "
                          "runs on this host)")
     ss = sub.add_parser("status", help="nodes, resources, store use and actors")
-    ss.add_argument("--address")
-    ss.add_argument("--secret-file")
+    sm = sub.add_parser("memory", help="the object table, like `ray memory`")
+    sm.add_argument("--group-by", choices=("call_site", "node", "owner"), default="node",
+                    help="group objects by the node that holds them (default, as `ray "
+                         "memory` does), where they were created, or their owner")
+    se = sub.add_parser("events", help="what the cluster did: spills, restores, "
+                                       "transfers, OOM kills, node deaths")
+    se.add_argument("--follow", "-f", action="store_true",
+                    help="keep printing new events until Ctrl-C")
+    se.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    for p in (ss, sm, se):
+        p.add_argument("--address", metavar="HOST:PORT",
+                       help="the cluster's head (default: $REFBOOK_ADDRESS, or the newest "
+                            "cluster running on this host)")
+        p.add_argument("--secret-file", metavar="PATH")
     sub.add_parser("stop", help="stop what `refbook start` started on this host")
     sub.add_parser("kernel", help='install the "Python 3 (refbook)" Jupyter kernel')
     args = ap.parse_args(argv)
@@ -211,6 +338,10 @@ def main(argv=None) -> int:
             return cmd_start(args)
         if args.cmd == "status":
             return cmd_status(args)
+        if args.cmd == "memory":
+            return cmd_memory(args)
+        if args.cmd == "events":
+            return cmd_events(args)
         if args.cmd == "stop":
             return cmd_stop(args)
     except RefbookError as e:

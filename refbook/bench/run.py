@@ -14,12 +14,13 @@ from .core import TARGETS, run_workloads
 from .net import NET_TARGETS
 from .notebook import NOTEBOOK_TARGETS
 from .recovery import RECOVERY_TARGETS, run_recovery_workloads
+from .snapshots import STATE_TARGETS, run_state_workloads
 from .spill import SPILL_TARGETS, run_spill_workloads
 
 DESCRIPTION = ("Measure refbook on this machine: task and object throughput and latency, "
-               "actors, spilling, recovery, network transfers and notebook cells. Prints "
-               "each figure next to its target and writes the results as JSON. Every "
-               "figure is a median over repeats.")
+               "actors, spilling, recovery, network transfers, notebook cells and the "
+               "state API. Prints each figure next to its target and writes the results "
+               "as JSON. Every figure is a median over repeats.")
 
 
 def main(argv=None) -> int:
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num-cpus", type=int, default=2, metavar="N",
                     help="CPUs of the cluster the benchmarks start (default: 2)")
     ap.add_argument("--only", choices=["core", "actors", "spill", "recovery", "net",
-                                       "notebook"],
+                                       "notebook", "snapshots"],
                     default=None,
                     help="run one group of workloads")
     args = ap.parse_args(argv)
@@ -49,8 +50,10 @@ def main(argv=None) -> int:
     if args.only in (None, "notebook"):
         from .notebook import run_notebook_workloads
         res.update(run_notebook_workloads(quick=args.quick))
+    if args.only in (None, "snapshots"):
+        res.update(run_state_workloads(quick=args.quick, num_cpus=args.num_cpus))
     print(table(res, {**TARGETS, **ACTOR_TARGETS, **SPILL_TARGETS, **RECOVERY_TARGETS,
-                      **NET_TARGETS, **NOTEBOOK_TARGETS}))
+                      **NET_TARGETS, **NOTEBOOK_TARGETS, **STATE_TARGETS}))
     path = args.json or os.path.join("bench-results",
                                      f"refbook-{time.strftime('%Y%m%d-%H%M%S')}.json")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

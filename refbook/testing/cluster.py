@@ -50,6 +50,8 @@ class Cluster:
         self._client: Probe | None = None
         self.head = self._start(head_num_cpus, head_object_store_memory, {}, None)
         self.address = self.head.address
+        with open(os.path.join(self.dir, "head"), "w") as f:    # for `refbook memory`
+            f.write(self.address)
 
     def _start(self, num_cpus: int, capacity: int, resources: dict,
                head: str | None) -> Node:
@@ -64,7 +66,8 @@ class Cluster:
                "owns_session": head is None,
                "spill_dir": os.path.join(sock_dir, "spill"), "memory_threshold": 0.95,
                "head_address": head, "heartbeat_s": self.heartbeat_s,
-               "heartbeat_timeout_s": self.heartbeat_timeout_s}
+               "heartbeat_timeout_s": self.heartbeat_timeout_s,
+               "started_by": "testing.Cluster"}
         log_path = os.path.join(self.dir, "logs", f"node-{node_id}.log")
         proc, ready_r = spawn_node(cfg, self.secret, log_path)
         wait_ready(proc, ready_r, log_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..data import serialization as _serialization
+from ..processes import callsite as _callsite
 from ..processes import context as _context
 from ..processes import writing as _writing
 
@@ -116,3 +117,12 @@ def set_filename_display(fn: Callable[[str], str | None] | None) -> None:
     """Name code files in tracebacks, e.g. ``<cell 3>`` for a notebook cell's file;
     ``fn`` returns None to keep a name.  None: names as they are."""
     _serialization.set_filename_display(fn)
+
+
+def set_names_provider(fn: Callable[[], dict] | None) -> None:
+    """Say which notebook variables hold which refs, for the state API (``names`` in
+    ``state.objects()``, ``variable`` steps in ``state.why_alive()``): ``fn()`` returns
+    ``{object_id_hex: [names]}``.  It is called whenever someone asks, in any thread
+    (the I/O thread, with refbook's lock held, when another driver asks): it must be
+    quick, must not block and must not call refbook.  None: no names."""
+    _callsite.set_names_provider(fn)

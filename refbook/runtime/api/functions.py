@@ -17,10 +17,11 @@ from ..data.arena import Arena
 from ..processes import context
 from ..processes import core as core_mod
 from ..processes.core import CoreWorker
-from ..processes.launch import spawn_node, wait_ready
+from ..processes.launch import advertise, spawn_node, wait_ready
 from ..processes.object_ref import ObjectRef
 from ..processes.probe import Probe
 from ..protocol import messages as P
+from .localnodes import LocalNodes
 
 _lock = threading.RLock()
 _session: Session | None = None
@@ -47,11 +48,12 @@ class Session:
     """One embedded cluster started by ``init()``: a node process and this driver."""
 
     def __init__(self, num_cpus: int, capacity: int, resources: dict,
-                 spill_dir: str | None, memory_threshold: float):
+                 spill_dir: str | None, memory_threshold: float, num_nodes: int = 1):
         self.num_cpus = num_cpus
         self.capacity = capacity
         self.resources = resources
         self.memory_threshold = memory_threshold
+        self.num_nodes = num_nodes
         self.dir = tempfile.mkdtemp(prefix="refbook-")
         self.spill_dir = spill_dir or os.path.join(self.dir, "spill")
         self.node_id = os.urandom(4).hex()
@@ -67,6 +69,7 @@ class Session:
             "resources": resources, "capacity": capacity, "arena_fd": self.arena.fd,
             "driver_pid": os.getpid(), "owns_session": True,
             "spill_dir": self.spill_dir, "memory_threshold": memory_threshold,
+            "started_by": "init",
         }
         self.log_path = os.path.join(self.dir, "logs", "node.log")
         self.proc, ready_r = spawn_node(cfg, secret, self.log_path, (self.arena.fd,))
@@ -82,6 +85,12 @@ class Session:
                 f"process {self.proc.pid} exited; see {self.log_path}"))
             self.core.start()
             self.core.register()
+            advertise(self.dir, self.node_address, secret)     # for `refbook memory`
+            # the other nodes of this host's cluster: num_nodes, state.add_node()
+            self.local_nodes = LocalNodes(self.core, self.dir, self.node_address, secret,
+                                          self.spill_dir, memory_threshold)
+            if num_nodes > 1:
+                self.local_nodes.start([(num_cpus, capacity, resources)] * (num_nodes - 1))
         except BaseException:
             if ready_r is not None:
                 os.close(ready_r)
@@ -90,6 +99,8 @@ class Session:
 
     def close(self) -> None:
         core = getattr(self, "core", None)
+        if getattr(self, "local_nodes", None) is not None:
+            self.local_nodes.close()
         if core is not None:
             try:
                 core.transport.send(self.node_address, (P.SHUTDOWN,))
@@ -261,7 +272,7 @@ def _default_store_memory() -> int:
 def init(num_cpus: int | None = None, object_store_memory: int | None = None,
          spill_dir: str | None = None, address: str | None = None,
          resources: dict | None = None, memory_monitor_threshold: float | None = None,
-         log_to_stderr: bool = True, **kwargs) -> RuntimeContext:
+         log_to_stderr: bool = True, num_nodes: int = 1, **kwargs) -> RuntimeContext:
     """Start an embedded cluster (a node manager with one worker per CPU) and connect
     this process as its driver.  Calling it again while initialized returns the same
     context and changes nothing.
@@ -270,14 +281,19 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
     this machine's memory); objects beyond it are spilled to files under ``spill_dir``
     (default: a fresh directory under the system temp dir).  When the machine's memory
     use passes ``memory_monitor_threshold`` (default 0.95, or ``REFBOOK_MEMORY_THRESHOLD``)
-    the newest retriable task's worker is killed and the task retried."""
+    the newest retriable task's worker is killed and the task retried.
+
+    ``num_nodes`` > 1 starts that many node managers on this host (to teach recovery
+    without a second machine); ``num_cpus`` and ``object_store_memory`` are then per
+    node (default: this machine's CPUs and 30% of its memory, shared out)."""
     global _session
     with _lock:
         if _session is not None:
             from ..processes.reinit import warn_ignored
             warn_ignored(_session, num_cpus=num_cpus, object_store_memory=object_store_memory,
                           spill_dir=spill_dir, address=address, resources=resources,
-                          memory_monitor_threshold=memory_monitor_threshold)
+                          memory_monitor_threshold=memory_monitor_threshold,
+                          num_nodes=None if num_nodes == 1 else num_nodes)
             return RuntimeContext(_session)
         unknown = set(kwargs) - {"ignore_reinit_error", "include_dashboard",
                                  "logging_level", "log_to_driver", "namespace"}
@@ -289,12 +305,14 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
             _session.joined = address
             core_mod.set_current(_session.core)
             return RuntimeContext(_session)
+        if not isinstance(num_nodes, int) or num_nodes < 1:
+            raise ValueError(f"num_nodes must be a positive integer, not {num_nodes!r}")
         if num_cpus is None:
-            num_cpus = os.cpu_count() or 1
+            num_cpus = max(1, (os.cpu_count() or 1) // num_nodes)
         if not isinstance(num_cpus, int) or num_cpus < 1:
             raise ValueError(f"num_cpus must be a positive integer, not {num_cpus!r}")
         if object_store_memory is None:
-            object_store_memory = _default_store_memory()
+            object_store_memory = _default_store_memory() // num_nodes
         if not isinstance(object_store_memory, int) or object_store_memory < (1 << 20):
             raise ValueError("object_store_memory must be an integer number of bytes, at "
                              f"least 1 MiB; got {object_store_memory!r}")
@@ -317,11 +335,12 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
                 raise ValueError(f"resources must map names to non-negative numbers; "
                                  f"got {k!r}: {v!r}")
         _session = Session(num_cpus, object_store_memory, resources, spill_dir,
-                           memory_monitor_threshold)
+                           memory_monitor_threshold, num_nodes)
         core_mod.set_current(_session.core)
         if log_to_stderr and not os.environ.get("REFBOOK_QUIET"):
             # stdout: information, not an error (Jupyter shows stderr in a pink box)
-            print(f"refbook: local cluster with {num_cpus} CPU(s), object store "
+            nodes_ = f"of {num_nodes} nodes, each " if num_nodes > 1 else ""
+            print(f"refbook: local cluster {nodes_}with {num_cpus} CPU(s), object store "
                   f"{fmt_bytes(object_store_memory)}, spilling to {_session.spill_dir}")
         return RuntimeContext(_session)
 

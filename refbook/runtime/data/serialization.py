@@ -108,6 +108,17 @@ def set_filename_display(fn: Callable[[str], str | None] | None) -> None:
     _display_filename = fn
 
 
+def display_filename(filename: str) -> str:
+    """``filename`` as tracebacks show it (see :func:`set_filename_display`)."""
+    fn = _display_filename
+    if fn is not None:
+        try:
+            return fn(filename) or filename
+        except Exception:  # noqa: BLE001 - a broken hook must not break the caller
+            return filename
+    return filename
+
+
 def _code_span(code: types.CodeType) -> tuple[int, list]:
     """The first line number and the source lines of ``code``, as this process sees them."""
     lines = linecache.getlines(code.co_filename)

@@ -6,6 +6,7 @@ the messages.  Every method that touches state runs with ``core.lock`` held.
 from __future__ import annotations
 
 import logging
+import time
 
 from ... import exceptions as exc
 from ..protocol import messages as P
@@ -14,6 +15,7 @@ from ..protocol.entries import ACTOR, ERROR
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
 from ..protocol.tasks import CallPayload, Task
+from .callsite import here
 
 log = logging.getLogger("refbook.actors")
 
@@ -199,10 +201,12 @@ class ActorRuntime:
     def submit_call(self, actor_id: bytes, owner: str, actor_name: str, max_task_retries: int,
                     method: str, prepared, num_returns: int) -> list:
         core = self.core
+        name = f"{actor_name}.{method}"
+        site = here(name)
         task_id = core.ids.task_id()
         ctx = core.task_context
         if ctx is not None:
-            core.note_context(ctx, task_id, f"{actor_name}.{method}")
+            core.note_context(ctx, task_id, name)
         return_ids = [object_id(task_id, i) for i in range(num_returns)]
         with core.lock:
             args_entry, top_refs, arg_refs, unresolved = core.hold_args(prepared)
@@ -210,11 +214,12 @@ class ActorRuntime:
             core.rt.add_submitted([(actor_id, owner)])
             refs = []
             for oid in return_ids:
-                core.rt.own(oid)
+                core.rt.own(oid).site = site
                 refs.append(core.new_ref(oid))
-            name = f"{actor_name}.{method}"
             task = Task(task_id, name, {}, return_ids, arg_refs,
                         CallPayload(method, args_entry, top_refs), max_task_retries, False)
+            task.site = site
+            task.submitted_at = time.monotonic()
             task.deps = set(unresolved)
             for oid in unresolved:
                 self.waiting.setdefault(oid, set()).add(("call", actor_id))
@@ -268,7 +273,9 @@ class ActorRuntime:
             if a[0] == "send":
                 _, address, batch = a
                 specs = []
+                now = time.monotonic()
                 for t in batch:
+                    t.started_at = now
                     method, args_entry, top_refs = t.payload
                     if args_entry[0] == "ref":
                         args_entry = (core.values[args_entry[1]], args_entry[1])
@@ -289,7 +296,10 @@ class ActorRuntime:
         if actor_id is None:
             return None
         q = self.queues.get(actor_id)
-        return q.done(task_id) if q is not None else None
+        task = q.done(task_id) if q is not None else None
+        if task is not None:
+            task.finished_at = time.monotonic()
+        return task
 
     # ------------------------------------------------------------------ failures
     def process_died(self, addr: str, reason: str) -> None:

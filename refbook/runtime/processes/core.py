@@ -36,10 +36,12 @@ from ..protocol.refcount import Effects
 from ..protocol.tasks import Task, TaskPayload
 from ..wire.transport import Transport
 from . import context
+from .callsite import here
 from .introspection import Introspection
 from .iothread import IOThread
 from .object_ref import ObjectRef
 from .reading import ObjectReading
+from .state_answers import StateAnswers
 from .writing import ObjectWriting
 
 log = logging.getLogger("refbook.core")
@@ -51,7 +53,7 @@ current = context.current
 set_current = context.set_current
 
 
-class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
+class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAnswers):
     def __init__(self, *, kind: str, address: str, node_address: str, node_id: str,
                  secret: bytes, arena: Arena):
         self.kind = kind
@@ -102,6 +104,8 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
         # submitted meanwhile remember it, so their output and status find that cell.
         self.task_context = None
         self.contexts: dict[bytes, object] = {}
+        self._holders: dict[bytes, list] = {}     # ref -> objects put here that hold it
+        self._holders_n = 0                       # (state_answers.note_containers)
         # A notebook interrupts get() with Ctrl-C and goes on: hold a Ctrl-C back while
         # messages are handled in the main thread (costs a few microseconds per step).
         self.defer_sigint = False
@@ -287,6 +291,7 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
     def submit(self, fn_id: bytes, fn_blob: bytes, name: str, args, kwargs,
                num_returns: int, resources: dict, max_retries: int,
                retry_exceptions, signature=None) -> list[ObjectRef]:
+        site = here(name)
         prepared = self.prepare_args(name, args, kwargs, signature)
         task_id = self.ids.task_id()
         ctx = self.task_context
@@ -302,12 +307,14 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection):
                                                                blob_oid)
             refs = []
             for oid in return_ids:
-                self.rt.own(oid)
+                self.rt.own(oid).site = site
                 refs.append(self.new_ref(oid))
             owner.now = time.monotonic()
-            owner.submit(Task(task_id, name, resources, return_ids, arg_refs,
-                              TaskPayload(fn_id, fn_blob, args_entry, top_refs),
-                              max_retries, retry_exceptions), unresolved)
+            task = Task(task_id, name, resources, return_ids, arg_refs,
+                        TaskPayload(fn_id, fn_blob, args_entry, top_refs),
+                        max_retries, retry_exceptions)
+            task.site = site
+            owner.submit(task, unresolved)
             owner.apply(fx)
             self._flush()
         return refs

@@ -4,6 +4,9 @@ refs that the notebook's live views show."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from ...exceptions import TaskCancelledError
 from ..protocol import messages as P
 from ..protocol.entries import (
@@ -14,6 +17,7 @@ from ..protocol.entries import (
 )
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
+from .callsite import format_site, names, no_gc
 
 
 class Introspection:
@@ -28,7 +32,33 @@ class Introspection:
         """Ask process or node ``addr`` about ``what`` (its STATE_QUERY answer)."""
         return self.call(addr, lambda req: (P.STATE_QUERY, self.me, req, what), timeout)
 
-    def describe(self, what: str):
+    def query_many(self, asks, timeout: float = 5.0) -> list:
+        """Ask several processes or nodes at once: ``asks`` is ``[(addr, what)]``;
+        returns their answers in order (None for one that did not answer in time).
+        This process answers itself directly."""
+        self._check_usable()
+        slots = []
+        for addr, what in asks:
+            if addr == self.me:
+                slots.append((None, what))
+                continue
+            req = next(self._req_ids)
+            slot = [threading.Event(), None]
+            self._replies[req] = slot
+            self.send(addr, (P.STATE_QUERY, self.me, req, what))
+            slots.append((req, slot))
+        deadline = time.monotonic() + timeout
+        out = []
+        for req, slot in slots:
+            if req is None:
+                out.append(self.describe(slot))
+                continue
+            ok = self._wait_event(slot[0], max(0.0, deadline - time.monotonic()))
+            self._replies.pop(req, None)
+            out.append(slot[1] if ok else None)
+        return out
+
+    def describe(self, what):
         if what == "pending":
             return self.pending_calls() if self.pending_calls is not None else 0
         if type(what) is tuple and what[0] == "events":     # the state API's pull
@@ -36,46 +66,91 @@ class Introspection:
                 evs, dropped, last = self.owner.events.since(what[1])
             return {"events": evs, "dropped": dropped, "last": last,
                     "node_id": self.node_id, "process": self.me}
-        if what != "objects":
-            return None
-        with self.lock:
-            fx = Effects()
-            self._drain_releases(fx)
-            self._apply(fx)
-            return self._describe_objects()
+        if what in ("objects", "state_objects"):
+            full = what == "state_objects"
+            named = names() if full else {}
+            contains: dict = {}
+            with self.lock, no_gc():
+                fx = Effects()
+                self._drain_releases(fx)
+                self._apply(fx)
+                objs = self._describe_objects(named, contains)
+                if not full:         # what only the state API can know (all processes)
+                    for o in objs:
+                        del o["names"], o["contained_in"]
+            if not full:
+                return objs
+            return {"objects": objs, "names": named, "contains": contains}
+        if what == "tasks":
+            return self.describe_tasks()
+        if isinstance(what, tuple) and what:
+            if what[0] == "why":
+                return self.why(what[1])
+            if what[0] == "lineage":
+                return self.lineage_of(what[1], what[2])
+            if what[0] == "owns":
+                with self.lock:
+                    return self.rt.owns(what[1])
+        return None
 
-    def _describe_objects(self) -> list:
+    def _describe_objects(self, named: dict, contains: dict) -> list:
+        """One dict per live object this process owns (``names`` from ``named``, this
+        process's names provider; ``contained_in`` left empty).  Fills ``contains``
+        with ``{container id: [ids of the refs its value holds]}`` (hex)."""
         out = []
+        append = out.append
         kept = self.recovery.kept_for()
+        me, values, copies, node_id = self.me, self.values, self.copies, self.node_id
+        actors, rebuilding = self.actors.owned, self.recovery.rebuilding
+        sites: dict = {}
         for oid, r in self.rt.refs.items():
-            if r.owner != self.me or oid in self.actors.owned or r.freed:
+            if r.owner != me or r.freed or oid in actors:
                 continue
-            entry = self.values.get(oid)
-            if entry is not None and entry[0] == 3:     # an actor's location
-                continue
+            entry = values.get(oid)
+            inline = False
             if entry is None:
-                state = "reconstructing" if oid in self.recovery.rebuilding else "pending"
+                state = "reconstructing" if oid in rebuilding else "pending"
                 size, nodes = None, []
-            elif entry[0] == ERROR:
-                state, size, nodes = "failed", None, []
-            elif entry[0] == STORED:
-                state, size = "ready", entry[3]
-                nodes = [entry[1], *sorted(self.copies.get(oid, ()))]
             else:
-                state = "ready"
-                size = len(entry[1]) + sum(len(b) for b in entry[2])
-                nodes = [self.node_id]
-            out.append({
-                "object_id": oid.hex(), "owner": self.me, "size": size, "state": state,
-                "nodes": nodes, "spilled": False,
-                "task": None if oid.endswith(b"\xff\xff\xff\xff") else oid[:16].hex(),
-                "local_refs": r.local, "submitted_refs": r.submitted - len(kept.get(oid, ())),
+                kind = entry[0]
+                if kind == INLINE:
+                    state, inline, nodes = "ready", True, [node_id]
+                    size = len(entry[1]) + (sum(map(len, entry[2])) if entry[2] else 0)
+                elif kind == STORED:
+                    state, size = "ready", entry[3]
+                    nodes = [entry[1], *sorted(copies[oid])] if oid in copies else [entry[1]]
+                elif kind == ERROR:
+                    state, size, nodes = "failed", None, []
+                else:                                   # an actor's location
+                    continue
+            put = oid.endswith(b"\xff\xff\xff\xff")
+            site = r.site
+            if site is not None:
+                made_by = site[0]
+                call_site = sites.get(site)
+                if call_site is None:
+                    call_site = sites[site] = format_site(site[1], site[2])
+            else:
+                made_by = "put" if put else self._made_by(oid, None)
+                call_site = None
+            h = oid.hex()
+            if r.nested:
+                contains[h] = [x.hex() for x, _ in r.nested]
+            lineage = []
+            submitted = r.submitted
+            if oid in kept:
                 # kept (a put value) so that these finished tasks can run again
-                "lineage": [{"task_id": t.task_id.hex(), "name": t.name,
-                             "returns": [x.hex() for x in t.return_ids]}
-                            for t in kept.get(oid, ())],
-                "borrowers": sorted(a for a, n in (r.borrowers or {}).items() if n),
-                "inline": entry is not None and entry[0] == INLINE,
+                lineage = [{"task_id": t.task_id.hex(), "name": t.name,
+                            "returns": [x.hex() for x in t.return_ids]} for t in kept[oid]]
+                submitted -= len(lineage)
+            b = r.borrowers
+            append({
+                "object_id": h, "owner": me, "size": size, "state": state,
+                "nodes": nodes, "spilled": False, "task": None if put else h[:32],
+                "local_refs": r.local, "submitted_refs": submitted, "lineage": lineage,
+                "borrowers": sorted(a for a, n in b.items() if n) if b else [],
+                "inline": inline, "made_by": made_by, "call_site": call_site,
+                "names": list(named[h]) if h in named else [], "contained_in": [],
             })
         return out
 

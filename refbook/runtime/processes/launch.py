@@ -133,9 +133,10 @@ def private_dir(path: str) -> None:
 def node_config(*, host: str, port: int, head: str | None, num_cpus: int, capacity: int,
                 resources: dict, driver_pid: int | None = None,
                 heartbeat_s: float | None = None,
-                heartbeat_timeout_s: float | None = None) -> dict:
+                heartbeat_timeout_s: float | None = None, started_by: str = "driver") -> dict:
     """The configuration of a node manager on ``host:port`` (and ``port + 1``).  With
-    ``driver_pid`` it belongs to that process and exits with it."""
+    ``driver_pid`` it belongs to that process and exits with it.  ``started_by`` is what
+    its node view says (``refbook start`` nodes refuse the teaching controls)."""
     if heartbeat_s is None:
         heartbeat_s = float(os.environ.get("REFBOOK_HEARTBEAT_S", 0.5))
     if heartbeat_timeout_s is None:
@@ -150,7 +151,7 @@ def node_config(*, host: str, port: int, head: str | None, num_cpus: int, capaci
             "driver_pid": driver_pid, "owns_session": True,
             "spill_dir": os.path.join(session, "spill"), "memory_threshold": 0.95,
             "head_address": head, "bind_host": host, "heartbeat_s": heartbeat_s,
-            "heartbeat_timeout_s": heartbeat_timeout_s}
+            "heartbeat_timeout_s": heartbeat_timeout_s, "started_by": started_by}
 
 
 def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpus: int,
@@ -160,7 +161,7 @@ def start_node(*, host: str, port: int, secret: bytes, head: str | None, num_cpu
     process.  Returns what ``refbook stop`` needs to stop it."""
     cfg = node_config(host=host, port=port, head=head, num_cpus=num_cpus,
                       capacity=capacity, resources=resources, heartbeat_s=heartbeat_s,
-                      heartbeat_timeout_s=heartbeat_timeout_s)
+                      heartbeat_timeout_s=heartbeat_timeout_s, started_by="refbook start")
     log_path = os.path.join(cfg["session_dir"], "logs", "node.log")
     proc, ready_r = spawn_node(cfg, secret, log_path)
     wait_ready(proc, ready_r, log_path)
@@ -195,3 +196,41 @@ def forget_all() -> None:
         os.unlink(_state_file())
     except OSError:
         pass
+
+
+# -- embedded clusters (refbook.init()) that the command line can find -------------------
+def advertise(session_dir: str, head_address: str, secret: bytes) -> None:
+    """Let ``refbook status / memory / events`` on this host find the cluster in
+    ``session_dir`` (a private directory, removed with the cluster): its secret, only
+    this user can read, and its head's address."""
+    fd = os.open(os.path.join(session_dir, "secret"), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret.hex())
+    with open(os.path.join(session_dir, "head"), "w") as f:
+        f.write(head_address)
+
+
+def local_clusters() -> list[tuple[str, str]]:
+    """``(head address, session dir)`` of every cluster that :func:`advertise` announced
+    in this user's temporary directory, the newest first."""
+    import tempfile
+    root = tempfile.gettempdir()
+    found = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    for name in names:
+        if not name.startswith("refbook-"):
+            continue
+        path = os.path.join(root, name)
+        try:
+            st = os.stat(path)
+            if st.st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, "head")) as f:
+                found.append((st.st_mtime, f.read().strip(), path))
+        except OSError:
+            continue
+    return [(addr, path) for _, addr, path in sorted(found, reverse=True)]

@@ -50,6 +50,10 @@ class NodeManager:
 
     def __init__(self, cfg: dict, secret: bytes, arena: Arena, zygote: Zygote):
         self.driver_pid = cfg.get("driver_pid")        # the driver that started this node
+        # "refbook start", "init", "testing.Cluster" or "driver" (a joining driver's own
+        # node): the state API's teaching controls act on local clusters only
+        self.started_by = cfg.get("started_by") or (
+            "driver" if self.driver_pid else "refbook start")
         self.node_id = cfg["node_id"]
         self.address = cfg["node_address"]
         self.sock_dir = cfg["sock_dir"]
@@ -338,6 +342,12 @@ class NodeManager:
             data = self.cluster_view()
         elif what == "processes":
             data = list(self.procs)
+        elif what == "process_info":   # address -> {"kind", "pid"}
+            data = dict(self.procs)
+        elif what == "workers":        # the teaching controls pick a busy one
+            data = [{"address": w.addr, "pid": self.worker_pids.get(w.addr),
+                     "busy": w.lease is not None, "actor": w.dedicated}
+                    for w in self.sched.workers.values()]
         elif what == "events" or (isinstance(what, tuple) and what[0] == "events"):
             data = self.events_since(what[1] if isinstance(what, tuple) else 0)
         elif what == "object_states":
@@ -386,7 +396,7 @@ class NodeManager:
                 "resources": s["total"], "available": s["available"],
                 "store": self.store.table.stats(), "workers": s["workers"],
                 "pid": os.getpid(), "arena_fd": self.arena.fd,
-                "is_head": self.head is not None}
+                "is_head": self.head is not None, "started_by": self.started_by}
 
     # -- loop ------------------------------------------------------------------------------
     def run(self, parent_fd: int, ready_fd: int) -> None:

@@ -11,7 +11,8 @@ def warn_ignored(session, **given) -> None:
     now = {"num_cpus": session.num_cpus, "object_store_memory": session.capacity,
            "spill_dir": session.spill_dir, "address": getattr(session, "joined", None),
            "resources": getattr(session, "resources", None),
-           "memory_monitor_threshold": getattr(session, "memory_threshold", None)}
+           "memory_monitor_threshold": getattr(session, "memory_threshold", None),
+           "num_nodes": getattr(session, "num_nodes", None)}
     ignored = [k for k, v in given.items()
                if v is not None and (k not in now or v != now[k])]
     if not ignored:
@@ -20,7 +21,7 @@ def warn_ignored(session, **given) -> None:
     shown = ", ".join(f"{k}={fmt_bytes(given[k])}" if k == "object_store_memory"
                       else f"{k}={given[k]!r}" for k in ignored)
     flags = " ".join(f"--{k.replace('_', '-')} {_flag_value(k, given[k])}"
-                     for k in ignored if k != "address")
+                     for k in ignored if k not in ("address", "num_nodes"))
     cpus = session.num_cpus
     warnings.warn(
         f"refbook is already running (object store {fmt_bytes(session.capacity)}, "

@@ -11,6 +11,7 @@ from ..data.serialization import Serialized, serialize
 from ..protocol import messages as P
 from ..protocol.entries import INLINE, STORED
 from ..protocol.refcount import Effects
+from .callsite import here
 from .object_ref import ObjectRef
 
 INLINE_MAX = 100 * 1024
@@ -37,6 +38,7 @@ class ObjectWriting:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed; pass the ref itself "
                             "or put() a container that holds it")
+        site = here("put")
         s = serialize(value)
         oid = self.ids.put_id()
         if s.size <= INLINE_MAX:
@@ -46,7 +48,9 @@ class ObjectWriting:
         with self.lock:
             fx = Effects()
             self._drain_releases(fx)
-            self.rt.own(oid, s.refs)
+            self.rt.own(oid, s.refs).site = site
+            if s.refs:
+                self.note_containers(oid, s.refs)
             ref = self.new_ref(oid)
             self.owner.put_value(oid, entry)
             self._apply(fx)

@@ -6,8 +6,9 @@ holds the owner's whole protocol state: the reference table (``rt``), the task t
 (``tm``), what it knows of each value (``values``: an *entry* per object, see
 ``entries.py``), where secondary copies are (``copies``), which nodes died, and the
 lineage kept to rebuild lost objects (``lineage``).  It takes events, each a method
-named after what happened (``tasks_done``, ``process_died``, ``node_died``,
-``object_copy``, ``lease_granted`` ...), and leaves what the process must do in
+named after what happened (``submit``, ``tasks_done``, ``lease_granted``,
+``get_object`` ...; deaths of processes and nodes in ``deaths.py``), and leaves what the
+process must do in
 ``self.out``, an :class:`Outbox`: messages to send, values that became known (wake
 whoever waits), entries that went away (drop cached pins).  No sockets, threads or
 clocks: the process sets ``now`` before an event, then carries out the outbox
@@ -54,6 +55,8 @@ class Outbox:
 
 
 class Owner:
+    """The protocol state of one owner process (see the module's docstring)."""
+
     def __init__(self, me: str, node_id: str, node_address: str, *, depth: int = 8,
                  idle_timeout: float = 0.2, rebuild_wait: float = 30.0,
                  lineage_max_bytes: int = 256 << 20):
@@ -353,11 +356,11 @@ class Owner:
                         if ret[0] == STORED:
                             keep[oid] = ret[1][0]
                 self._free_stale(task, keep)
-            if task is None:
-                if self.actor_created is not None and \
+            if task is None:             # an actor call (most often), or its constructor
+                task = self.actor_done(task_id) if self.actor_done is not None else None
+                if task is None and self.actor_created is not None and \
                         self.actor_created(task_id, ok, payload, worker, borrowed, fx):
                     continue
-                task = self.actor_done(task_id) if self.actor_done is not None else None
                 if task is None:         # cancelled, or a duplicate after a retry
                     if ok:
                         self._discard_returns(task_id, payload, fx)

@@ -39,7 +39,8 @@ from .messages import DEC_REF, INC_ACK, INC_REF
 
 class Ref:
     __slots__ = ("owner", "local", "submitted", "contained", "pinned",
-                 "borrowers", "registered", "nested", "owner_dead", "lineage", "freed")
+                 "borrowers", "registered", "nested", "owner_dead", "lineage", "freed",
+                 "site")
 
     def __init__(self, owner: str):
         self.owner = owner              # address of the owning process
@@ -53,6 +54,8 @@ class Ref:
         self.owner_dead = False         # borrower only: the owner died (fate sharing)
         self.lineage = 0                # owner only: kept tasks that take it as an argument
         self.freed = False              # owner only: value gone, entry kept for lineage
+        self.site = None                # owner only: (made_by, filename, line) where user
+                                        # code put it or submitted its task (state API)
 
     def held(self) -> bool:
         return bool(self.local or self.submitted or self.contained or self.pinned)

@@ -105,7 +105,8 @@ class Cancel(NamedTuple):
 class Task:
     __slots__ = ("task_id", "name", "key", "resources", "return_ids", "arg_refs",
                  "deps", "max_retries", "retry_exceptions", "attempts", "state",
-                 "lease", "payload", "cancelled", "quick", "_rebuilds", "unplaceable_since")
+                 "lease", "payload", "cancelled", "quick", "_rebuilds", "unplaceable_since",
+                 "site", "submitted_at", "started_at", "finished_at")
 
     def __init__(self, task_id: bytes, name: str, resources: dict, return_ids: list,
                  arg_refs: list, payload, max_retries: int = 3,
@@ -127,6 +128,11 @@ class Task:
         self.quick = False                # known to run in well under a millisecond
         self._rebuilds = 0                # times run again to rebuild lost outputs
         self.unplaceable_since: float | None = None   # a rebuild no node can run yet
+        self.site = None                  # (made_by, filename, line) of the submit call
+        # for the state API, on the owner's clock (``now``): set by the task manager
+        self.submitted_at: float | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
 
 
 class OwnerLease:
@@ -162,6 +168,8 @@ class TaskManager:
     # -- submission and dependencies ---------------------------------------------
     def submit(self, task: Task, unresolved: set) -> list:
         self.tasks[task.task_id] = task
+        if task.submitted_at is None:
+            task.submitted_at = self.now
         if unresolved:
             task.deps = set(unresolved)
             if task.state != WAITING:
@@ -272,6 +280,7 @@ class TaskManager:
             _to(task, RUNNING)
             task.lease = lease
             task.attempts += 1
+            task.started_at = self.now
             lease.inflight[task.task_id] = task
             pushes.setdefault(lease.lease_id, []).append(task)
         actions = [Push("push", self.leases[lid], batch) for lid, batch in pushes.items()]
@@ -291,6 +300,7 @@ class TaskManager:
         if task is None:
             return None, []
         _to(task, DONE)
+        task.finished_at = self.now
         lease = task.lease
         actions = []
         if lease is not None:
@@ -422,6 +432,7 @@ class TaskManager:
                 if not waiters:
                     del self.waiting[oid]
         _to(task, DONE)
+        task.finished_at = self.now
         return [Fail("fail", task, error)]
 
     # -- introspection ---------------------------------------------------------------

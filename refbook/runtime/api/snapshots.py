@@ -1,0 +1,228 @@
+"""The state API's snapshots and queries (API.md section 3): ``objects``, ``tasks``,
+``nodes``, ``actors``, ``lineage`` and ``why_alive``, cluster-wide, from any driver.
+
+A snapshot asks every node manager which processes it has, asks all those processes at
+once (``STATE_QUERY``, answered by ``processes/state_answers.py`` and
+``introspection.py``) and merges what they say.  A query asks the object's owner, then
+the processes the owner names (a borrower, the owner of an argument)."""
+
+from __future__ import annotations
+
+import os
+
+from ..processes import context
+from ..processes.object_ref import ObjectRef
+from .functions import actors, nodes
+
+__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive"]
+
+TIMEOUT = 2.0            # a process that does not answer in this time is left out
+MAX_PATHS = 64
+MAX_HOPS = 16            # why_alive: borrowers followed at most this far
+MAX_ROUNDS = 64          # lineage: owners asked in turn at most this many times
+
+
+def _processes(core, states: bool = False) -> tuple[dict, dict]:
+    """``({process address: {"kind", "pid", "node_id"}}, {object id: store state})``
+    over the live nodes."""
+    alive = [n for n in core.query(core.node_address, "nodes") if n["alive"]]
+    asks = [(n["address"], "process_info") for n in alive]
+    if states:
+        asks += [(n["address"], "object_states") for n in alive]
+    answers = core.query_many(asks, TIMEOUT)
+    procs: dict = {}
+    for n, info in zip(alive, answers, strict=False):
+        for addr, p in (info or {}).items():
+            procs[addr] = {**p, "node_id": n["node_id"]}
+    procs.setdefault(core.me, {"kind": core.kind, "pid": os.getpid(),
+                               "node_id": core.node_id})
+    store_states: dict = {}
+    for st in answers[len(alive):]:
+        store_states.update(st or {})
+    return procs, store_states
+
+
+def objects() -> list[dict]:
+    """Every live object of the cluster, as its owner sees it (as ``refbook.objects()``)
+    plus ``made_by``, ``call_site``, ``names`` (the notebook variables that hold it)
+    and ``contained_in`` (ids of objects whose value holds this ref)."""
+    core = context.core()
+    procs, states = _processes(core, states=True)
+    answers = core.query_many([(p, "state_objects") for p in procs], TIMEOUT)
+    out: list = []
+    named: dict = {}
+    contained_in: dict = {}
+    for a in answers:
+        if not a:
+            continue             # the process died or is stuck: its objects are left out
+        out += a["objects"]
+        for h, ns in a["names"].items():
+            named.setdefault(h, []).extend(ns)
+        for container, held in a["contains"].items():
+            for h in held:
+                contained_in.setdefault(h, []).append(container)
+    spilled = {h for h, st in states.items() if st in ("spilled", "restoring")}
+    special = spilled.union(named, contained_in)
+    if special:      # what each owner could not know: one pass over the objects
+        for o in out:
+            h = o["object_id"]
+            if h in special:
+                if h in named:
+                    o["names"] = sorted(set(named[h]))
+                if h in contained_in:
+                    o["contained_in"] = contained_in[h]
+                if h in spilled:
+                    o["spilled"] = True
+                    o["state"] = "spilled"
+    return out
+
+
+def tasks() -> list[dict]:
+    """One dict per task the cluster still knows: not finished, or finished and kept
+    as lineage (also failed or cancelled ones whose results are still held)."""
+    core = context.core()
+    procs, _ = _processes(core)
+    out: list = []
+    for a in core.query_many([(p, "tasks") for p in procs], TIMEOUT):
+        for t in a or ():
+            p = procs.get(t["worker"]) if t["worker"] else None
+            if p is not None:
+                t["pid"] = p["pid"]
+                t["node_id"] = p["node_id"]
+            out.append(t)
+    return out
+
+
+def _resolve(core, ref_or_id) -> tuple[bytes, str | None]:
+    """``(object id, owner or None if unknown here)``."""
+    if isinstance(ref_or_id, ObjectRef):
+        return ref_or_id._id, ref_or_id._owner
+    if isinstance(ref_or_id, str):
+        try:
+            oid = bytes.fromhex(ref_or_id)
+        except ValueError:
+            raise ValueError(f"not an object id: {ref_or_id!r}") from None
+    elif isinstance(ref_or_id, (bytes, bytearray)):
+        oid = bytes(ref_or_id)
+    else:
+        raise TypeError(f"expected an ObjectRef or an object id, not "
+                        f"{type(ref_or_id).__name__}")
+    with core.lock:
+        r = core.rt.get(oid)
+        owner = r.owner if r is not None else None
+    if owner is None:            # ask every process which one owns it
+        procs, _ = _processes(core)
+        addrs = list(procs)
+        for addr, owns in zip(addrs, core.query_many([(p, ("owns", oid)) for p in addrs],
+                                                     TIMEOUT), strict=True):
+            if owns:
+                return oid, addr
+    return oid, owner
+
+
+def _ask(core, addr: str, what):
+    return core.query_many([(addr, what)], TIMEOUT)[0]
+
+
+# ----------------------------------------------------------------------- why_alive
+def why_alive(ref_or_id) -> list[list[dict]]:
+    """Every path that keeps an object alive, each a list of steps from a root to the
+    object: ``{"kind": "variable", "name"}`` (a notebook variable), ``{"kind": "ref",
+    "process"}`` (a handle held in a process), ``{"kind": "task", "task_id"}`` (a
+    pending task that takes it), ``{"kind": "borrower", "process"}`` (a process its
+    owner counts as holding it), ``{"kind": "object", "object_id"}`` (an object whose
+    value contains what follows), ``{"kind": "lineage", "task_id"}`` (a finished task
+    kept to be run again).  The last step holds the object itself.  ``[]``: nothing
+    keeps it (it is freed, or about to be)."""
+    core = context.core()
+    oid, owner = _resolve(core, ref_or_id)
+    if owner is None:
+        return []
+    ans = _ask(core, owner, ("why", oid))
+    if not ans:
+        return []
+    return _expand(core, ans["paths"], {}, 0, frozenset())
+
+
+def _expand(core, paths: list, cache: dict, hops: int, visiting: frozenset) -> list:
+    """Explain each path's unexplained borrower root by asking that process why it
+    holds the object, and put its paths in front."""
+    out: list = []
+    for p in paths:
+        first = p[0]
+        of = first.pop("_of", None)
+        if of is None:
+            out.append(p)
+        else:
+            key = (first["process"], of)
+            if hops >= MAX_HOPS or key in visiting:
+                subs = []
+            elif key in cache:
+                subs = cache[key]
+            else:
+                a = _ask(core, key[0], ("why", bytes.fromhex(of)))
+                subs = _expand(core, a["paths"] if a else [], cache, hops + 1,
+                               visiting | {key})
+                cache[key] = subs
+            if subs:
+                out += [[*(dict(s) for s in sp), *p] for sp in subs]
+            else:
+                out.append(p)    # no answer: the owner's count is all we know
+        if len(out) >= MAX_PATHS:
+            break
+    return out[:MAX_PATHS]
+
+
+# ------------------------------------------------------------------------- lineage
+def lineage(ref_or_id, depth: int | None = None) -> dict:
+    """The graph of tasks and objects that made an object, ``depth`` tasks back (None:
+    as far as the owners know): ``{"nodes": [{"id", "kind": "object" | "task",
+    "state", ...}], "edges": [{"src", "dst", "kind": "arg" | "return" | "contains"}]}``.
+    Objects another process owns are asked of that process."""
+    if depth is not None and (not isinstance(depth, int) or depth < 0):
+        raise ValueError(f"depth must be a non-negative integer or None, not {depth!r}")
+    core = context.core()
+    oid, owner = _resolve(core, ref_or_id)
+    nodes_: dict = {}
+    edges: dict = {}
+    asked: set = set()
+    todo = {(owner, depth): [oid]} if owner is not None else {}
+    rounds = 0
+    while todo and rounds < MAX_ROUNDS:
+        rounds += 1
+        keys = list(todo)
+        answers = core.query_many([(o, ("lineage", todo[(o, d)], d)) for o, d in keys],
+                                  TIMEOUT)
+        nxt: dict = {}
+        for (o, d), ans in zip(keys, answers, strict=True):
+            asked.update(x.hex() for x in todo[(o, d)])
+            if not ans:
+                for x in todo[(o, d)]:
+                    nodes_.setdefault(x.hex(), _unknown(x.hex(), o))
+                continue
+            for n in ans["nodes"]:
+                nodes_.setdefault(n["id"], n)
+            for src, dst, kind in ans["edges"]:
+                edges[(src, dst, kind)] = None
+            for h, xo, level in ans["foreign"]:
+                if h in nodes_ or h in asked:
+                    continue
+                if xo is None:
+                    nodes_[h] = _unknown(h, None)
+                    continue
+                left = None if d is None else d - level
+                nxt.setdefault((xo, left), []).append(bytes.fromhex(h))
+        todo = nxt
+    if oid.hex() not in nodes_:
+        nodes_[oid.hex()] = _unknown(oid.hex(), owner, "freed")
+    for src, dst, _kind in edges:
+        for h in (src, dst):
+            if h not in nodes_:
+                nodes_[h] = _unknown(h, None)
+    return {"nodes": list(nodes_.values()),
+            "edges": [{"src": s, "dst": d, "kind": k} for s, d, k in edges]}
+
+
+def _unknown(h: str, owner: str | None, state: str = "unknown") -> dict:
+    return {"id": h, "kind": "object", "state": state, "size": None, "owner": owner,
+            "made_by": None, "call_site": None}

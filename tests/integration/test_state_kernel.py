@@ -1,0 +1,22 @@
+"""The state API in a notebook: call sites name the cell and its line."""
+
+import pytest
+
+from tests.integration.test_kernel import run
+
+pytest.importorskip("jupyter_client")
+
+
+def test_call_sites_name_the_cell_and_line_in_a_notebook(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")                                        # cell 1
+    run(kc, "v = 1\ny = refbook.put(v)")                                # cell 2
+    run(kc, "@refbook.remote\ndef f():\n    return refbook.put(3)\n\nr = f.remote()")
+    out, err = run(kc, "from refbook import state\n"
+                       "inner = refbook.get(r)\n"
+                       "objs = {o['object_id']: o for o in state.objects()}\n"
+                       "for x in (y, r, inner):\n"
+                       "    print(objs[x.hex()]['made_by'], '|', objs[x.hex()]['call_site'])")
+    assert err is None, err
+    assert out.splitlines() == ["put | <cell 2>, line 2", "f | <cell 3>, line 5",
+                                "put | <cell 3>, line 3"], out
