@@ -74,6 +74,12 @@ class StoreServer:
         self._stuck: dict[str, tuple] = {}
         self._unpins: dict[str, int] = {}       # proc -> number of its last UNPIN here
 
+    def events_since(self, seq: int, **more) -> dict:
+        """This node's events after its local ``seq`` (the state API's pull)."""
+        evs, dropped, last = self.events.since(seq)
+        return {"events": evs, "dropped": dropped, "last": last, "node_id": self.node_id,
+                "process": self.t.address, **more}
+
     # -- requests (ROUTER socket) -------------------------------------------------------------
     def on_request(self, ident: bytes, m: tuple) -> None:
         if m[0] == P.ALLOC:

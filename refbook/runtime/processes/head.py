@@ -41,7 +41,7 @@ class Head:
 
     def __init__(self, transport: Transport, node_id: str, heartbeat_timeout: float,
                  this_node: Callable[[], dict], node_died: Callable[[str, str], None],
-                 pid_of: Callable[[str], int | None]):
+                 pid_of: Callable[[str], int | None], events=None):
         self.t = transport
         self.node_id = node_id
         self.heartbeat_timeout = heartbeat_timeout
@@ -50,7 +50,9 @@ class Head:
         self._this_node = this_node
         self._node_died = node_died
         self._pid_of = pid_of
-        self.events = None                    # the ring node_added and node_died go to
+        self.events = events                  # this node's ring: node_added goes there
+        if events is not None:
+            events.add("node_added", node_id, transport.address)
 
     def handlers(self) -> dict:
         return {P.NODE_REGISTER: self._on_node_register, P.HEARTBEAT: self._on_heartbeat,

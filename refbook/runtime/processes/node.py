@@ -88,10 +88,8 @@ class NodeManager:
         self.head: Head | None = None
         self.link: HeadLink | None = None
         if self.head_address is None:
-            self.head = Head(self.transport, self.node_id, timeout, this_node=self.node_view,
-                             node_died=self._node_died, pid_of=self.worker_pids.get)
-            self.head.events = self.store.events
-            self.store.events.add("node_added", self.node_id, self.address)
+            self.head = Head(self.transport, self.node_id, timeout, self.node_view,
+                             self._node_died, self.worker_pids.get, self.store.events)
         else:
             self.link = HeadLink(self.transport, self.head_address, self.node_id,
                                  self.heartbeat_s, timeout, this_node=self.node_view,
@@ -348,8 +346,8 @@ class NodeManager:
             data = [{"address": w.addr, "pid": self.worker_pids.get(w.addr),
                      "busy": w.lease is not None, "actor": w.dedicated}
                     for w in self.sched.workers.values()]
-        elif what == "events" or (isinstance(what, tuple) and what[0] == "events"):
-            data = self.events_since(what[1] if isinstance(what, tuple) else 0)
+        elif isinstance(what, tuple) and what[0] == "events":     # ("events", since)
+            data = self.store.events_since(what[1], processes=list(self.procs))
         elif what == "object_states":
             data = self.store.states()
         elif what == "spill_io":
@@ -361,12 +359,6 @@ class NodeManager:
         else:
             data = None
         self.transport.send(requester, (P.STATE_REPLY, req, data))
-
-    def events_since(self, seq: int) -> dict:
-        """This node's events after its local ``seq`` (the state API's pull)."""
-        evs, dropped, last = self.store.events.since(seq)
-        return {"events": evs, "dropped": dropped, "last": last, "node_id": self.node_id,
-                "process": self.address, "processes": list(self.procs)}
 
     def _do(self, actions):
         for a in actions:

@@ -214,8 +214,7 @@ class Owner:
                     self.fetch(oid, owner)
         return args_entry, arg_refs, unresolved
 
-    def put_value(self, oid: bytes, entry: tuple) -> None:
-        """A value made here (put, a call's large arguments), owned from now on."""
+    def put_value(self, oid: bytes, entry: tuple) -> None:   # put(), a call's large args
         self.values[oid] = entry
         self.events.add("object_created", oid, entry_size(entry))
 
