@@ -70,6 +70,7 @@ class NotebookSession:
             self.refresher = Refresher()
             api.progress_factory = WidgetProgress
         self._attach()
+        frontend.set_names_provider(self.variable_names)
         ip.events.register("pre_run_cell", self.pre_run_cell)
         ip.events.register("post_run_cell", self.post_run_cell)
         if self.widgets:
@@ -105,9 +106,19 @@ class NotebookSession:
             api.progress_factory = None
         if self.refresher is not None:
             self.refresher.stop()
+        frontend.set_names_provider(None)
         drv = self.driver
         if drv is not None:
             drv.detach()
+
+    def variable_names(self) -> dict:
+        """``{object_id_hex: [names]}``: the notebook's variables that hold a ref, for
+        the state API (``names``, ``why_alive``).  Any thread; quick; never blocks."""
+        out: dict[str, list] = {}
+        for name, v in list(self.ip.user_ns.items()):
+            if isinstance(v, refbook.ObjectRef) and not name.startswith("_"):
+                out.setdefault(v.hex(), []).append(name)
+        return out
 
     # -- cells -------------------------------------------------------------------------
     def pre_run_cell(self, info=None) -> None:

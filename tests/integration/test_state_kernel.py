@@ -20,3 +20,16 @@ def test_call_sites_name_the_cell_and_line_in_a_notebook(kernel):
     assert err is None, err
     assert out.splitlines() == ["put | <cell 2>, line 2", "f | <cell 3>, line 5",
                                 "put | <cell 3>, line 3"], out
+
+
+def test_why_alive_and_objects_name_the_notebook_variable(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    run(kc, "data = refbook.put(list(range(10)))\nalias = data")
+    out, err = run(kc, "from refbook import state\n"
+                       "o = [o for o in state.objects() if o['object_id'] == data.hex()][0]\n"
+                       "print(sorted(o['names']))\n"
+                       "print(sorted(s['name'] for p in state.why_alive(data) for s in p\n"
+                       "             if s['kind'] == 'variable'))")
+    assert err is None, err
+    assert out.splitlines() == ["['alias', 'data']", "['alias', 'data']"], out
