@@ -67,6 +67,9 @@ class _FakeCore:
     def describe(self, what):
         return self.query(self.me, what)
 
+    def query_many(self, asks, timeout=None):
+        return [self.query(a, w) for a, w in asks]
+
     def query(self, addr, what, timeout=None):
         if what == "nodes":
             return [{"address": "nm", "alive": True}]
@@ -95,15 +98,19 @@ def test_the_collector_merges_in_time_order_numbers_without_gaps_and_reports_dro
     core.rings["drv"].add("task_finished", b"\x01" * 16, "f", 1)
     core.rings["nm"].add("worker_started", "w2", 7)
     monkeypatch.setattr(time, "time", lambda: 1000.0)   # the round begins after them
-    got = c.poll()
+    assert c.poll() == 4
+    got = c.after(0)
     assert [(e["seq"], e["kind"]) for e in got] == [
         (1, "task_submitted"), (2, "task_started"), (3, "task_finished"),
         (4, "worker_started")]
     for _ in range(8):               # w1's ring (5) overflows before it is read
         core.rings["w1"].add("object_created", b"\x02" * 20, 1)
-    got = c.poll()
+    assert c.poll() == 6
+    got = c.after(4)
     assert [e["kind"] for e in got] == ["events_dropped"] + ["object_created"] * 5
     assert got[0]["count"] == 3 and got[0]["process"] == "w1"
     assert [e["seq"] for e in got] == list(range(5, 11))
     assert c.after(8) == got[4:]
-    assert c.poll() == []
+    assert c.poll() == 0 and c.after(10) == []
+    # a view of some kinds still hears of the drops
+    assert [e["seq"] for e in c.after(0, {"task_finished"})] == [3, 5]
