@@ -139,7 +139,9 @@ class ActorRuntime:
             rec.created(False, err)
             core.transport.send(self._nm_of(rec),
                                 (P.KILL_WORKER, rec.address, "constructor failed"))
-            self._dead(rec, err, "constructor_failed")
+            lines = [ln for ln in str(payload).splitlines() if ln.strip()]
+            self._dead(rec, err, "constructor_failed",
+                       detail=f"its constructor raised: {lines[-1] if lines else payload}")
         self._update_directory(rec)
 
     def _nm_of(self, rec: OwnedActor) -> str:
@@ -156,11 +158,11 @@ class ActorRuntime:
                     node_id, pid, **more)
 
     def _dead(self, rec: OwnedActor, err: BaseException, reason: str,
-              where: tuple | None = None) -> None:
+              where: tuple | None = None, detail: str | None = None) -> None:
         """``rec`` is dead for good, because ``reason`` (one of protocol.actors.DEATHS)."""
         rec.state = DEAD
         rec.error = rec.error or err
-        self._died_event(rec, reason, where)
+        self._died_event(rec, reason, where, detail)
         core = self.core
         if rec.actor_id in core.rt:
             core._set_value(rec.actor_id, (ERROR, rec.error))
@@ -170,12 +172,14 @@ class ActorRuntime:
         core._apply(fx)
         self._update_directory(rec)
 
-    def _died_event(self, rec: OwnedActor, reason: str, where: tuple | None) -> None:
+    def _died_event(self, rec: OwnedActor, reason: str, where: tuple | None,
+                    detail: str | None = None) -> None:
         if rec.end is None:                       # once per actor
             rec.end = reason
-            err = rec.error
+            if detail is None and rec.error is not None:
+                detail = str(rec.error).split("\n", 1)[0]
             self._event(rec, "actor_died", where, reason=reason, restarts=rec.restarts,
-                        detail=None if err is None else str(err).split("\n", 1)[0])
+                        detail=detail)
 
     def out_of_scope(self, actor_id: bytes) -> None:
         """No handle to this actor exists anywhere: let it finish and exit."""
@@ -183,7 +187,7 @@ class ActorRuntime:
         if rec is None:
             return
         rec.out_of_scope = True
-        self._died_event(rec, "out_of_scope", None)
+        self._died_event(rec, "out_of_scope", None, "its last handle went")
         if rec.address is not None and rec.creating is None:
             self.core.transport.send(rec.address, (P.ACTOR_EXIT,))
         if rec.state != ALIVE or rec.address is None:
