@@ -295,3 +295,22 @@ def test_actors_show_the_node_and_pid_they_run_at_on_three_nodes(three_nodes):
     assert (r["kind"], r["node_id"], r["pid"], r["attempt"]) == \
         ("actor_restarted", node, pid, 1)
     assert old_node in r["reason"]
+
+
+def test_actors_whose_owner_was_on_a_dead_node_die_once(three_nodes):
+    base = last_seq()
+    blockers = [Counter.options(num_cpus=1).remote(0) for _ in range(3)]   # every CPU
+    refbook.get([b.pid.remote() for b in blockers], timeout=60)
+    new = state.add_node(num_cpus=1)           # the only free CPU: the task runs there
+    _owner_pid, aid, actor_pid = refbook.get(make_and_keep_an_actor.remote(), timeout=60)
+    node = next(a for a in state.actors() if a["actor_id"] == aid)["node_id"]
+    assert node == new
+    state.kill_node(new)
+    events_of(base, lambda evs: any(e["actor_id"] == aid for e in evs),
+              kinds=["actor_died"], timeout=30)
+    time.sleep(0.5)
+    died = [e for e in state.events(since=base, kinds=["actor_died"])
+            if e["actor_id"] == aid]
+    assert [(e["reason"], e["pid"], e["node_id"]) for e in died] == \
+        [("owner_died", actor_pid, new)]
+    assert next(a for a in state.actors() if a["actor_id"] == aid)["state"] == "dead"

@@ -89,6 +89,10 @@ class Head:
         """``node_id`` is dead, and this node has dealt with it: record it, and tell
         every other live node (each then fails what depended on it)."""
         self.members.mark_dead(node_id)
+        marker = f"/n-{node_id}/"              # its processes owned actors no more
+        for owner in {r.get("owner") for r in self.actors.values()
+                      if r["state"] != "dead" and marker in (r.get("owner") or "")}:
+            self.process_died(owner)
         for n in self.members.view():
             if n["alive"] and n["node_id"] != self.node_id:
                 self.t.send(n["address"], (P.NODE_DIED, node_id, reason))
