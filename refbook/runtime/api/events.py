@@ -35,7 +35,8 @@ PROCESS_TIMEOUT = 1.0    # a process's (it may have just died)
 
 
 class Collector:
-    """This driver's merged, numbered view of every ring (see the module).
+    """This driver's merged, numbered view of every ring (see the module); ``core`` may
+    also be the command line's probe (see ``snapshots.py``: a viewer).
 
     The log keeps each event as it came: ``(raw, source)``, the ring's own tuple and
     ``(node_id, process)``; an event's number is its place in the log.  Dicts are made
@@ -117,9 +118,9 @@ class Collector:
             t0 = time.time()
             fresh: list = []
             nodes = self._nodes(t0)
-            dead = core.rt.dead                  # deaths this process heard of
-            srcs = [core.me, *nodes, *(p for p in self.procs
-                                       if p not in dead and p != core.me)]
+            dead = core.known_dead()             # deaths this process heard of
+            me = [core.me] if core.kind is not None else []     # a probe records nothing
+            srcs = [*me, *nodes, *(p for p in self.procs if p not in dead and p != core.me)]
             srcs = list(dict.fromkeys(srcs))
             asked = set(srcs)
             listed: list = []

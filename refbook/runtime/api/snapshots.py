@@ -4,7 +4,13 @@
 A snapshot asks every node manager which processes it has, asks all those processes at
 once (``STATE_QUERY``, answered by ``processes/state_answers.py`` and
 ``introspection.py``) and merges what they say.  A query asks the object's owner, then
-the processes the owner names (a borrower, the owner of an argument)."""
+the processes the owner names (a borrower, the owner of an argument).
+
+Who asks is a *viewer*: this driver's core, or the command line's probe
+(``processes/probe.py``), which is no process of the cluster: ``objects_of(viewer)``
+and ``tasks_of(viewer)`` serve both, so ``refbook memory`` prints what the state API
+says.  A viewer has ``me``, ``kind`` (None for a probe), ``node_address`` (a node to
+ask for the list of nodes), ``query``, ``query_many`` and ``known_dead()``."""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from ..processes import context
 from ..processes.object_ref import ObjectRef
 from .functions import actors, nodes
 
-__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive"]
+__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive", "objects_of",
+           "tasks_of"]
 
 TIMEOUT = 2.0            # a process that does not answer in this time is left out
 MAX_PATHS = 64
@@ -34,8 +41,9 @@ def _processes(core, states: bool = False) -> tuple[dict, dict]:
     for n, info in zip(alive, answers, strict=False):
         for addr, p in (info or {}).items():
             procs[addr] = {**p, "node_id": n["node_id"]}
-    procs.setdefault(core.me, {"kind": core.kind, "pid": os.getpid(),
-                               "node_id": core.node_id})
+    if core.kind is not None:                # a driver lists itself; a probe is nobody
+        procs.setdefault(core.me, {"kind": core.kind, "pid": os.getpid(),
+                                   "node_id": core.node_id})
     store_states: dict = {}
     for st in answers[len(alive):]:
         store_states.update(st or {})
@@ -46,7 +54,11 @@ def objects() -> list[dict]:
     """Every live object of the cluster, as its owner sees it (as ``refbook.objects()``)
     plus ``made_by``, ``call_site``, ``names`` (the notebook variables that hold it)
     and ``contained_in`` (ids of objects whose value holds this ref)."""
-    core = context.core()
+    return objects_of(context.core())
+
+
+def objects_of(core) -> list[dict]:
+    """:func:`objects` as ``core`` (a viewer: see the module) sees them."""
     procs, states = _processes(core, states=True)
     answers = core.query_many([(p, "state_objects") for p in procs], TIMEOUT)
     out: list = []
@@ -80,7 +92,11 @@ def objects() -> list[dict]:
 def tasks() -> list[dict]:
     """One dict per task the cluster still knows: not finished, or finished and kept
     as lineage (also failed or cancelled ones whose results are still held)."""
-    core = context.core()
+    return tasks_of(context.core())
+
+
+def tasks_of(core) -> list[dict]:
+    """:func:`tasks` as ``core`` (a viewer: see the module) sees them."""
     procs, _ = _processes(core)
     out: list = []
     for a in core.query_many([(p, "tasks") for p in procs], TIMEOUT):

@@ -58,6 +58,10 @@ class Introspection:
             out.append(slot[1] if ok else None)
         return out
 
+    def known_dead(self):
+        """The processes this one has heard are dead."""
+        return self.rt.dead
+
     def describe(self, what):
         if what == "pending":
             return self.pending_calls() if self.pending_calls is not None else 0

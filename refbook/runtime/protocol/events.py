@@ -109,18 +109,24 @@ def _plain(v):
     return v.hex() if type(v) is bytes else v
 
 
+_HEAD = ("seq", "time", "kind", "node_id", "process")
+_KEYS = {kind: _HEAD + names for kind, names in FIELDS.items()}
+
+
 def to_dict(raw: tuple, node_id, process) -> dict:
     """A raw ring event as the state API shows it (ids in hex), ``seq`` the local one."""
-    seq, t, kind = raw[0], raw[1], raw[2]
-    d = {"seq": seq, "time": t, "kind": kind, "node_id": node_id, "process": process}
+    kind = raw[2]
     if type(raw[3]) is dict:      # its own node_id (an actor's node) wins
+        d = {"seq": raw[0], "time": raw[1], "kind": kind, "node_id": node_id,
+             "process": process}
         for k, v in raw[3].items():
             if k not in ("seq", "time", "kind", "process"):
                 d[k] = _plain(v)
-    else:
-        d.update(zip(FIELDS[kind], [v.hex() if type(v) is bytes else v for v in raw[3:]],
-                     strict=False))
-    return d
+        return d
+    # the ring pads with None past a kind's fields: zip stops at the kind's names
+    return dict(zip(_KEYS[kind], (raw[0], raw[1], kind, node_id, process,
+                                  *[v.hex() if type(v) is bytes else v for v in raw[3:]]),
+                    strict=False))
 
 
 def entry_size(entry) -> int | None:
