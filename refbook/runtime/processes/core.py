@@ -380,8 +380,8 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAns
         self._flush()
 
     def _on_spillback(self, msg):
-        _, req_id, nm = msg
-        self.owner.spillback(req_id, nm)
+        _, req_id, nm, prefer = msg
+        self.owner.spillback(req_id, nm, prefer)
         self._flush()
 
     def _on_process_died(self, msg):

@@ -465,10 +465,11 @@ class Owner:
             self.do(self.tm.lease_granted(req_id, lease_id, worker))
         return True
 
-    def spillback(self, req_id: int, nm: str) -> None:
-        """Our node manager says another node should run it."""
+    def spillback(self, req_id: int, nm: str, prefer: bool = True) -> None:
+        """A node manager says another node should run it (``prefer`` False: and the
+        node where its arguments are need not: it is busy)."""
         req = self.lease_reqs.get(req_id)
         if req is not None:
             if node_of(nm) in self.dead_nodes:
                 nm = None                        # stale advice: ask our own node again
-            self.request_lease(req_id, req[0], req[1], nm, req[3])
+            self.request_lease(req_id, req[0], req[1], nm, req[3] if prefer else None)
