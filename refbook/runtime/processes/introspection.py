@@ -88,6 +88,10 @@ class Introspection:
                 return self.why(what[1])
             if what[0] == "lineage":
                 return self.lineage_of(what[1], what[2])
+            if what[0] == "objects_of":        # the state API's targeted queries
+                return self.objects_of(what[1])
+            if what[0] == "tasks_of":
+                return self.tasks_of(what[1])
             if what[0] == "owns":
                 with self.lock:
                     return self.rt.owns(what[1])
