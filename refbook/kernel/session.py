@@ -20,6 +20,7 @@ import time
 
 import refbook
 
+from .. import state
 from ..runtime.api import frontend
 from ..runtime.api import functions as api
 
@@ -158,7 +159,8 @@ class NotebookSession:
                       f"submitted: {shown}", file=sys.stderr)
         if not self.widgets:
             return
-        unfinished = any(drv.task_state(t) is not None for t in tasks)
+        unfinished = any(t["state"] not in ("done", "failed", "cancelled")
+                         for t in state.tasks(ids=tasks))
         if cell.line is None and unfinished:
             self.show_line(cell)
         if cell.out is not None and cell.parent is not None and unfinished:
@@ -208,7 +210,7 @@ class NotebookSession:
             return
         name = "stderr" if stream == "err" else "stdout"
         k = self.kernel
-        header = _attempt_header(drv, cell, task_id)
+        header = _attempt_header(cell, task_id)
         if header:
             k.session.send(k.iopub_socket, "stream", {"name": "stdout", "text": header},
                            parent=parent, ident=b"stream.stdout")
@@ -228,10 +230,11 @@ class NotebookSession:
         return True
 
 
-def _attempt_header(drv: frontend.Driver, cell: Cell, task_id: bytes) -> str | None:
+def _attempt_header(cell: Cell, task_id: bytes) -> str | None:
     """A line before the first output of a retried or rebuilt task's new run."""
-    info = drv.task_attempt(task_id)
-    if info is None:
+    rows = state.tasks(ids=[task_id])       # this driver's own task: no message sent
+    info = rows[0] if rows else None
+    if info is None or info["attempt"] is None:
         return None
     key = (info["attempt"], info["rebuilds"])
     last = cell.labels.get(task_id)

@@ -251,6 +251,9 @@ def objects_of(ids) -> list[dict]:
     a failed object holds (else None).  Not looked up: ``spilled`` (always False here)
     and ``contained_in`` beyond containers of the same owner."""
     core = context.core()
+    mine = _own_ids(core, ids, 20)
+    if mine is not None:             # all this driver's own: no message
+        return core.objects_of(mine)
     wanted = _ids(ids, 20, "object")
     owners = {oid: _owner_of(core, oid, x) for oid, x in wanted.items()}
     rows = _ask_owners(core, "objects_of", owners)
@@ -274,6 +277,9 @@ def tasks_of(ids) -> list[dict]:
     A task its owner forgot (finished, its results freed) is left out; one whose owner
     does not answer gets state ``"unknown"``."""
     core = context.core()
+    mine = _own_ids(core, ids, 16)
+    if mine is not None:
+        return core.tasks_of(mine)
     wanted = _ids(ids, 16, "task")
     owners = {tid: _owner_of(core, tid + b"\0\0\0\0", x) for tid, x in wanted.items()}
     rows = _ask_owners(core, "tasks_of", owners)
@@ -297,6 +303,18 @@ _NO_TASK = {"task_id": None, "name": None, "state": "unknown", "node_id": None,
             "worker": None, "pid": None, "attempt": None, "args": [], "returns": [],
             "owner": None, "call_site": None, "submitted_at": None, "started_at": None,
             "finished_at": None, "rebuilds": 0, "retried_because": None, "error": None}
+
+
+def _own_ids(core, ids, length: int) -> list | None:
+    """``ids`` without repeats if all are ids (bytes) of this driver's own objects or
+    tasks (the common case, checked quickly), else None."""
+    if type(ids) is not list:
+        return None
+    tag = core.tag
+    for x in ids:
+        if type(x) is not bytes or len(x) != length or x[:8] != tag:
+            return None
+    return list(dict.fromkeys(ids)) if len(ids) > 1 else ids
 
 
 def _ids(ids, length: int, what: str) -> dict:

@@ -106,6 +106,8 @@ class StateAnswers(TargetedAnswers):
         actor_id = q.actor_id if q is not None else self.actors.calls.get(t.task_id)
         if actor_id is not None:
             skip.add(actor_id)
+        if not skip:
+            return t.arg_refs
         return [(x, o) for x, o in t.arg_refs if x not in skip]
 
     def _ended_tasks(self, seen: set, fmt: Formatter) -> list:

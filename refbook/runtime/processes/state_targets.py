@@ -14,10 +14,23 @@ from __future__ import annotations
 import time
 
 from ...exceptions import TaskCancelledError
+from ..data.serialization import filename_display
 from ..protocol.entries import ERROR, INLINE, STORED
 from ..protocol.ids import is_put, object_id
 from ..protocol.refcount import Effects
 from .callsite import Formatter, names
+
+_formatter: list = [None, Formatter()]   # [the filename display it was made under, it]
+
+
+def _sites() -> Formatter:
+    """A call site formatter kept across answers (these come every 0.25 s), made anew
+    when the notebook names files differently or it has grown large."""
+    shown = filename_display()
+    if _formatter[0] is not shown or len(_formatter[1]._cache) > 10_000:
+        _formatter[:] = [shown, Formatter()]
+    return _formatter[1]
+
 
 _TASK_KEYS = ("node_id", "worker", "pid", "attempt", "submitted_at", "started_at",
               "finished_at", "retried_because")
@@ -30,12 +43,13 @@ class TargetedAnswers:
         """The rows (as ``state.objects()``'s) of those of ``oids`` this process owns and
         has not freed; the others are left out."""
         named = names()
-        fmt = Formatter()
+        fmt = _sites()
         out = []
         with self.lock:
-            fx = Effects()
-            self._drain_releases(fx)        # handles dropped since: freed now
-            self._apply(fx)
+            if self._releases or self._view_releases:   # handles dropped since
+                fx = Effects()
+                self._drain_releases(fx)
+                self._apply(fx)
             refs, me, actors = self.rt.refs, self.me, self.actors.owned
             for oid in oids:
                 r = refs.get(oid)
@@ -103,7 +117,7 @@ class TargetedAnswers:
         tasks it still tracks, and finished ones whose first result it still holds
         (``done``, ``failed`` or ``cancelled``, from that result).  A task it forgot
         (finished, its results freed) is left out."""
-        fmt = Formatter()
+        fmt = _sites()
         off = time.time() - time.monotonic()
         out = []
         with self.lock:
