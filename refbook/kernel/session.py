@@ -22,7 +22,6 @@ import refbook
 
 from .. import state
 from ..runtime.api import frontend
-from ..runtime.api import functions as api
 
 
 class Cell:
@@ -69,7 +68,7 @@ class NotebookSession:
             from ..widgets.live import Refresher
             from ..widgets.progress import WidgetProgress
             self.refresher = Refresher()
-            api.progress_factory = WidgetProgress
+            frontend.set_progress_factory(WidgetProgress)
         self._attach()
         frontend.set_names_provider(self.variable_names)
         ip.events.register("pre_run_cell", self.pre_run_cell)
@@ -104,7 +103,7 @@ class NotebookSession:
                 pass
         if self.widgets:
             self.ip.display_formatter.ipython_display_formatter.pop(refbook.ObjectRef, None)
-            api.progress_factory = None
+            frontend.set_progress_factory(None)
         if self.refresher is not None:
             self.refresher.stop()
         frontend.set_names_provider(None)
