@@ -305,6 +305,10 @@ _NO_TASK = {"task_id": None, "name": None, "state": "unknown", "node_id": None,
             "finished_at": None, "rebuilds": 0, "retried_because": None, "error": None}
 
 
+def _a(what: str) -> str:
+    return f"an {what}" if what[0] in "aeiou" else f"a {what}"
+
+
 def _own_ids(core, ids, length: int) -> list | None:
     """``ids`` without repeats if all are ids (bytes) of this driver's own objects or
     tasks (the common case, checked quickly), else None."""
@@ -331,14 +335,14 @@ def _ids(ids, length: int, what: str) -> dict:
             try:
                 oid = bytes.fromhex(x)
             except ValueError:
-                raise ValueError(f"not a {what} id: {x!r}") from None
+                raise ValueError(f"not {_a(what)} id: {x!r}") from None
         elif isinstance(x, (bytes, bytearray)):
             oid = bytes(x)
         else:
-            raise TypeError(f"expected {'an ObjectRef or ' if length == 20 else 'a '}"
-                            f"{what} id, not {type(x).__name__}")
+            raise TypeError(f"expected {'an ObjectRef or ' if length == 20 else ''}"
+                            f"{_a(what)} id, not {type(x).__name__}")
         if len(oid) != length:
-            raise ValueError(f"not a {what} id (it has {len(oid)} bytes, not "
+            raise ValueError(f"not {_a(what)} id (it has {len(oid)} bytes, not "
                              f"{length}): {x!r}")
         out.setdefault(oid, x)
     return out

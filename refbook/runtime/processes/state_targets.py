@@ -46,10 +46,7 @@ class TargetedAnswers:
         fmt = _sites()
         out = []
         with self.lock:
-            if self._releases or self._view_releases:   # handles dropped since
-                fx = Effects()
-                self._drain_releases(fx)
-                self._apply(fx)
+            self._drain()
             refs, me, actors = self.rt.refs, self.me, self.actors.owned
             for oid in oids:
                 r = refs.get(oid)
@@ -59,6 +56,14 @@ class TargetedAnswers:
                 if row is not None:
                     out.append(row)
         return out
+
+    def _drain(self) -> None:
+        """Let go of the handles dropped since (caller holds the lock): what they alone
+        held is freed, and not shown."""
+        if self._releases or self._view_releases:
+            fx = Effects()
+            self._drain_releases(fx)
+            self._apply(fx)
 
     def _object_row(self, oid: bytes, r, named: dict, fmt: Formatter) -> dict | None:
         """One object's row, as ``Introspection._describe_objects`` makes it, plus
@@ -121,6 +126,7 @@ class TargetedAnswers:
         off = time.time() - time.monotonic()
         out = []
         with self.lock:
+            self._drain()
             me, values, refs = self.me, self.values, self.rt.refs
             for tid in tids:
                 t, q = self._find_task(tid)
