@@ -26,13 +26,14 @@ def short_id(hexid: str) -> str:
 
 
 def owner_name(addr: str | None, me: str | None) -> str:
-    """``this kernel``, ``worker 3 on node a1b2``, ``a driver on node a1b2``."""
+    """``this kernel``, ``worker 3 on node a1b2``, ``a driver on node a1b2`` (the
+    node id's first 4 digits, as in short ids)."""
     if not addr:
         return "?"
     if addr == me:
         return "this kernel"
     i = addr.rfind("/n-")
-    node = addr[i + 3:].split("/", 1)[0] if i >= 0 else None
+    node = addr[i + 3:].split("/", 1)[0][:4] if i >= 0 else None   # as short ids
     proc = addr.rsplit("/", 1)[-1]
     on = f" on node {node}" if node else ""
     if proc.startswith("w-"):
@@ -52,7 +53,7 @@ def made_by(o: dict) -> str:
     return who
 
 
-def held_by(o: dict, names: dict, me: str | None) -> str:
+def held_by(o: dict, names: dict, me: str | None) -> list[str]:
     """What keeps an object alive besides the variables of its row (see
     ``state.why_alive``): other handles, pending tasks, kept lineage, borrowers, the
     objects whose value holds it."""
@@ -74,7 +75,7 @@ def held_by(o: dict, names: dict, me: str | None) -> str:
         out.append(f"{len(borrowers)} borrowers")
     for c in (o.get("contained_in") or [])[:2]:
         out.append(f"inside {', '.join(names.get(c, ())) or short_id(c)}")
-    return "; ".join(out)
+    return out
 
 
 def refs_table(ns: dict, long: bool = False) -> str:
@@ -98,17 +99,21 @@ def refs_table(ns: dict, long: bool = False) -> str:
     for label, hexid, o in rows:
         size = o.get("size")
         if hexid in gone:
-            state_, owner, made, held = "gone (its cluster was shut down)", "-", "", ""
+            state_, owner, made, held = "gone (its cluster was shut down)", "-", "", []
         else:
             state_ = o.get("state", "unknown (its owner did not answer)")
             owner = owner_name(o.get("owner"), me)
-            made, held = made_by(o), held_by(o, names, me) if o else ""
-        table.append((label, state_, "" if size is None else fmt_bytes(size),
-                      ",".join(o.get("nodes") or []), owner, made, held,
-                      hexid if long else short_id(hexid)))
+            made, held = made_by(o), held_by(o, names, me) if o else []
+        table.append(((label, state_, "" if size is None else fmt_bytes(size),
+                       ",".join(o.get("nodes") or []), owner, made, (held or [""])[0],
+                       hexid if long else short_id(hexid)), held[1:]))
     heads = ("name", "state", "size", "node", "owner", "made by", "held by", "id")
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(heads)]
+    widths = [max(len(h), *(len(r[i]) for r, _ in table), *(len(x) for _, m in table
+                                                          for x in (m if i == 6 else ())))
+              for i, h in enumerate(heads)]
+    at = sum(widths[:6]) + 2 * 6          # where "held by" starts
     lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip()]
-    for r in table:
+    for r, more in table:       # what else holds it: one more line each, in its column
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        lines += [" " * at + x for x in more]
     return "\n".join(lines)

@@ -279,7 +279,14 @@ def test_refs_says_where_each_object_was_made_and_what_holds_it(kernel):
     lines = out.splitlines()
     assert lines[0].split() == ["name", "state", "size", "node", "owner", "made", "by",
                                 "held", "by", "id"], out
-    rows = {line.split()[0]: line for line in lines[1:]}
+    rows: dict = {}                  # a row, with the lines below it of more holders
+    last = ""
+    for line in lines[1:]:
+        if line.startswith(" "):
+            rows[last] += "\n" + line
+        else:
+            last = line.split()[0]
+            rows[last] = line
     assert "put (<cell 3>:1)" in rows["mine"] and "inside box" in rows["mine"], out
     assert "twice (<cell 3>:4)" in rows["y"], out
     assert "borrowed by this kernel" in rows["inner"], out
