@@ -115,8 +115,9 @@ class NotebookSession:
         """``{object_id_hex: [names]}``: the notebook's variables that hold a ref, for
         the state API (``names``, ``why_alive``).  Any thread; quick; never blocks."""
         out: dict[str, list] = {}
-        for name, v in list(self.ip.user_ns.items()):
-            if isinstance(v, refbook.ObjectRef) and not name.startswith("_"):
+        ref = refbook.ObjectRef
+        for name, v in list(self.ip.user_ns.items()):   # the live lines ask 4 times a
+            if type(v) is ref and name[:1] != "_":        # second: the cheap test first
                 out.setdefault(v.hex(), []).append(name)
         return out
 
