@@ -14,8 +14,8 @@ from ..processes import context
 from ..processes.object_ref import ObjectRef
 from .functions import actors, nodes
 
-__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive", "objects_of",
-           "tasks_of"]
+__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive", "objects_by_id",
+           "tasks_by_id"]
 
 TIMEOUT = 2.0            # a process that does not answer in this time is left out
 MAX_PATHS = 64
@@ -47,9 +47,9 @@ def objects(ids=None) -> list[dict]:
     """Every live object of the cluster, as its owner sees it (as ``refbook.objects()``)
     plus ``made_by``, ``call_site``, ``names`` (the notebook variables that hold it)
     and ``contained_in`` (ids of objects whose value holds this ref).  ``ids``: only
-    these objects (refs or ids), asked of their owners only (see :func:`objects_of`)."""
+    these objects (refs or ids), asked of their owners only (see :func:`objects_by_id`)."""
     if ids is not None:
-        return objects_of(ids)
+        return objects_by_id(ids)
     core = context.core()
     procs, states = _processes(core, states=True)
     answers = core.query_many([(p, "state_objects") for p in procs], TIMEOUT)
@@ -84,9 +84,9 @@ def objects(ids=None) -> list[dict]:
 def tasks(ids=None) -> list[dict]:
     """One dict per task the cluster still knows: not finished, or finished and kept
     as lineage (also failed or cancelled ones whose results are still held).  ``ids``:
-    only these tasks, asked of their owners only (see :func:`tasks_of`)."""
+    only these tasks, asked of their owners only (see :func:`tasks_by_id`)."""
     if ids is not None:
-        return tasks_of(ids)
+        return tasks_by_id(ids)
     core = context.core()
     procs, _ = _processes(core)
     out: list = []
@@ -244,7 +244,7 @@ def _unknown(h: str, owner: str | None, state: str = "unknown") -> dict:
 TARGET_TIMEOUT = 1.0     # an owner that does not answer in this time: state "unknown"
 
 
-def objects_of(ids) -> list[dict]:
+def objects_by_id(ids) -> list[dict]:
     """The rows of ``state.objects()`` of these objects (refs, or ids as bytes or hex),
     in the order given; freed ones are left out, and one whose owner does not answer
     gets state ``"unknown"``.  Each row also has ``error``: the class name of the error
@@ -269,7 +269,7 @@ def objects_of(ids) -> list[dict]:
     return out
 
 
-def tasks_of(ids) -> list[dict]:
+def tasks_by_id(ids) -> list[dict]:
     """The rows of ``state.tasks()`` of these tasks (ids as bytes or hex), in the order
     given, also finished ones whose first result is still held (state ``done``,
     ``failed`` or ``cancelled``).  Each row also has ``error`` (a failed task's error
