@@ -40,7 +40,7 @@ class Client:
             self.head = f"tcp://{host}:{port}"
             ip = local_ip_towards(host)
             me = f"tcp://{ip}:{free_port(ip)}/cli"
-        self.probe = Probe(me, secret)
+        self.probe = Probe(me, secret, head=self.head)
 
     def ask(self, target: str, what, timeout: float = 5.0):
         try:
@@ -224,9 +224,10 @@ def _kill(pid: int) -> None:
 
 
 def cmd_memory(args) -> int:
-    from .clitables import gather_objects, memory_table
+    from .clitables import memory_table
+    from .runtime.api.snapshots import objects_of
     with connect(args) as client:
-        objects = gather_objects(client.ask, client.head)
+        objects = objects_of(client.probe)
         address = client.address
     print(f"cluster at {address}: object table, grouped by {args.group_by}")
     if not objects:
@@ -238,30 +239,31 @@ def cmd_memory(args) -> int:
 
 
 def cmd_events(args) -> int:
-    from .clitables import event_key, event_line, gather_events
+    from .clitables import event_line
+    from .runtime.api.events import Collector
     with connect(args) as client:
-        seen: set = set()
-        evs = gather_events(client.ask, client.head)
+        log = Collector(client.probe)     # the state API's merge and numbering
+        log.poll()
+        evs = log.after(0)
         print(f"cluster at {client.address}: {len(evs)} event(s)"
               + ("; following (Ctrl-C to stop)" if args.follow else ""))
         for e in evs:
-            seen.add(event_key(e))
             print(event_line(e))
         if not args.follow:
             return 0
         sys.stdout.flush()
+        seen = log.seq
         try:
             while True:
                 time.sleep(args.interval)
                 try:
-                    evs = gather_events(client.ask, client.head)
+                    log.poll()
                 except RefbookError as e:
                     print(f"refbook events: {e}; stopped following", file=sys.stderr)
                     return 1
-                for e in evs:
-                    if event_key(e) not in seen:
-                        seen.add(event_key(e))
-                        print(event_line(e), flush=True)
+                for e in log.after(seen):
+                    print(event_line(e), flush=True)
+                seen = log.seq
         except KeyboardInterrupt:
             return 0
 

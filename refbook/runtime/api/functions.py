@@ -496,34 +496,6 @@ def nodes() -> list[dict]:
     return _query(_core().node_address, "nodes")
 
 
-def objects() -> list[dict]:
-    """One dict per live object, as its owner sees it (see API.md)."""
-    core = _core()
-    out = list(core.describe("objects"))
-    states: dict = {}
-    for node in nodes():
-        if not node["alive"]:
-            continue
-        try:
-            states.update(_query(node["address"], "object_states") or {})
-            procs = _query(node["address"], "processes") or []
-        except exc.RefbookError:
-            continue     # the node died meanwhile
-        for p in procs:
-            if p == core.me:
-                continue
-            try:
-                out += _query(p, "objects", timeout=2.0) or []
-            except exc.RefbookError:
-                pass     # the process died or is stuck; its objects are not listed
-    for o in out:
-        st = states.get(o["object_id"])
-        if st in ("spilled", "restoring"):
-            o["spilled"] = True
-            o["state"] = "spilled"
-    return out
-
-
 def events(kinds=None) -> list[dict]:
     """What the cluster did under pressure, oldest first: ``spill``, ``restore``,
     ``transfer``, ``evict``, ``reconstruct``, ``oom_kill``, ``spill_failed``... (each a

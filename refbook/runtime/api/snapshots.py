@@ -4,7 +4,13 @@
 A snapshot asks every node manager which processes it has, asks all those processes at
 once (``STATE_QUERY``, answered by ``processes/state_answers.py`` and
 ``introspection.py``) and merges what they say.  A query asks the object's owner, then
-the processes the owner names (a borrower, the owner of an argument)."""
+the processes the owner names (a borrower, the owner of an argument).
+
+Who asks is a *viewer*: this driver's core, or the command line's probe
+(``processes/probe.py``), which is no process of the cluster: ``objects_of(viewer)``
+and ``tasks_of(viewer)`` serve both, so ``refbook memory`` prints what the state API
+says.  A viewer has ``me``, ``kind`` (None for a probe), ``node_address`` (a node to
+ask for the list of nodes), ``query``, ``query_many`` and ``known_dead()``."""
 
 from __future__ import annotations
 
@@ -14,8 +20,8 @@ from ..processes import context
 from ..processes.object_ref import ObjectRef
 from .functions import actors, nodes
 
-__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive", "objects_by_id",
-           "tasks_by_id"]
+__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive", "objects_of",
+           "tasks_of", "objects_by_id", "tasks_by_id"]
 
 TIMEOUT = 2.0            # a process that does not answer in this time is left out
 MAX_PATHS = 64
@@ -35,8 +41,9 @@ def _processes(core, states: bool = False) -> tuple[dict, dict]:
     for n, info in zip(alive, answers, strict=False):
         for addr, p in (info or {}).items():
             procs[addr] = {**p, "node_id": n["node_id"]}
-    procs.setdefault(core.me, {"kind": core.kind, "pid": os.getpid(),
-                               "node_id": core.node_id})
+    if core.kind is not None:                # a driver lists itself; a probe is nobody
+        procs.setdefault(core.me, {"kind": core.kind, "pid": os.getpid(),
+                                   "node_id": core.node_id})
     store_states: dict = {}
     for st in answers[len(alive):]:
         store_states.update(st or {})
@@ -50,7 +57,11 @@ def objects(ids=None) -> list[dict]:
     these objects (refs or ids), asked of their owners only (see :func:`objects_by_id`)."""
     if ids is not None:
         return objects_by_id(ids)
-    core = context.core()
+    return objects_of(context.core())
+
+
+def objects_of(core) -> list[dict]:
+    """:func:`objects` as ``core`` (a viewer: see the module) sees them."""
     procs, states = _processes(core, states=True)
     answers = core.query_many([(p, "state_objects") for p in procs], TIMEOUT)
     out: list = []
@@ -87,7 +98,11 @@ def tasks(ids=None) -> list[dict]:
     only these tasks, asked of their owners only (see :func:`tasks_by_id`)."""
     if ids is not None:
         return tasks_by_id(ids)
-    core = context.core()
+    return tasks_of(context.core())
+
+
+def tasks_of(core) -> list[dict]:
+    """:func:`tasks` as ``core`` (a viewer: see the module) sees them."""
     procs, _ = _processes(core)
     out: list = []
     for a in core.query_many([(p, "tasks") for p in procs], TIMEOUT):

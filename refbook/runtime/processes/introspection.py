@@ -56,6 +56,10 @@ class Introspection:
             out.append(slot[1] if ok else None)
         return out
 
+    def known_dead(self):
+        """The processes this one has heard are dead."""
+        return self.rt.dead
+
     def describe(self, what):
         if what == "pending":
             return self.pending_calls() if self.pending_calls is not None else 0
@@ -125,30 +129,36 @@ class Introspection:
                     state, size, nodes = "failed", None, []
                 else:                                   # an actor's location
                     continue
-            put = oid.endswith(b"\xff\xff\xff\xff")
+            h = oid.hex()
+            if oid.endswith(b"\xff\xff\xff\xff"):     # a put: no task made it
+                task = None
+                made_by = "put"
+            else:
+                task = h[:32]
+                made_by = None
             site = r.site
-            if site is not None:
+            if site is None:
+                call_site = None
+                made_by = made_by or self._made_by(oid, None)
+            else:
                 made_by = site[0]
                 call_site = sites.get(site)
                 if call_site is None:
                     call_site = sites[site] = format_site(site[1], site[2])
-            else:
-                made_by = "put" if put else self._made_by(oid, None)
-                call_site = None
-            h = oid.hex()
             if r.nested:
                 contains[h] = [x.hex() for x, _ in r.nested]
-            lineage = []
             submitted = r.submitted
             if oid in kept:
                 # kept (a put value) so that these finished tasks can run again
                 lineage = [{"task_id": t.task_id.hex(), "name": t.name,
                             "returns": [x.hex() for x in t.return_ids]} for t in kept[oid]]
                 submitted -= len(lineage)
+            else:
+                lineage = []
             b = r.borrowers
             append({
                 "object_id": h, "owner": me, "size": size, "state": state,
-                "nodes": nodes, "spilled": False, "task": None if put else h[:32],
+                "nodes": nodes, "spilled": False, "task": task,
                 "local_refs": r.local, "submitted_refs": submitted, "lineage": lineage,
                 "borrowers": sorted(a for a, n in b.items() if n) if b else [],
                 "inline": inline, "made_by": made_by, "call_site": call_site,
