@@ -20,6 +20,12 @@ from ..protocol.ids import is_put, object_id
 from ..protocol.refcount import Effects
 from .callsite import Formatter, names
 
+# What does not change in a task's row (its id names the task), kept across answers so
+# that a row asked for every 0.25 s is cheap: task id -> those fields.  Cleared when full.
+_STATIC = ("task_id", "name", "args", "returns", "owner", "call_site")
+_static_rows: dict = {}
+MAX_STATIC = 10_000
+
 _formatter: list = [None, Formatter()]   # [the filename display it was made under, it]
 
 
@@ -29,14 +35,9 @@ def _sites() -> Formatter:
     shown = filename_display()
     if _formatter[0] is not shown or len(_formatter[1]._cache) > 10_000:
         _formatter[:] = [shown, Formatter()]
+        _static_rows.clear()         # their call sites were named the old way
     return _formatter[1]
 
-
-# What does not change in a task's row (its id names the task), kept across answers so
-# that a row asked for every 0.25 s is cheap: task id -> those fields.  Cleared when full.
-_STATIC = ("task_id", "name", "args", "returns", "owner", "call_site")
-_static_rows: dict = {}
-MAX_STATIC = 10_000
 
 _TASK_KEYS = ("node_id", "worker", "pid", "attempt", "submitted_at", "started_at",
               "finished_at", "retried_because")
