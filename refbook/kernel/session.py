@@ -23,6 +23,8 @@ import refbook
 from .. import state
 from ..runtime.api import frontend
 
+NAMES_TTL = 1.0      # variable_names() between cells: kept at most this long (seconds)
+
 
 class Cell:
     """The tasks one cell execution submitted: ``tasks`` maps task id to name."""
@@ -58,6 +60,7 @@ class NotebookSession:
         self.ip = ip
         self.kernel = getattr(ip, "kernel", None)
         self.cell: Cell | None = None
+        self._names: tuple | None = None      # (when, variable_names()) between cells
         # IPython 9 counts the running cell before running it, older ones after
         import IPython
         self._count_offset = 1 if IPython.version_info[0] >= 9 else 0
@@ -113,13 +116,21 @@ class NotebookSession:
 
     def variable_names(self) -> dict:
         """``{object_id_hex: [names]}``: the notebook's variables that hold a ref, for
-        the state API (``names``, ``why_alive``).  Any thread; quick; never blocks."""
+        the state API (``names``, ``why_alive``).  Any thread; quick; never blocks.
+        The live lines ask several times a second: between cells (when only a thread
+        or a widget's callback can change the namespace) an answer is kept for up to
+        ``NAMES_TTL`` seconds; while a cell runs it is made anew each time."""
+        kept = self._names
+        if kept is not None and self.cell is None and \
+                time.monotonic() - kept[0] < NAMES_TTL:
+            return dict(kept[1])
         out: dict[str, list] = {}
         ref = refbook.ObjectRef
-        for name, v in list(self.ip.user_ns.items()):   # the live lines ask 4 times a
-            if type(v) is ref and name[:1] != "_":        # second: the cheap test first
+        for name, v in list(self.ip.user_ns.items()):
+            if type(v) is ref and name[:1] != "_":        # the cheap test first
                 out.setdefault(v.hex(), []).append(name)
-        return out
+        self._names = (time.monotonic(), out) if self.cell is None else None
+        return dict(out)
 
     # -- cells -------------------------------------------------------------------------
     def pre_run_cell(self, info=None) -> None:
@@ -130,6 +141,7 @@ class NotebookSession:
             except (AttributeError, TypeError):
                 parent = getattr(self.ip, "parent_header", None)
         self.cell = Cell(self.prompt_number(), parent)
+        self._names = None
         drv = self._attach()
         if drv is not None:
             drv.set_cell(self.cell)
@@ -140,6 +152,7 @@ class NotebookSession:
 
     def post_run_cell(self, result=None) -> None:
         cell, self.cell = self.cell, None
+        self._names = None
         n = getattr(result, "execution_count", None)
         if cell is not None and n is not None:      # learn how this IPython counts
             self._count_offset += cell.count - n
