@@ -78,11 +78,15 @@ def shuffle_on(api_module):
         submodule_search_locations=[path])
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
+    sys.modules[spec.name + ".blocks"] = B       # no refbook in it: share ours
     sys.modules["refbook"] = shim
     try:
         spec.loader.exec_module(mod)
     finally:
         sys.modules["refbook"] = saved
+    # its workers cannot import this module: send its functions by value
+    pickler = importlib.import_module(api_module.__name__ + ".cloudpickle")
+    pickler.register_pickle_by_value(mod)
     return mod
 
 
