@@ -44,6 +44,14 @@ class Cell:
         self.tasks[task_id] = name
 
 
+def _sidebar_ok() -> bool:
+    try:
+        import comm  # noqa: F401  (ipykernel's comms)
+    except ImportError:
+        return False
+    return True
+
+
 def _widgets_ok(ip) -> bool:
     """Widgets need a kernel (a frontend to show them) and ipywidgets 8."""
     if getattr(ip, "kernel", None) is None:
@@ -74,6 +82,10 @@ class NotebookSession:
             frontend.set_progress_factory(WidgetProgress)
         self._attach()
         frontend.set_names_provider(self.variable_names)
+        self.sidebar = self.kernel is not None and _sidebar_ok()
+        if self.sidebar:                    # the JupyterLab sidebar's comm (sidebar.py)
+            from . import sidebar
+            sidebar.register(self)
         ip.events.register("pre_run_cell", self.pre_run_cell)
         ip.events.register("post_run_cell", self.post_run_cell)
         if self.widgets:
@@ -110,6 +122,9 @@ class NotebookSession:
         if self.refresher is not None:
             self.refresher.stop()
         frontend.set_names_provider(None)
+        if self.sidebar:
+            from . import sidebar
+            sidebar.unregister()
         drv = self.driver
         if drv is not None:
             drv.detach()

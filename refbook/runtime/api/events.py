@@ -249,7 +249,7 @@ class Subscription:
 
 
 def collector() -> Collector:
-    core = context.core()
+    core = context.running()
     c = getattr(core, "_event_collector", None)
     if c is None:
         c = core._event_collector = Collector(core)

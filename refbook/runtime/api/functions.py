@@ -492,8 +492,9 @@ def _query(addr: str, what: str, timeout: float = 5.0):
 
 
 def nodes() -> list[dict]:
-    """One dict per node: id, address, liveness, resources and store usage."""
-    return _query(_core().node_address, "nodes")
+    """One dict per node: id, address, liveness, resources and store usage (it only
+    looks: it starts no cluster)."""
+    return _query(context.running().node_address, "nodes")
 
 
 def events(kinds=None) -> list[dict]:
@@ -551,8 +552,8 @@ def kill(actor, no_restart: bool = True) -> None:
 
 
 def actors() -> list[dict]:
-    """One dict per actor the cluster knows (see API.md)."""
-    core = _core()
+    """One dict per actor the cluster knows (see API.md; it starts no cluster)."""
+    core = context.running()
     out = []
     for rec in _query(core.head_address, "actors") or []:
         pending = 0

@@ -57,7 +57,7 @@ def objects(ids=None) -> list[dict]:
     these objects (refs or ids), asked of their owners only (see :func:`objects_by_id`)."""
     if ids is not None:
         return objects_by_id(ids)
-    return objects_of(context.core())
+    return objects_of(context.running())
 
 
 def objects_of(core) -> list[dict]:
@@ -98,7 +98,7 @@ def tasks(ids=None) -> list[dict]:
     only these tasks, asked of their owners only (see :func:`tasks_by_id`)."""
     if ids is not None:
         return tasks_by_id(ids)
-    return tasks_of(context.core())
+    return tasks_of(context.running())
 
 
 def tasks_of(core) -> list[dict]:
@@ -156,7 +156,7 @@ def why_alive(ref_or_id) -> list[list[dict]]:
     value contains what follows), ``{"kind": "lineage", "task_id"}`` (a finished task
     kept to be run again).  The last step holds the object itself.  ``[]``: nothing
     keeps it (it is freed, or about to be)."""
-    core = context.core()
+    core = context.running()
     oid, owner = _resolve(core, ref_or_id)
     if owner is None:
         return []
@@ -203,7 +203,7 @@ def lineage(ref_or_id, depth: int | None = None) -> dict:
     Objects another process owns are asked of that process."""
     if depth is not None and (not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth must be a non-negative integer or None, not {depth!r}")
-    core = context.core()
+    core = context.running()
     oid, owner = _resolve(core, ref_or_id)
     nodes_: dict = {}
     edges: dict = {}
@@ -265,7 +265,7 @@ def objects_by_id(ids) -> list[dict]:
     gets state ``"unknown"``.  Each row also has ``error``: the class name of the error
     a failed object holds (else None).  Not looked up: ``spilled`` (always False here)
     and ``contained_in`` beyond containers of the same owner."""
-    core = context.core()
+    core = context.running()
     mine = _own_ids(core, ids, 20)
     if mine is not None:             # all this driver's own: no message
         return core.objects_of(mine)
@@ -291,7 +291,7 @@ def tasks_by_id(ids) -> list[dict]:
     class name), ``rebuilds`` and ``retried_because``; ``pid`` is not looked up (None).
     A task its owner forgot (finished, its results freed) is left out; one whose owner
     does not answer gets state ``"unknown"``."""
-    core = context.core()
+    core = context.running()
     mine = _own_ids(core, ids, 16)
     if mine is not None:
         return core.tasks_of(mine)
