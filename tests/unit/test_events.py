@@ -64,6 +64,11 @@ class _FakeCore:
         self.rings = {"drv": EventRing(maxlen=5), "nm": EventRing(maxlen=5),
                       "w1": EventRing(maxlen=5)}
 
+    kind = "driver"
+
+    def known_dead(self):
+        return self.rt.dead
+
     def describe(self, what):
         return self.query(self.me, what)
 
