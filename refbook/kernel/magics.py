@@ -88,6 +88,9 @@ class RefbookMagics(Magics):
     @line_magic
     def refbook(self, line):
         """%refbook: the cluster's summary.
+        %refbook dashboard | memory | spilling | recovery: a live view (see
+        refbook.widgets): memory per node, spilling, failures and recovery, or all of
+        them in tabs.
         %refbook restart [--num-cpus N] [--object-store-memory SIZE] [--spill-dir PATH]
                          [--resources k=v,...] [--memory-monitor-threshold F]:
         shut the cluster down and start a new one with these options.  Refs of the old
@@ -98,9 +101,15 @@ class RefbookMagics(Magics):
             show_summary(None)
         elif cmd == "restart":
             restart(self.shell, rest)
+        elif cmd in VIEWS:
+            show_view(cmd, rest)
+        elif cmd == "graph":
+            raise UsageError("%refbook graph: the object graph is not built yet; "
+                             "%refbook dashboard shows memory, spilling and recovery")
         else:
-            raise UsageError(f"%refbook {cmd}: unknown; use %refbook or %refbook restart "
-                             f"[options] (%refbook? for help)")
+            raise UsageError(f"%refbook {cmd}: unknown; use %refbook, %refbook "
+                             f"{' | '.join(VIEWS)} or %refbook restart [options] "
+                             f"(%refbook? for help)")
 
     @line_magic
     def put(self, line):
@@ -128,6 +137,19 @@ class RefbookMagics(Magics):
         the full object ids."""
         from .refstable import refs_table
         print(refs_table(self.shell.user_ns, long="-l" in line.split()))
+
+
+VIEWS = ("dashboard", "memory", "spilling", "recovery")
+
+
+def show_view(name: str, rest: str) -> None:
+    """Display a live view (``refbook.widgets``); it is not kept in ``Out``."""
+    from IPython.display import display
+
+    from .. import widgets
+    if rest.strip():
+        raise UsageError(f"%refbook {name} takes no arguments, not {rest.strip()!r}")
+    display(getattr(widgets, name)())
 
 
 def _name_unpicklable(names: list, values: list) -> None:
