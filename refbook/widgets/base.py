@@ -35,6 +35,7 @@ log = logging.getLogger("refbook.widgets")
 MAX_RATE = 5.0              # model updates per second per view, at most
 MIN_GAP = 1.0 / MAX_RATE
 TICK = 0.05                 # the ticker's period
+RESEND = (1.0, 3.0)         # plots sent whole again this long after being displayed
 NO_CLUSTER = ("no refbook cluster: run <code>%load_ext refbook</code> "
               "(or <code>refbook.init()</code>), then show this view again")
 
@@ -97,6 +98,9 @@ class LiveView(ipywidgets.VBox):
         self._last = 0.0                 # monotonic time of the last model update
         self._next_poll = 0.0
         self._sub = None
+        self._ui = threading.RLock()     # one update of the widgets at a time
+        self._panes: list = []           # the Bokeh plots (plots.pane)
+        self._resend_at: list = []       # monotonic times to send the plots whole again
         self.born = time.time()
         self.updates = 0                 # model updates sent so far
         self.update_times: deque = deque(maxlen=2000)   # monotonic, for rates
@@ -136,6 +140,30 @@ class LiveView(ipywidgets.VBox):
         raise NotImplementedError
 
     # -- what everyone uses ---------------------------------------------------------------
+    def pane(self, model):
+        """A Bokeh model as a widget of this view (see ``plots.pane``)."""
+        from .plots import pane
+        w = pane(model)
+        self._panes.append(w)
+        return w
+
+    def shown(self) -> None:
+        """The view is being displayed: send its plots whole now and again shortly."""
+        if self.stopped is not None or not self._panes:
+            return
+        self._resend()
+        now = time.monotonic()
+        self._resend_at = [now + d for d in RESEND]
+
+    def _resend(self) -> None:
+        with self._ui:
+            for p in self._panes:
+                p.resend()
+
+    def _repr_mimebundle_(self, **kwargs):
+        self.shown()
+        return super()._repr_mimebundle_(**kwargs)
+
     @property
     def data(self) -> dict:
         """What the view shows right now, as plain dicts and lists (API.md §4)."""
@@ -165,6 +193,13 @@ class LiveView(ipywidgets.VBox):
             return
         if now - self._last < MIN_GAP:
             return
+        if self._resend_at and now >= self._resend_at[0]:
+            self._resend_at.pop(0)
+            self._resend()
+            self._last = now
+            self.updates += 1
+            self.update_times.append(now)
+            return
         poll = self.poll_s is not None and now >= self._next_poll
         with self._lock:
             if not self._pending and not poll:
@@ -177,7 +212,8 @@ class LiveView(ipywidgets.VBox):
         if poll:
             self._next_poll = now + (self.poll_s or 0)
         try:
-            self.update(events, poll)
+            with self._ui:
+                self.update(events, poll)
         except Exception as e:  # noqa: BLE001 - a view must never break the kernel
             if self._driver is None or not self._driver.is_current():
                 return self._stop("the cluster was shut down: this view no longer updates")

@@ -51,6 +51,11 @@ class Dashboard(ipywidgets.VBox):
         self.tabs = ipywidgets.Tab(children=pages, titles=titles)
         self.children = [self.tabs]
 
+    def _repr_mimebundle_(self, **kwargs):
+        for v in self.views.values():
+            v.shown()
+        return super()._repr_mimebundle_(**kwargs)
+
     @property
     def data(self) -> dict:
         """``{view name: that view's .data}``."""

@@ -112,8 +112,8 @@ class MemoryView(LiveView):
         plots.time_axis(tl.xaxis[0])
         plots.style_legend(tl)
         self.timeline = tl
-        self.bars_pane = plots.pane(bars)
-        self.timeline_pane = plots.pane(tl)
+        self.bars_pane = self.pane(bars)
+        self.timeline_pane = self.pane(tl)
         self.objects_html = ipywidgets.HTML()
         return [ipywidgets.HTML(theme.section("per node")), self.bars_pane,
                 ipywidgets.HTML(theme.section("last minutes")), self.timeline_pane,

@@ -108,7 +108,12 @@ _Plot = None
 def pane(model) -> ipywidgets.DOMWidget:
     """A Bokeh model as a widget (jupyter_bokeh), which may be closed twice (by its
     view, then by the garbage collector: jupyter_bokeh's own close fails the second
-    time)."""
+    time).
+
+    jupyter_bokeh sends a change as a patch to the views that exist in the browser;
+    a view made later starts from the document as it was when the widget was made (or
+    last resent).  So a live view calls ``resend()`` when it is displayed, and again
+    a little later, once the browser has made its views (see ``base.RESEND``)."""
     global _Plot
     if _Plot is None:
         from jupyter_bokeh import BokehModel
@@ -119,6 +124,12 @@ def pane(model) -> ipywidgets.DOMWidget:
                     super().close()
                 except KeyError:
                     pass
+
+            def resend(self) -> None:
+                """Send the whole document again: a view made in the browser after
+                changes were sent (which only views that exist receive) starts from
+                what the plot shows now."""
+                self.render_bundle = self._model_to_traits(self._model)
         _Plot = Plot
     w = _Plot(model)
     w.add_class("refbook-plot")

@@ -76,7 +76,7 @@ class RecoveryView(LiveView):
         p.ygrid.grid_line_alpha = 0.12
         plots.time_axis(p.xaxis[0])
         self.plot = p
-        self.plot_pane = plots.pane(p)
+        self.plot_pane = self.pane(p)
         self.table_html = ipywidgets.HTML()
         self.action_html = ipywidgets.HTML()
         lay = ipywidgets.Layout(width="auto")

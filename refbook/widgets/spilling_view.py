@@ -53,7 +53,7 @@ class SpillingView(LiveView):
         plots.time_axis(p.xaxis[0])
         plots.style_legend(p)
         self.plot = p
-        self.plot_pane = plots.pane(p)
+        self.plot_pane = self.pane(p)
         self.objects_html = ipywidgets.HTML()
         self.files_html = ipywidgets.HTML()
         return [ipywidgets.HTML(theme.section("over time")), self.plot_pane,
