@@ -50,9 +50,10 @@ def holders(o: dict) -> list[str]:
 
 
 def _process(address) -> str:
-    """A process by the last part of its address (``d-...`` a driver, ``w-...`` a
-    worker)."""
-    return str(address or "?").rsplit("/", 1)[-1]
+    """A process by the last part of its address: ``driver d-...``, ``worker w-...``."""
+    tail = str(address or "?").rsplit("/", 1)[-1]
+    kind = {"d": "driver ", "w": "worker "}.get(tail[:1], "")
+    return kind + tail
 
 
 class MemoryView(LiveView):
@@ -66,13 +67,12 @@ class MemoryView(LiveView):
         return {"nodes": [], "timeline": [], "largest": []}
 
     def build(self) -> list:
-        from bokeh.models import ColumnDataSource, FactorRange, HoverTool, LabelSet, Range1d
+        from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
         from bokeh.transform import dodge
         self._objects_at = 0.0
         self._stale = True          # objects changed since the table was made
         self._timeline: list = []
-        cols = ("node", "capacity", "used", "pinned", "spilled", "threshold", "label",
-                "info")
+        cols = ("node", "capacity", "used", "pinned", "spilled", "threshold", "info")
         self.bar_source = ColumnDataSource({k: [] for k in cols})
         bars = plots.figure(height=110, y_range=FactorRange(), x_range=Range1d(0, 1),
                             x_axis_label="bytes in the node's object store")
@@ -85,21 +85,18 @@ class MemoryView(LiveView):
         bars.hbar(y="node", left=0, right="used", height=0.55, source=src,
                   color=theme.USED, legend_label="used")
         bars.hbar(y="node", left=0, right="pinned", height=0.55, source=src,
-                  color=theme.PINNED, legend_label="pinned")
+                  fill_alpha=0, line_alpha=0, hatch_pattern="/", hatch_color=theme.PINNED,
+                  hatch_alpha=0.9, hatch_scale=8, legend_label="pinned (in use)")
         bars.hbar(y=dodge("node", -0.36, range=bars.y_range), left=0, right="spilled",
                   height=0.12, source=src, color=theme.SPILLED, legend_label="spilled (disk)")
         bars.scatter(x="threshold", y="node", source=src, marker="dash", angle=math.pi / 2,
                      size=26, line_color=theme.THRESHOLD, line_width=2,
                      legend_label="spill threshold")
-        bars.add_layout(LabelSet(x="capacity", y="node", text="label", source=src,
-                                 x_offset=6, y_offset=-6, text_color=plots.TEXT,
-                                 text_font_size="11px"))
         bars.add_tools(HoverTool(renderers=[cap], tooltips="@info"))
         plots.style_legend(bars)
-        bars.legend[0].location = "top_right"
         self.bars = bars
         self.time_source = ColumnDataSource({"t": [], "used": [], "spilled": []})
-        tl = plots.figure(height=170, x_axis_type="datetime",
+        tl = plots.figure(height=170, x_axis_type="datetime", x_range=Range1d(0, 1),
                           y_axis_label="bytes, all nodes")
         tl.varea(x="t", y1=0, y2="used", source=self.time_source, fill_color=theme.USED,
                  fill_alpha=0.25)
@@ -151,7 +148,7 @@ class MemoryView(LiveView):
 
     def _show(self, nodes: list, rows: list, point: dict | None, data: dict) -> None:
         labels = [node_label(n) for n in nodes]
-        top = max([r["capacity"] for r in rows] + [1])
+        top = max([max(r["capacity"], r["spilled_bytes"]) for r in rows] + [1])
         cols = {
             "node": labels,
             "capacity": [r["capacity"] for r in rows],
@@ -159,22 +156,26 @@ class MemoryView(LiveView):
             "pinned": [r["pinned"] for r in rows],
             "spilled": [r["spilled_bytes"] for r in rows],
             "threshold": [r["capacity"] * (r["spill_threshold"] or 0) for r in rows],
-            "label": [f"{fmt_bytes(r['used'])} / {fmt_bytes(r['capacity'])}"
-                      + (f", {fmt_bytes(r['spilled_bytes'])} spilled"
-                         if r["spilled_bytes"] else "") for r in rows],
             "info": [self._info(r) for r in rows],
         }
         with plots.batch(self.bars):
             if list(self.bars.y_range.factors) != labels[::-1]:
                 self.bars.y_range.factors = labels[::-1]
                 self.bars.height = 90 + 46 * max(1, len(labels))
-            end = top * 1.45       # room for the labels right of the bars
+            end = top * 1.04
             if self.bars.x_range.end != end:
                 self.bars.x_range.end = end
             plots.set_source(self.bar_source, cols)
         if point is not None:
-            self.time_source.stream({"t": [point["time"] * 1000], "used": [point["used"]],
-                                     "spilled": [point["spilled_bytes"]]}, rollover=HISTORY)
+            with plots.batch(self.timeline):
+                self.time_source.stream({"t": [point["time"] * 1000], "used": [point["used"]],
+                                         "spilled": [point["spilled_bytes"]]},
+                                        rollover=HISTORY)
+                first = self._timeline[0]["time"]
+                end = point["time"] + 1     # at least the last minute, at most five
+                self.timeline.x_range.update(start=max(first, end - 60 * 5) * 1000
+                                             if end - first > 60 else (end - 60) * 1000,
+                                             end=end * 1000)
         used = sum(r["used"] for r in rows)
         cap = sum(r["capacity"] for r in rows)
         spilled = sum(r["spilled_bytes"] for r in rows)

@@ -79,13 +79,19 @@ def figure(height: int = 200, width: int = 640, **kw):
     return p
 
 
-def style_legend(p) -> None:
-    for lg in p.legend:
+def style_legend(p, outside: bool = True) -> None:
+    """A quiet legend, above the plot (where it covers nothing)."""
+    for lg in list(p.legend):
+        if outside and lg in p.center:
+            p.center.remove(lg)
+            p.add_layout(lg, "above")
         lg.background_fill_alpha = 0
         lg.border_line_alpha = 0
         lg.label_text_color = TEXT
         lg.label_text_font_size = "11px"
         lg.location = "top_left"
+        lg.padding = 2
+        lg.margin = 0
         lg.orientation = "horizontal"
         lg.glyph_width = 14
         lg.spacing = 12
@@ -98,7 +104,9 @@ def bytes_axis(axis) -> None:
 
 def time_axis(axis) -> None:
     from bokeh.models import DatetimeTickFormatter
-    axis.formatter = DatetimeTickFormatter(seconds="%H:%M:%S", minsec="%H:%M:%S",
+    fine = "%H:%M:%S.%3N"
+    axis.formatter = DatetimeTickFormatter(microseconds=fine, milliseconds=fine,
+                                           seconds="%H:%M:%S", minsec="%H:%M:%S",
                                            minutes="%H:%M", hourmin="%H:%M")
 
 

@@ -85,6 +85,9 @@ class SpillingView(LiveView):
                     events=list(self._events), files=[dict(f) for f in self._files.values()])
         self.set_data(data)
         t = (max(e["time"] for e in fresh) if fresh else time.time()) * 1000
+        if fresh and not self.source.data["t"]:      # the lines start at zero
+            self.source.stream({"t": [min(e["time"] for e in fresh) * 1000 - 1],
+                                "spilled": [0], "restored": [0]})
         if fresh or (poll and self._spilled):
             self.source.stream({"t": [t], "spilled": [self._spilled],
                                 "restored": [self._restored]}, rollover=POINTS)

@@ -91,12 +91,26 @@ def chip(kind: str) -> str:
             f'{html.escape(kind.replace("_", " "))}</span>')
 
 
+def object_name(hexid: str) -> str:
+    """An object id as ``%refs`` shows it: ``9f3e:17`` (the creating process's tag and
+    its counter), ``9f3e:17/1`` for a task's second return value."""
+    if len(hexid) != 40:
+        return hexid[:12]
+    tag, counter, index = hexid[:4], int(hexid[16:32], 16), hexid[32:]
+    out = f"{tag}:{counter}"
+    if index not in ("00000000", "ffffffff"):
+        out += f"/{int(index, 16)}"
+    return out
+
+
 def short(oid: str | None, n: int = 12) -> str:
-    """An object, task or node id, short, in the id style (full id on hover)."""
+    """An object id (as :func:`object_name`), or a task or node id cut to ``n``, in the
+    id style, the full id on hover."""
     if not oid:
         return ""
-    oid = html.escape(str(oid))
-    return f'<span class="rb-id" title="{oid}">{oid[:n]}</span>'
+    oid = str(oid)
+    text = object_name(oid) if len(oid) == 40 else oid[:n]
+    return f'<span class="rb-id" title="{html.escape(oid)}">{html.escape(text)}</span>'
 
 
 def table(columns: list[tuple[str, bool]], rows: list[list[str]], empty: str) -> str:

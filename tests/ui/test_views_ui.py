@@ -90,7 +90,7 @@ def test_views_render_offline_in_both_themes(lab, page):
               and "node_died" not in rec and "node died" in rec and "reconstructed" in rec)
         return ok and page.evaluate("window.Bokeh !== undefined && "
                                     "window.Bokeh.documents.length >= 5") and texts
-    texts = _wait(rendered, 120, "the views to render", page)
+    _wait(rendered, 120, "the views to render", page)
     time.sleep(1.5)                      # a few more updates
     mem, spill, rec, dash = _view_texts(page)[:4]
     import bokeh
