@@ -2,12 +2,13 @@
 and the dashboard are each a :class:`LiveView`.
 
 A view reads only the state API (``refbook.state``).  It subscribes to the event kinds
-it shows; its subscription's callback only queues the events.  One background thread
-(:class:`Ticker`, shared by every open view of the kernel) hands each view its queued
-events at most ``MAX_RATE`` times a second, and asks it to refresh from snapshots
-(``state.nodes()``...) every ``poll_s``: so at most 5 model updates per second reach the
-browser whatever the event rate, and an event is shown within ``MIN_GAP + TICK`` plus
-the subscription's poll (well under 0.5 s).
+it shows; its subscription's callback only queues the events.  The view's own timer
+thread (``refbook-view``, started by the view and ended by it) hands the queued events
+to :meth:`LiveView.update` at most ``MAX_RATE`` times a second, and asks it to refresh
+from snapshots (``state.nodes()``...) every ``poll_s``: so at most 5 model updates per
+second reach the browser whatever the event rate, and an event is shown within
+``MIN_GAP + TICK`` plus the subscription's poll (well under 0.5 s).  Each view has its
+own thread so that a slow snapshot in one view (a node that just died) delays no other.
 
 A view holds object ids, never refs, so it never keeps memory alive.  It stops
 updating (its subscription closed, its timer gone) when it is closed, and when the
@@ -40,45 +41,6 @@ NO_CLUSTER = ("no refbook cluster: run <code>%load_ext refbook</code> "
               "(or <code>refbook.init()</code>), then show this view again")
 
 
-class Ticker:
-    """One daemon thread that drives every open view; it ends when none is left."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.views: list[LiveView] = []
-        self.thread: threading.Thread | None = None
-
-    def add(self, view: LiveView) -> None:
-        with self._lock:
-            self.views.append(view)
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(target=self._run, name="refbook-views",
-                                               daemon=True)
-                self.thread.start()
-
-    def remove(self, view: LiveView) -> None:
-        with self._lock:
-            if view in self.views:
-                self.views.remove(view)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                views = list(self.views)
-                if not views:
-                    self.thread = None
-                    return
-            for v in views:
-                try:
-                    v._tick(time.monotonic())
-                except Exception:  # noqa: BLE001 - one broken view must not stop the others
-                    log.exception("a refbook view failed to update")
-            time.sleep(TICK)
-
-
-TICKER = Ticker()
-
-
 class LiveView(ipywidgets.VBox):
     """A live view: an ``ipywidgets.VBox`` plus the machinery above.  Subclasses set
     ``kinds`` (event kinds to follow; None for all, () for none), ``since`` (None:
@@ -98,6 +60,8 @@ class LiveView(ipywidgets.VBox):
         self._last = 0.0                 # monotonic time of the last model update
         self._next_poll = 0.0
         self._sub = None
+        self._timer: threading.Thread | None = None
+        self._halt = threading.Event()   # set when the view stops: the timer ends
         self._ui = threading.RLock()     # one update of the widgets at a time
         self._panes: list = []           # the Bokeh plots (plots.pane)
         self._resend_at: list = []       # monotonic times to send the plots whole again
@@ -123,7 +87,8 @@ class LiveView(ipywidgets.VBox):
         from .. import state
         if self.kinds != ():
             self._sub = state.subscribe(self._on_events, kinds=self.kinds, since=self.since)
-        TICKER.add(self)
+        self._timer = threading.Thread(target=self._run, name="refbook-view", daemon=True)
+        self._timer.start()
 
     # -- what subclasses provide ----------------------------------------------------------
     def build(self) -> list:
@@ -184,6 +149,14 @@ class LiveView(ipywidgets.VBox):
         with self._lock:
             self._pending.extend(events)
 
+    def _run(self) -> None:
+        """The view's timer: until the view stops, every ``TICK``."""
+        while not self._halt.wait(TICK):
+            try:
+                self._tick(time.monotonic())
+            except Exception:  # noqa: BLE001 - keep the view going
+                log.exception("a refbook view failed to update")
+
     def _tick(self, now: float) -> None:
         if self.stopped is not None:
             return
@@ -239,10 +212,13 @@ class LiveView(ipywidgets.VBox):
         if self.stopped is not None:
             return
         self.stopped = why
-        TICKER.remove(self)
+        self._halt.set()
         sub, self._sub = self._sub, None
         if sub is not None:
             sub.close()
+        timer = self._timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(timeout=5)
         if why != "closed":
             try:
                 theme.set_html(self.notice, theme.notice(why))

@@ -123,9 +123,12 @@ def test_close_and_shutdown_stop_the_views(kernel):
             "m = widgets.memory()\nd = widgets.dashboard()\n"
             "def threads():\n"
             "    return sorted(t.name for t in threading.enumerate()\n"
-            "                  if t.name in ('refbook-views', 'refbook-events'))")
-    assert value(kc, "threads()") == ["refbook-events", "refbook-views"]
-    run(kc, "m.close()\nn = m.updates\nx = refbook.put(np.ones(1_000_000))\ntime.sleep(1.5)")
+            "                  if t.name in ('refbook-view', 'refbook-events'))")
+    assert value(kc, "threads()") == ["refbook-events"] + ["refbook-view"] * 4
+    out, err = run(kc, "m.close()\nn = m.updates\n"
+                       "assert threads().count('refbook-view') == 3, threads()\n"
+                       "x = refbook.put(np.ones(1_000_000))\ntime.sleep(1.5)")
+    assert err is None, err
     assert value(kc, "(m.updates == n, m.stopped, m._sub is None)") == (True, "closed", True)
     assert until(kc, "d.data['memory']['nodes'][0]['used'] > 0", 5)
     # shutdown: every view stops, and its threads end
