@@ -91,6 +91,9 @@ class RefbookMagics(Magics):
         %refbook dashboard | memory | spilling | recovery: a live view (see
         refbook.widgets): memory per node, spilling, failures and recovery, or all of
         them in tabs.
+        %refbook graph [name ...]: the live object graph of this notebook's refs, or
+        of the refs these variables hold (a ref, or a list, tuple or dict of refs)
+        and their lineage.
         %refbook restart [--num-cpus N] [--object-store-memory SIZE] [--spill-dir PATH]
                          [--resources k=v,...] [--memory-monitor-threshold F]:
         shut the cluster down and start a new one with these options.  Refs of the old
@@ -104,12 +107,11 @@ class RefbookMagics(Magics):
         elif cmd in VIEWS:
             show_view(cmd, rest)
         elif cmd == "graph":
-            raise UsageError("%refbook graph: the object graph is not built yet; "
-                             "%refbook dashboard shows memory, spilling and recovery")
+            show_graph(self.shell.user_ns, rest)
         else:
             raise UsageError(f"%refbook {cmd}: unknown; use %refbook, %refbook "
-                             f"{' | '.join(VIEWS)} or %refbook restart [options] "
-                             f"(%refbook? for help)")
+                             f"{' | '.join(VIEWS)}, %refbook graph [name ...] or "
+                             f"%refbook restart [options] (%refbook? for help)")
 
     @line_magic
     def put(self, line):
@@ -139,7 +141,7 @@ class RefbookMagics(Magics):
         print(refs_table(self.shell.user_ns, long="-l" in line.split()))
 
 
-VIEWS = ("dashboard", "memory", "spilling", "recovery")
+VIEWS = ("dashboard", "memory", "spilling", "recovery")   # and graph, which takes names
 
 
 def show_view(name: str, rest: str) -> None:
@@ -150,6 +152,39 @@ def show_view(name: str, rest: str) -> None:
     if rest.strip():
         raise UsageError(f"%refbook {name} takes no arguments, not {rest.strip()!r}")
     display(getattr(widgets, name)())
+
+
+def show_graph(ns: dict, rest: str) -> None:
+    """``%refbook graph [name ...]``: the object graph of the refs these notebook
+    variables hold (all of this notebook's refs without names)."""
+    from IPython.display import display
+
+    from .. import widgets
+    refs = None
+    names = rest.split()
+    if names:
+        refs = []
+        for name in names:
+            if name not in ns:
+                raise UsageError(f"%refbook graph: no notebook variable named {name!r}")
+            v = ns[name]
+            found = _refs_in(v)
+            if not found:
+                raise UsageError(f"%refbook graph: {name} holds no ref "
+                                 f"(it is a {type(v).__name__})")
+            refs += found
+    display(widgets.object_graph(refs))
+
+
+def _refs_in(v) -> list:
+    """The refs ``v`` is or holds at its top level (a list, tuple, set or dict)."""
+    if isinstance(v, refbook.ObjectRef):
+        return [v]
+    if isinstance(v, dict):
+        v = list(v.values())
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [x for x in v if isinstance(x, refbook.ObjectRef)]
+    return []
 
 
 def _name_unpicklable(names: list, values: list) -> None:

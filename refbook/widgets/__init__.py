@@ -3,14 +3,25 @@
 views of API.md §4, each an ``ipywidgets`` box with ``.data`` and ``.close()``, built on
 the state API only (``base.py``: subscriptions, at most 5 updates a second, stopping):
 
+- :func:`object_graph` (``graph_view.py``; its model and layout in ``graph_model.py``,
+  its details panel in ``graph_details.py``);
 - :func:`memory` (``memory_view.py``), :func:`spilling` (``spilling_view.py``),
-  :func:`recovery` (``recovery_view.py``) and :func:`dashboard` (``dashboard_view.py``);
-- ``object_graph(refs=None)`` is still to come (the dashboard keeps a tab for it).
+  :func:`recovery` (``recovery_view.py``) and :func:`dashboard` (``dashboard_view.py``).
 
 Plots are Bokeh, through ``jupyter_bokeh`` (``plots.py``); colours follow JupyterLab's
 theme (``theme.py``)."""
 
 from __future__ import annotations
+
+
+def object_graph(refs=None):
+    """Refs and tasks as a live graph, laid out by dependency (arguments, task,
+    outputs), coloured by state, sized by bytes, in boxes per node; click a node for
+    what made it and what keeps it alive.  ``refs`` None: this notebook's refs;
+    otherwise refs, object ids or notebook variable names (or a list of them), with
+    their lineage."""
+    from .graph_view import ObjectGraphView
+    return ObjectGraphView(refs)
 
 
 def memory():
@@ -39,4 +50,4 @@ def dashboard():
     return Dashboard()
 
 
-__all__ = ["memory", "spilling", "recovery", "dashboard"]
+__all__ = ["object_graph", "memory", "spilling", "recovery", "dashboard"]

@@ -11,11 +11,10 @@ from .base import NO_CLUSTER, LiveView
 
 
 def graph_tab() -> ipywidgets.Widget | None:
-    """THE OBJECT GRAPH'S PLACE.  ``widgets.object_graph()`` is not built yet; once it
-    is (a :class:`~refbook.widgets.base.LiveView` like the others), return it here and
-    it becomes the dashboard's first tab, with its ``.data`` under ``"object_graph"``.
-    None: the dashboard shows a note in that tab instead."""
-    return None
+    """The object graph of this notebook's refs: the dashboard's first tab, with its
+    ``.data`` under ``"object_graph"`` (None: the dashboard shows a note instead)."""
+    from .graph_view import ObjectGraphView
+    return ObjectGraphView()
 
 
 class Dashboard(ipywidgets.VBox):
