@@ -49,16 +49,21 @@ def process_name(address) -> str:
     return {"d": "driver ", "w": "worker "}.get(tail[:1], "") + tail
 
 
-def _object_node(o: dict, group_by: str) -> dict:
-    names = list(o.get("names") or ())
+def _object_node(o: dict, group_by: str, _empty=()) -> dict:
+    names = o.get("names") or _empty
     h = o["object_id"]
+    where = o.get("nodes") or _empty
+    owner = o.get("owner")
+    if group_by == "node":
+        band = f"node {where[0][:8]}" if where else "not placed yet"
+    else:
+        band = band_of(where, owner, group_by)
     return {"id": h, "kind": "object", "state": o.get("state") or "ready",
-            "size": o.get("size"), "name": ", ".join(names) or theme.object_name(h),
-            "made_by": o.get("made_by"), "call_site": o.get("call_site"),
-            "owner": o.get("owner"), "where": list(o.get("nodes") or ()),
-            "names": names, "borrowers": list(o.get("borrowers") or ()),
-            "contained_in": list(o.get("contained_in") or ()),
-            "band": band_of(o.get("nodes"), o.get("owner"), group_by)}
+            "size": o.get("size"), "name": ", ".join(names) if names else
+            theme.object_name(h), "made_by": o.get("made_by"),
+            "call_site": o.get("call_site"), "owner": owner, "where": where,
+            "names": names, "borrowers": o.get("borrowers") or _empty,
+            "contained_in": o.get("contained_in") or _empty, "band": band}
 
 
 def _task_node(t: dict, group_by: str) -> dict:
@@ -220,9 +225,7 @@ def collapse(graph: dict, limit: int = COLLAPSE_AT) -> dict:
     nodes: dict = {}
     for g in groups.values():
         g["state"] = most_urgent(g["states"])
-        what = "" if g["kind"] == "task_group" else " objects"
-        g["name"] = f"{g['label']} \u00d7{g['count']}{what}" if g["count"] > 1 \
-            else g["label"]
+        g["name"] = f"{g['label']} \u00d7{g['count']}" if g["count"] > 1 else g["label"]
         nodes[g["id"]] = g
     counts: dict = defaultdict(int)
     for s, d, k in graph["edges"]:

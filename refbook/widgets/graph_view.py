@@ -51,13 +51,13 @@ COLOURS = graph_model.COLOURS
 LEGEND = ("pending", "running", "ready", "spilled", "lost", "reconstructing", "freed",
           "done")
 EDGE_COLOURS = {"arg": "#8a8a8a", "return": "#8a8a8a", "contains": "#b07aa1"}
-X_PX, Y_PX = 150, 42        # pixels per column and per row, before the plot is capped
+Y_PX = 54                    # pixels per row, before the plot is capped
 
 
 def node_px(n: dict) -> float:
     """A node's diameter on screen: objects by bytes, groups by count, tasks fixed."""
     if n["kind"].endswith("_group"):
-        return min(36.0, 14 + 6 * math.log10(max(1, n["count"])))
+        return min(30.0, 12 + 5 * math.log10(max(1, n["count"])))
     if n["kind"] == "task":
         return 13.0
     size = n.get("size") or 0
@@ -71,8 +71,9 @@ class ObjectGraphView(LiveView):
     poll_s = 5.0                 # a full snapshot this often even without events
     title = "Object graph"
 
-    def __init__(self, refs=None):
+    def __init__(self, refs=None, collapse_at: int = graph_model.COLLAPSE_AT):
         self._roots_in = refs
+        self.collapse_at = collapse_at     # more nodes than this: grouped
         super().__init__()
 
     def empty(self) -> dict:
@@ -137,7 +138,7 @@ class ObjectGraphView(LiveView):
                               text_color=plots.TEXT, text_font_size="11px",
                               text_font_style="italic", text_baseline="top"))
         g = GraphRenderer()
-        cols = ("index", "x", "y", "marker", "px", "colour", "alpha", "name", "label",
+        cols = ("index", "x", "y", "marker", "px", "loff", "colour", "alpha", "name", "label",
                 "kind", "state", "size_txt", "made_txt", "where_txt", "held_txt")
         g.node_renderer.data_source = ColumnDataSource({k: [] for k in cols})
         common = dict(size="px", marker="marker", fill_color="colour", fill_alpha="alpha",
@@ -164,7 +165,7 @@ class ObjectGraphView(LiveView):
         p.renderers.append(g)
         self.labels = LabelSet(x="x", y="y", text="label", source=g.node_renderer.data_source,
                                text_color=plots.TEXT, text_font_size="11px",
-                               text_align="center", text_baseline="top", y_offset=-11)
+                               text_align="center", text_baseline="top", y_offset="loff")
         p.add_layout(self.labels)
         p.add_tools(HoverTool(renderers=[g], tooltips=TOOLTIP),
                     TapTool(renderers=[g]))
@@ -173,18 +174,20 @@ class ObjectGraphView(LiveView):
         self.nodes_source = g.node_renderer.data_source
         self.edges_source = g.edge_renderer.data_source
         self.legend_html = ipywidgets.HTML(legend())
-        self.group_pick = ipywidgets.ToggleButtons(
-            options=[("node", "node"), ("owner", "owner")], value="node",
-            description="boxes by", style={"button_width": "64px",
-                                           "description_width": "60px"})
+        self.group_pick = ipywidgets.Dropdown(
+            options=[("boxes: one per node", "node"), ("boxes: one per owner", "owner")],
+            value="node", layout=ipywidgets.Layout(width="190px", flex="0 0 auto"))
         self.group_pick.observe(self._on_group, names="value")
         self.details_html = ipywidgets.HTML(graph_details.hint())
         self.details_box = ipywidgets.VBox(
             [self.details_html], layout=ipywidgets.Layout(
-                width="300px", min_width="260px", padding="0 0 0 10px", overflow="auto",
+                width="280px", flex="0 0 280px", padding="0 0 0 12px", overflow="auto",
                 max_height="640px"))
         self.details_box.add_class("refbook-graph-details")
+        p.sizing_mode = "stretch_width"
         self.plot_pane = self.pane(p)
+        self.plot_pane.layout = ipywidgets.Layout(flex="1 1 auto", min_width="0",
+                                                  width="auto")
         self.body = ipywidgets.HBox([self.plot_pane, self.details_box],
                                     layout=ipywidgets.Layout(width="100%",
                                                              align_items="flex-start"))
@@ -353,8 +356,8 @@ class ObjectGraphView(LiveView):
             if h in self._cur:
                 busy = True
         n_obj = sum(1 for n in keep.values() if n["kind"] == "object")
-        collapsed = len(keep) > graph_model.COLLAPSE_AT
-        shown = graph_model.collapse(graph) if collapsed else graph
+        collapsed = len(keep) > self.collapse_at
+        shown = graph_model.collapse(graph, self.collapse_at) if collapsed else graph
         self._shown_graph = shown
         self._draw(shown, now)
         self.set_data(self._export(shown, collapsed, n_obj, len(keep) - n_obj))
@@ -391,7 +394,7 @@ class ObjectGraphView(LiveView):
             else:
                 patch = {k: [(i, v) for i, (v, old) in enumerate(zip(
                     cols[k], self.nodes_source.data[k], strict=False)) if v != old]
-                    for k in ("colour", "alpha", "state", "name", "label", "px",
+                    for k in ("colour", "alpha", "state", "name", "label", "px", "loff",
                               "held_txt", "size_txt", "where_txt")}
                 patch = {k: v for k, v in patch.items() if v}
                 if patch:
@@ -405,7 +408,7 @@ class ObjectGraphView(LiveView):
 
     def _columns(self, ids: list, nodes: dict, now: float) -> dict:
         labels = len(ids) <= LABELS_MAX
-        cols: dict = {k: [] for k in ("colour", "alpha", "state", "name", "label", "px",
+        cols: dict = {k: [] for k in ("colour", "alpha", "state", "name", "label", "px", "loff",
                                       "marker", "kind", "size_txt", "made_txt", "where_txt",
                                       "held_txt")}
         for h in ids:
@@ -421,8 +424,10 @@ class ObjectGraphView(LiveView):
             cols["alpha"].append(alpha)
             cols["state"].append(st)
             cols["name"].append(n["name"])
-            cols["label"].append(_cut(n["name"], 22) if labels else "")
-            cols["px"].append(node_px(n))
+            cols["label"].append(_cut(label_of(n), 22) if labels else "")
+            px = node_px(n)
+            cols["px"].append(px)
+            cols["loff"].append(-(px / 2 + 1))
             cols["marker"].append("square" if n["kind"].startswith("task") else "circle")
             cols["kind"].append(n["kind"].replace("_", " "))
             cols["size_txt"].append(graph_details.size_text(n))
@@ -463,7 +468,7 @@ class ObjectGraphView(LiveView):
             edata["ys"].append(ey)
             edata["colour"].append(EDGE_COLOURS[k])
             c = counts.get((s, d, k), 1)
-            edata["width"].append(round(min(6.0, 1.2 + math.log2(c)), 2))
+            edata["width"].append(round(min(4.5, 1.2 + math.log10(c)), 2))
             edata["dash"].append("dashed" if k == "contains" else "solid")
             edata["kind"].append(k)
         edata["alpha"] = self._edge_alpha(g, time.monotonic())
@@ -487,9 +492,7 @@ class ObjectGraphView(LiveView):
         self.edges_source.data = edata
         self.band_source.data = bd
         rows = max((t + h for t, h in bands.values()), default=1)
-        ncols = hi - lo + 1
         p = self.plot
-        p.width = int(max(420, min(900, X_PX * ncols + 60)))
         p.height = int(max(220, min(640, Y_PX * rows + 50)))
         p.x_range.update(start=lo - 0.6, end=hi + 0.6)
         p.y_range.update(start=-(rows - 1) - 0.6, end=0.8)
@@ -522,7 +525,7 @@ class ObjectGraphView(LiveView):
             text += " &middot; the refs asked for and their lineage"
         if collapsed:
             text += (f" &middot; grouped by function and call site into "
-                     f"{len(g['nodes'])} boxes (more than {graph_model.COLLAPSE_AT} nodes)")
+                     f"{len(g['nodes'])} groups (more than {self.collapse_at} nodes)")
         theme.set_html(self.header, theme.header(self.title, text))
 
     def close_widgets(self) -> None:
@@ -618,14 +621,49 @@ def resolve_refs(refs) -> set | None:
         for o in state.objects():
             for nm in o.get("names") or ():
                 known.setdefault(nm, o["object_id"])
-        missing = [nm for nm in names if nm not in known]
+        ns = _user_ns()
+        missing = []
+        for nm in names:
+            held = [known[nm]] if nm in known else \
+                [r.hex() for r in refs_in(ns.get(nm), ObjectRef)]
+            if not held:
+                missing.append(nm)
+            ids.update(held)
         if missing:
             raise ValueError(
                 f"object_graph: no ref is held by notebook variable(s) "
                 f"{', '.join(missing)} (variables holding refs: "
                 f"{', '.join(sorted(known)) or 'none'})")
-        ids.update(known[nm] for nm in names)
     return ids
+
+
+def refs_in(v, ref_type) -> list:
+    """The refs ``v`` is or holds at its top level (a list, tuple, set or dict)."""
+    if isinstance(v, ref_type):
+        return [v]
+    if isinstance(v, dict):
+        v = list(v.values())
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [x for x in v if isinstance(x, ref_type)]
+    return []
+
+
+def _user_ns() -> dict:
+    """The notebook's variables, when this runs in IPython (else none)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return {}
+    ip = get_ipython()
+    return getattr(ip, "user_ns", None) or {}
+
+
+def label_of(n: dict) -> str:
+    """What is written under a node: a notebook name, else an object's size (the task
+    beside it says what made it), a task's function, a group's name and count."""
+    if n["kind"] == "object" and not n.get("names"):
+        return fmt_bytes(n["size"]) if n.get("size") is not None else n["name"]
+    return n["name"]
 
 
 def _is_hex(s: str) -> bool:
