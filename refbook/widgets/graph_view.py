@@ -519,13 +519,13 @@ class ObjectGraphView(LiveView):
                 self.notice.value = ""
             self.body.layout.display = "flex"
         nb = sum((n.get("size") or 0) for n in g["nodes"].values())
-        text = (f"{n_obj} object{'s' if n_obj != 1 else ''} ({fmt_bytes(nb)}), "
-                f"{n_task} task{'s' if n_task != 1 else ''}")
+        text = (f"{n_obj:,} object{'s' if n_obj != 1 else ''} ({fmt_bytes(nb)}), "
+                f"{n_task:,} task{'s' if n_task != 1 else ''}")
         if self.roots:
-            text += " &middot; the refs asked for and their lineage"
+            text += " &middot; the refs asked for, with their lineage"
         if collapsed:
-            text += (f" &middot; grouped by function and call site into "
-                     f"{len(g['nodes'])} groups (more than {self.collapse_at} nodes)")
+            text += (f" &middot; grouped by function and call site ({n_obj + n_task:,} "
+                     f"nodes)")
         theme.set_html(self.header, theme.header(self.title, text))
 
     def close_widgets(self) -> None:
@@ -570,9 +570,10 @@ def legend() -> str:
     chips = "".join(
         f'<span class="rb-chip" style="background:{COLOURS[s]}">{s}</span> '
         for s in LEGEND)
-    return (f'<div class="rb-graph-legend">{chips}<span class="rb-muted">'
-            f'&#9679; object (by bytes) &#9632; task &middot; left to right: arguments, '
-            f'task, outputs &middot; dashed: contains</span></div>')
+    return (f'<div class="rb-graph-legend">{chips}</div><div class="rb-muted">'
+            f'&#9679; object, sized by bytes &middot; &#9632; task &middot; left to right: '
+            f'arguments, task, outputs &middot; dashed line: the value contains the ref '
+            f'&middot; click a node for details</div>')
 
 
 def band_names(nodes: list) -> dict:

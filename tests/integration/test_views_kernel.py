@@ -124,9 +124,9 @@ def test_close_and_shutdown_stop_the_views(kernel):
             "def threads():\n"
             "    return sorted(t.name for t in threading.enumerate()\n"
             "                  if t.name in ('refbook-view', 'refbook-events'))")
-    assert value(kc, "threads()") == ["refbook-events"] + ["refbook-view"] * 4
+    assert value(kc, "threads()") == ["refbook-events"] + ["refbook-view"] * 5
     out, err = run(kc, "m.close()\nn = m.updates\n"
-                       "assert threads().count('refbook-view') == 3, threads()\n"
+                       "assert threads().count('refbook-view') == 4, threads()\n"
                        "x = refbook.put(np.ones(1_000_000))\ntime.sleep(1.5)")
     assert err is None, err
     assert value(kc, "(m.updates == n, m.stopped, m._sub is None)") == (True, "closed", True)
@@ -192,5 +192,9 @@ def test_refbook_magic_shows_each_view(kernel):
                  and x["msg_type"] == "display_data"]
         assert shown and "application/vnd.jupyter.widget-view+json" in \
             shown[0]["content"]["data"], name
-    out, err = run(kc, "%refbook graph")       # a UsageError: IPython prints it
-    assert "not built yet" in out + str(err), (out, err)
+    mid = m.run("%refbook graph")
+    assert m.error(mid) is None
+    shown = [x for x in m.all if x["parent_header"].get("msg_id") == mid
+             and x["msg_type"] == "display_data"]
+    assert shown and "application/vnd.jupyter.widget-view+json" in \
+        shown[0]["content"]["data"], "graph"

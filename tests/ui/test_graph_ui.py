@@ -202,6 +202,8 @@ def test_graph_renders_offline_a_click_shows_details_and_5000_objects_render_fas
                     20, "the details of 'result'", page)
     assert "made by combine" in details and "result" in details, details
     assert "inside object bundle" in details, details
+    page.mouse.move(5, 5)                    # no tooltip over the graph
+    time.sleep(0.5)
     shots = [_shoot(page, view, "graph.png")]
     _dark(page)
     shots.append(_shoot(page, view, "graph-dark.png"))
@@ -221,13 +223,12 @@ def test_graph_renders_offline_a_click_shows_details_and_5000_objects_render_fas
     assert grouped <= 2.0, grouped
     views = _graph_views(page)
     big_text = views[1].inner_text()
-    assert "5000 objects" in big_text and "2500 tasks" in big_text, big_text
+    assert "5,000 objects" in big_text and "2,500 tasks" in big_text, big_text
     assert "grouped by function and call site" in big_text
     time.sleep(1.0)
     shots.append(_shoot(page, views[1], "graph-5000.png"))
     _dark(page)
     shots.append(_shoot(page, views[1], "graph-5000-dark.png"))
-    shots.append(_shoot(page, views[2], "graph-7500-flat-dark.png"))
     print(f"screenshots: {', '.join(shots)}")
     assert not blocked, f"requests to other hosts: {blocked}"
 
