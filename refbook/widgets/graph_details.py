@@ -1,5 +1,6 @@
-"""The object graph's details panel and hover texts: what made a node, where it lives,
-what holds it, and every path that keeps it alive (``state.why_alive``), in words."""
+"""The object graph's words: the details panel (what made a node, where it lives, what
+holds it, every path that keeps it alive, from ``state.why_alive``), the hover texts,
+the labels under the nodes, the legend and the style sheet."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from . import theme
 from .graph_model import COLOURS, process_name
 
 PATHS_SHOWN = 8
+LEGEND = ("pending", "running", "ready", "spilled", "lost", "reconstructing", "freed",
+          "done")
 
 
 def hint() -> str:
@@ -144,3 +147,52 @@ def render(node: dict, why: dict | None, names: dict) -> str:
                     if len(paths) > PATHS_SHOWN else "")
             out += f'<ul class="rb-why">{items}{more}</ul>'
     return out
+
+
+CSS = """
+.refbook-view .rb-graph-legend { line-height: 1.9; }
+.refbook-view .rb-graph-legend .rb-chip { margin-right: 2px; }
+.refbook-view .rb-graph-title { margin: 4px 0; font-size: var(--jp-ui-font-size2, 14px); }
+.refbook-view table.rb-details th { width: 70px; border-bottom: none;
+  color: var(--jp-ui-font-color2, #555); font-weight: normal; vertical-align: top; }
+.refbook-view table.rb-details td { border-bottom: none; word-break: break-word; }
+.refbook-view ul.rb-why { margin: 2px 0; padding-left: 16px; }
+.refbook-view ul.rb-why li { margin: 2px 0; }
+"""
+
+TOOLTIP = """<div style="max-width:320px"><b>@name</b> <i>@kind</i> &middot; @state
+<br>@size_txt<br>@made_txt<br>@where_txt<br>@held_txt</div>"""
+
+
+def legend() -> str:
+    chips = "".join(
+        f'<span class="rb-chip" style="background:{COLOURS[s]}">{s}</span> '
+        for s in LEGEND)
+    return (f'<div class="rb-graph-legend">{chips}</div><div class="rb-muted">'
+            f'&#9679; object, sized by bytes &middot; &#9632; task &middot; left to right: '
+            f'arguments, task, outputs &middot; dashed line: the value contains the ref '
+            f'&middot; click a node for details</div>')
+
+
+def band_names(nodes: list) -> dict:
+    """``{node id: "node 1a2b3c4d (head)"}`` (and ``(died)``), by the full id and its
+    first 8 characters."""
+    out = {}
+    for n in nodes:
+        nid = n["node_id"]
+        label = f"node {nid[:8]}" + (" (head)" if n.get("is_head") else "") + \
+            ("" if n.get("alive", True) else " (died)")
+        out[nid] = out[nid[:8]] = label
+    return out
+
+
+def label_of(n: dict) -> str:
+    """What is written under a node: a notebook name, else an object's size (the task
+    beside it says what made it), a task's function, a group's name and count."""
+    if n["kind"] == "object" and not n.get("names"):
+        return fmt_bytes(n["size"]) if n.get("size") is not None else n["name"]
+    return n["name"]
+
+
+def cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n - 1] + "\u2026"

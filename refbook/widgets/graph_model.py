@@ -78,6 +78,17 @@ def _task_node(t: dict, group_by: str) -> dict:
             "band": band_of([where] if where else [], t.get("owner"), group_by)}
 
 
+def event_node(e: dict, me: str, group_by: str) -> dict:
+    """A node from its ``object_created`` or ``task_submitted`` event alone (until a
+    snapshot knows more)."""
+    if e["kind"] == "object_created":
+        return _object_node({"object_id": e["object_id"], "owner": me, "size": e.get("size"),
+                             "nodes": [e["node_id"]] if e.get("node_id") else []},
+                            group_by)
+    return _task_node({"task_id": e["task_id"], "name": e.get("name"), "state": "waiting",
+                       "owner": me}, group_by)
+
+
 def select(objects: list, tasks: list, me: str | None, roots: set | None,
            group_by: str = "node") -> dict:
     """The graph to show.  ``roots`` None: this notebook's refs (the objects ``me``
@@ -352,3 +363,17 @@ def _back_edges(ids: list, succ: dict) -> set:
                 colour[h] = 2
                 stack.pop()
     return back
+
+
+def curve(a: tuple, b: tuple, n: int = 9) -> tuple[list, list]:
+    """An S-shaped cubic from ``a`` to ``b``, leaving and arriving horizontally."""
+    (x0, y0), (x1, y1) = a, b
+    dx = (x1 - x0) / 2 if x1 != x0 else 0.5
+    c0, c1 = (x0 + dx, y0), (x1 - dx, y1)
+    xs, ys = [], []
+    for i in range(n):
+        t = i / (n - 1)
+        u = 1 - t
+        xs.append(round(u**3 * x0 + 3 * u * u * t * c0[0] + 3 * u * t * t * c1[0] + t**3 * x1, 3))
+        ys.append(round(u**3 * y0 + 3 * u * u * t * c0[1] + 3 * u * t * t * c1[1] + t**3 * y1, 3))
+    return xs, ys

@@ -27,12 +27,14 @@ import ipywidgets
 
 from .. import state
 from ..units import fmt_bytes
-from . import graph_details, graph_model, plots, theme
-from .base import LiveView
+from . import graph_details, graph_model, graph_plot, plots, theme
+from .base import LiveView, log
+from .graph_details import CSS, band_names, legend
+from .graph_model import curve
+from .graph_plot import EDGE_COLOURS, FADE, LABELS_MAX
+from .graph_refs import resolve_refs
 
 DWELL = 0.6                 # s: every state a node passes through shows this long
-FADE = 2.0                  # s: a freed node fades out over this, then goes
-LABELS_MAX = 250            # nodes drawn with their names under them, at most
 MIN_SNAP_GAP = 0.2          # s between snapshots, at least
 LINEAGE_ROOTS = 20          # refs asked for: state.lineage() for each, up to this many
 KINDS = ("task_submitted", "task_started", "task_finished", "task_failed",
@@ -48,20 +50,7 @@ EVENT_STATE = {"task_started": "running", "task_finished": "done",
 STRUCTURAL = ("task_submitted", "object_created", "object_freed", "task_finished",
               "task_failed", "task_cancelled", "node_added", "node_died", "worker_died")
 COLOURS = graph_model.COLOURS
-LEGEND = ("pending", "running", "ready", "spilled", "lost", "reconstructing", "freed",
-          "done")
-EDGE_COLOURS = {"arg": "#8a8a8a", "return": "#8a8a8a", "contains": "#b07aa1"}
 Y_PX = 54                    # pixels per row, before the plot is capped
-
-
-def node_px(n: dict) -> float:
-    """A node's diameter on screen: objects by bytes, groups by count, tasks fixed."""
-    if n["kind"].endswith("_group"):
-        return min(30.0, 12 + 5 * math.log10(max(1, n["count"])))
-    if n["kind"] == "task":
-        return 13.0
-    size = n.get("size") or 0
-    return max(9.0, min(32.0, 10 + 4.5 * math.log10(max(size, 1000) / 1000)))
 
 
 class ObjectGraphView(LiveView):
@@ -82,22 +71,6 @@ class ObjectGraphView(LiveView):
 
     # -- building ---------------------------------------------------------------------
     def build(self) -> list:
-        from bokeh.models import (
-            BoxZoomTool,
-            ColumnDataSource,
-            GraphRenderer,
-            HoverTool,
-            LabelSet,
-            MultiLine,
-            NodesAndLinkedEdges,
-            PanTool,
-            Range1d,
-            ResetTool,
-            Scatter,
-            StaticLayoutProvider,
-            TapTool,
-            WheelZoomTool,
-        )
         self._me = self._driver.me
         self.roots = resolve_refs(self._roots_in)
         self._roots_in = None                    # never keep a ref
@@ -113,62 +86,15 @@ class ObjectGraphView(LiveView):
         self._shown: dict = {}                   # id -> state shown last
         self._snap_at = 0.0
         self._snap_gap = MIN_SNAP_GAP
+        self._snapper: threading.Thread | None = None   # takes snapshots (_take)
+        self._fresh = None                       # its last result, not applied yet
+        self._new: dict = {}                     # id -> when an event made it
         self._dirty = True
         self._order: dict = {}                   # first-seen order, for stable layouts
         self._structure = None
         self._ids: list = []
         self._band_names: dict = {}
-        p = plots.figure(height=300, width=760, x_range=Range1d(-1, 1),
-                         y_range=Range1d(-1, 1), toolbar_location="right", tools="",
-                         min_border_right=10, min_border_top=6)
-        p.min_border_left = 10
-        p.axis.visible = False
-        p.grid.visible = False
-        wheel = WheelZoomTool()
-        p.add_tools(PanTool(), wheel, BoxZoomTool(), ResetTool())
-        p.toolbar.autohide = True
-        p.toolbar.logo = None
-        self.band_source = ColumnDataSource({k: [] for k in
-                                             ("left", "right", "top", "bottom", "label",
-                                              "lx", "ly", "fill")})
-        p.quad(left="left", right="right", top="top", bottom="bottom",
-               source=self.band_source, fill_color="fill", fill_alpha=0.08,
-               line_color=plots.GRID, line_alpha=0.25)
-        p.add_layout(LabelSet(x="lx", y="ly", text="label", source=self.band_source,
-                              text_color=plots.TEXT, text_font_size="11px",
-                              text_font_style="italic", text_baseline="top"))
-        g = GraphRenderer()
-        cols = ("index", "x", "y", "marker", "px", "loff", "colour", "alpha", "name", "label",
-                "kind", "state", "size_txt", "made_txt", "where_txt", "held_txt")
-        g.node_renderer.data_source = ColumnDataSource({k: [] for k in cols})
-        common = dict(size="px", marker="marker", fill_color="colour", fill_alpha="alpha",
-                      line_color="colour", line_alpha="alpha")
-        g.node_renderer.glyph = Scatter(line_width=1, **common)
-        g.node_renderer.selection_glyph = Scatter(line_width=3, **{
-            **common, "line_color": "#e15759", "line_alpha": 1})
-        g.node_renderer.nonselection_glyph = Scatter(line_width=1, **common)
-        g.node_renderer.hover_glyph = Scatter(line_width=3, **{**common,
-                                                                "line_color": plots.TEXT})
-        g.edge_renderer.data_source = ColumnDataSource(
-            {k: [] for k in ("start", "end", "xs", "ys", "colour", "width", "dash", "kind",
-                             "alpha")})
-        ecommon = dict(line_color="colour", line_width="width", line_dash="dash")
-        g.edge_renderer.glyph = MultiLine(line_alpha="alpha", **ecommon)
-        g.edge_renderer.selection_glyph = MultiLine(line_alpha=1, **{
-            **ecommon, "line_color": "#e15759"})
-        g.edge_renderer.nonselection_glyph = MultiLine(line_alpha="alpha", **ecommon)
-        g.edge_renderer.hover_glyph = MultiLine(line_alpha=1, **{
-            **ecommon, "line_color": plots.TEXT})
-        g.layout_provider = StaticLayoutProvider(graph_layout={})
-        g.selection_policy = NodesAndLinkedEdges()
-        g.inspection_policy = NodesAndLinkedEdges()
-        p.renderers.append(g)
-        self.labels = LabelSet(x="x", y="y", text="label", source=g.node_renderer.data_source,
-                               text_color=plots.TEXT, text_font_size="11px",
-                               text_align="center", text_baseline="top", y_offset="loff")
-        p.add_layout(self.labels)
-        p.add_tools(HoverTool(renderers=[g], tooltips=TOOLTIP),
-                    TapTool(renderers=[g]))
+        p, g, self.labels, self.band_source = graph_plot.make_plot()
         g.node_renderer.data_source.selected.on_change("indices", self._on_tap)
         self.plot, self.renderer = p, g
         self.nodes_source = g.node_renderer.data_source
@@ -262,6 +188,9 @@ class ObjectGraphView(LiveView):
             k = e["kind"]
             if k in STRUCTURAL:
                 self._dirty = True
+                if k in ("object_created", "task_submitted") and self.roots is None \
+                        and e.get("process") == self._me:
+                    self._provisional(e)
             st = EVENT_STATE.get(k)
             h = e.get("object_id") or e.get("task_id")
             if st and h:
@@ -273,7 +202,19 @@ class ObjectGraphView(LiveView):
                 self._snapshot()
             else:
                 self.wake(self._snap_gap - (now - self._snap_at))
+        self._apply()
         self._show(time.monotonic())
+
+    def _provisional(self, e: dict) -> None:
+        """A new object or task of this notebook's, shown at once from its event; the
+        next snapshot says what made it and adds its edges."""
+        nodes = self._graph["nodes"]
+        h = e.get("object_id") or e.get("task_id")
+        if h in nodes or h in self._freed:
+            return
+        nodes[h] = graph_model.event_node(e, self._me, self.group_by)
+        self._order.setdefault(h, len(self._order))
+        self._new[h] = time.monotonic()
 
     def _push(self, h: str, st: str, now: float) -> None:
         """An event says ``h`` is now ``st``: show it next, for at least DWELL."""
@@ -285,28 +226,58 @@ class ObjectGraphView(LiveView):
             self._dirty = True
 
     def _snapshot(self) -> None:
-        t = time.monotonic()
-        objs, tks = state.objects(), state.tasks()
-        nodes = state.nodes()
-        graph = graph_model.select(objs, tks, self._me, self.roots, self.group_by)
-        if self.roots and len(self.roots) <= LINEAGE_ROOTS:
-            for r in self.roots:
-                graph_model.merge_lineage(graph, state.lineage(r), self.group_by)
-        self._band_names = band_names(nodes)
-        done = time.monotonic()
-        self._snap_at = done
+        """Take a snapshot on the snapshot thread (one at a time), so that events keep
+        changing states while it is taken; :meth:`_apply` takes its result in."""
+        if self._snapper is not None and self._snapper.is_alive():
+            return
         self._dirty = False
-        took = done - t
+        self._snap_at = time.monotonic()
+        if not self.snapshot_times:        # the first: before the view is first shown
+            self._take()
+            return
+        self._snapper = threading.Thread(target=self._take, name="refbook-graph-snapshot",
+                                         daemon=True)
+        self._snapper.start()
+
+    def _take(self) -> None:
+        t = time.monotonic()
+        try:
+            objs, tks = state.objects(), state.tasks()
+            nodes = state.nodes()
+            graph = graph_model.select(objs, tks, self._me, self.roots, self.group_by)
+            if self.roots and len(self.roots) <= LINEAGE_ROOTS:
+                for r in self.roots:
+                    graph_model.merge_lineage(graph, state.lineage(r), self.group_by)
+        except Exception:  # noqa: BLE001 - the cluster went away: the ticker stops us
+            log.debug("graph snapshot failed", exc_info=True)
+            self._dirty = True
+            return
+        took = time.monotonic() - t
         self.snapshot_times.append(took)
         self._snap_gap = max(MIN_SNAP_GAP, 3 * took)
-        # what went since the last snapshot is freed: it fades out
+        self._fresh = (graph, band_names(nodes), t)
+        self.wake(0)
+
+    def _apply(self) -> None:
+        """Take in the last snapshot: what went since the one before is freed and fades
+        out, unless its event came after this snapshot began."""
+        fresh, self._fresh = self._fresh, None
+        if fresh is None:
+            return
+        graph, self._band_names, began = fresh
+        done = time.monotonic()
         for h, n in self._graph["nodes"].items():
-            if h not in graph["nodes"] and h not in self._freed:
-                edges = [e for e in self._graph["edges"] if h in (e[0], e[1])]
-                self._freed[h] = (n, edges, done)
+            if h in graph["nodes"] or h in self._freed:
+                continue
+            if self._new.get(h, 0) >= began:       # too new for this snapshot
+                graph["nodes"][h] = n
+                continue
+            edges = [e for e in self._graph["edges"] if h in (e[0], e[1])]
+            self._freed[h] = (n, edges, done)
         for h in list(self._freed):
             if h in graph["nodes"] and self._shown.get(h) != "freed":
                 del self._freed[h]            # back (a rebuilt object, a late answer)
+        self._new = {h: t for h, t in self._new.items() if t >= began}
         for h in graph["nodes"]:
             self._order.setdefault(h, len(self._order))
         self._graph = graph
@@ -386,7 +357,7 @@ class ObjectGraphView(LiveView):
         ids = sorted(nodes, key=lambda h: self._order.get(h, 0))
         structure = (self.group_by, tuple(ids), tuple(g["edges"]),
                      tuple(sorted((h, nodes[h]["band"]) for h in ids)))
-        cols = self._columns(ids, nodes, now)
+        cols = graph_plot.node_columns(ids, nodes, self._band_names)
         with plots.batch(self.plot):
             if structure != self._structure:
                 self._structure = structure
@@ -399,55 +370,12 @@ class ObjectGraphView(LiveView):
                 patch = {k: v for k, v in patch.items() if v}
                 if patch:
                     self.nodes_source.patch(patch)
-                ealpha = self._edge_alpha(g, now)
+                ealpha = graph_plot.edge_alpha(g)
                 if list(self.edges_source.data["alpha"]) != ealpha:
                     self.edges_source.data = {**self.edges_source.data, "alpha": ealpha}
         if self.selected is not None and self.selected not in nodes and \
                 not self.selected.startswith("group:"):
             theme.set_html(self.details_html, graph_details.gone(self.selected))
-
-    def _columns(self, ids: list, nodes: dict, now: float) -> dict:
-        labels = len(ids) <= LABELS_MAX
-        cols: dict = {k: [] for k in ("colour", "alpha", "state", "name", "label", "px", "loff",
-                                      "marker", "kind", "size_txt", "made_txt", "where_txt",
-                                      "held_txt")}
-        for h in ids:
-            n = nodes[h]
-            st = n["state"]
-            cols["colour"].append(COLOURS.get(st, "#8c8c8c"))
-            alpha = 0.85
-            if st == "freed":
-                age = time.monotonic() - n.get("_freed_at", time.monotonic())
-                alpha = round(max(0.1, 0.7 * (1 - age / FADE)), 2)
-            elif st == "pending":
-                alpha = 0.5
-            cols["alpha"].append(alpha)
-            cols["state"].append(st)
-            cols["name"].append(n["name"])
-            cols["label"].append(_cut(label_of(n), 22) if labels else "")
-            px = node_px(n)
-            cols["px"].append(px)
-            cols["loff"].append(-(px / 2 + 1))
-            cols["marker"].append("square" if n["kind"].startswith("task") else "circle")
-            cols["kind"].append(n["kind"].replace("_", " "))
-            cols["size_txt"].append(graph_details.size_text(n))
-            cols["made_txt"].append(graph_details.made_text(n))
-            cols["where_txt"].append(", ".join(
-                self._band_names.get(w, f"node {w[:8]}") for w in n.get("where") or ()))
-            cols["held_txt"].append(graph_details.held_text(n))
-        return cols
-
-    def _edge_alpha(self, g: dict, now: float) -> list:
-        nodes = g["nodes"]
-        out = []
-        for s, d, _k in g["edges"]:
-            a = 0.7
-            for h in (s, d):
-                if nodes[h]["state"] == "freed":
-                    age = time.monotonic() - nodes[h].get("_freed_at", time.monotonic())
-                    a = min(a, round(max(0.05, 0.6 * (1 - age / FADE)), 2))
-            out.append(a)
-        return out
 
     def _layout(self, g: dict, ids: list, cols: dict) -> None:
         hint = {b: i for i, b in enumerate(sorted({n["band"] for n in g["nodes"].values()}))}
@@ -471,7 +399,7 @@ class ObjectGraphView(LiveView):
             edata["width"].append(round(min(4.5, 1.2 + math.log10(c)), 2))
             edata["dash"].append("dashed" if k == "contains" else "solid")
             edata["kind"].append(k)
-        edata["alpha"] = self._edge_alpha(g, time.monotonic())
+        edata["alpha"] = graph_plot.edge_alpha(g)
         bands = g.get("bands", {})
         lo, hi = g.get("columns", (0, 0))
         bd: dict = {k: [] for k in ("left", "right", "top", "bottom", "label", "lx", "ly",
@@ -530,150 +458,11 @@ class ObjectGraphView(LiveView):
 
     def close_widgets(self) -> None:
         super().close_widgets()
+        snapper = getattr(self, "_snapper", None)
+        if snapper is not None:
+            snapper.join(timeout=5)
         for name in ("plot_pane", "legend_html", "group_pick", "details_html",
                      "details_box", "body"):
             w = getattr(self, name, None)
             if w is not None:
                 w.close()
-
-
-CSS = """
-.refbook-view .rb-graph-legend { line-height: 1.9; }
-.refbook-view .rb-graph-legend .rb-chip { margin-right: 2px; }
-.refbook-view .rb-graph-title { margin: 4px 0; font-size: var(--jp-ui-font-size2, 14px); }
-.refbook-view table.rb-details th { width: 70px; border-bottom: none;
-  color: var(--jp-ui-font-color2, #555); font-weight: normal; vertical-align: top; }
-.refbook-view table.rb-details td { border-bottom: none; word-break: break-word; }
-.refbook-view ul.rb-why { margin: 2px 0; padding-left: 16px; }
-.refbook-view ul.rb-why li { margin: 2px 0; }
-"""
-
-TOOLTIP = """<div style="max-width:320px"><b>@name</b> <i>@kind</i> &middot; @state
-<br>@size_txt<br>@made_txt<br>@where_txt<br>@held_txt</div>"""
-
-
-def curve(a: tuple, b: tuple, n: int = 9) -> tuple[list, list]:
-    """An S-shaped cubic from ``a`` to ``b``, leaving and arriving horizontally."""
-    (x0, y0), (x1, y1) = a, b
-    dx = (x1 - x0) / 2 if x1 != x0 else 0.5
-    c0, c1 = (x0 + dx, y0), (x1 - dx, y1)
-    xs, ys = [], []
-    for i in range(n):
-        t = i / (n - 1)
-        u = 1 - t
-        xs.append(round(u**3 * x0 + 3 * u * u * t * c0[0] + 3 * u * t * t * c1[0] + t**3 * x1, 3))
-        ys.append(round(u**3 * y0 + 3 * u * u * t * c0[1] + 3 * u * t * t * c1[1] + t**3 * y1, 3))
-    return xs, ys
-
-
-def legend() -> str:
-    chips = "".join(
-        f'<span class="rb-chip" style="background:{COLOURS[s]}">{s}</span> '
-        for s in LEGEND)
-    return (f'<div class="rb-graph-legend">{chips}</div><div class="rb-muted">'
-            f'&#9679; object, sized by bytes &middot; &#9632; task &middot; left to right: '
-            f'arguments, task, outputs &middot; dashed line: the value contains the ref '
-            f'&middot; click a node for details</div>')
-
-
-def band_names(nodes: list) -> dict:
-    """``{node id: "node 1a2b3c4d (head)"}`` (and ``(died)``), by the full id and its
-    first 8 characters."""
-    out = {}
-    for n in nodes:
-        nid = n["node_id"]
-        label = f"node {nid[:8]}" + (" (head)" if n.get("is_head") else "") + \
-            ("" if n.get("alive", True) else " (died)")
-        out[nid] = out[nid[:8]] = label
-    return out
-
-
-def resolve_refs(refs) -> set | None:
-    """The object ids ``refs`` names: None (this notebook's refs), a ref, an object id,
-    a notebook variable name, or a list of those.  Keeps no ref."""
-    if refs is None:
-        return None
-    from .. import ObjectRef
-
-    def is_ref(x) -> bool:
-        return isinstance(x, ObjectRef)
-    if is_ref(refs) or isinstance(refs, str):
-        refs = [refs]
-    try:
-        items = list(refs)
-    except TypeError:
-        raise TypeError(f"object_graph(refs=...) takes refs, object ids or notebook "
-                        f"variable names (or a list of them), not "
-                        f"{type(refs).__name__}") from None
-    ids: set = set()
-    names: list = []
-    for r in items:
-        if is_ref(r):
-            ids.add(r.hex())
-        elif isinstance(r, str) and len(r) in (32, 40) and _is_hex(r):
-            ids.add(r.lower())
-        elif isinstance(r, str) and r.isidentifier():
-            names.append(r)
-        else:
-            raise TypeError(f"object_graph(refs=...): {r!r} is not a ref, an object id "
-                            f"or a notebook variable name")
-    if names:
-        known: dict = {}
-        for o in state.objects():
-            for nm in o.get("names") or ():
-                known.setdefault(nm, o["object_id"])
-        ns = _user_ns()
-        missing = []
-        for nm in names:
-            held = [known[nm]] if nm in known else \
-                [r.hex() for r in refs_in(ns.get(nm), ObjectRef)]
-            if not held:
-                missing.append(nm)
-            ids.update(held)
-        if missing:
-            raise ValueError(
-                f"object_graph: no ref is held by notebook variable(s) "
-                f"{', '.join(missing)} (variables holding refs: "
-                f"{', '.join(sorted(known)) or 'none'})")
-    return ids
-
-
-def refs_in(v, ref_type) -> list:
-    """The refs ``v`` is or holds at its top level (a list, tuple, set or dict)."""
-    if isinstance(v, ref_type):
-        return [v]
-    if isinstance(v, dict):
-        v = list(v.values())
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return [x for x in v if isinstance(x, ref_type)]
-    return []
-
-
-def _user_ns() -> dict:
-    """The notebook's variables, when this runs in IPython (else none)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return {}
-    ip = get_ipython()
-    return getattr(ip, "user_ns", None) or {}
-
-
-def label_of(n: dict) -> str:
-    """What is written under a node: a notebook name, else an object's size (the task
-    beside it says what made it), a task's function, a group's name and count."""
-    if n["kind"] == "object" and not n.get("names"):
-        return fmt_bytes(n["size"]) if n.get("size") is not None else n["name"]
-    return n["name"]
-
-
-def _is_hex(s: str) -> bool:
-    try:
-        bytes.fromhex(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _cut(text: str, n: int) -> str:
-    return text if len(text) <= n else text[:n - 1] + "\u2026"
