@@ -199,6 +199,15 @@ def merge_lineage(graph: dict, lineage: dict, group_by: str = "node") -> None:
     graph["edges"] = sorted(edges)
 
 
+def edges_by_node(edges: list) -> dict:
+    """``{node id: [the edges that touch it]}``."""
+    out: dict = defaultdict(list)
+    for e in edges:
+        out[e[0]].append(e)
+        out[e[1]].append(e)
+    return out
+
+
 def most_urgent(states) -> str:
     ranks = {s: i for i, s in enumerate(URGENCY)}
     return min(states, key=lambda s: ranks.get(s, len(URGENCY)))

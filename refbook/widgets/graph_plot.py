@@ -49,6 +49,7 @@ def make_plot():
     )
     p = plots.figure(height=300, width=760, x_range=Range1d(-1, 1),
                      y_range=Range1d(-1, 1), toolbar_location="right", tools="",
+                     x_axis_location=None, y_axis_location=None,
                      min_border_right=10, min_border_top=6)
     p.min_border_left = 10
     p.axis.visible = False

@@ -28,7 +28,7 @@ import ipywidgets
 from .. import state
 from ..units import fmt_bytes
 from . import graph_details, graph_model, graph_plot, plots, theme
-from .base import LiveView, log
+from .base import RESEND, LiveView, log
 from .graph_details import CSS, band_names, legend
 from .graph_model import curve
 from .graph_plot import EDGE_COLOURS, FADE, LABELS_MAX
@@ -111,10 +111,9 @@ class ObjectGraphView(LiveView):
                 max_height="640px"))
         self.details_box.add_class("refbook-graph-details")
         p.sizing_mode = "stretch_width"
-        self.plot_pane = self.pane(p)
-        self.plot_pane.layout = ipywidgets.Layout(flex="1 1 auto", min_width="0",
-                                                  width="auto")
-        self.body = ipywidgets.HBox([self.plot_pane, self.details_box],
+        self.plot_pane = None            # made once the graph is drawn (_make_pane)
+        self._changed = False            # the plot changed since it was last sent whole
+        self.body = ipywidgets.HBox([self.details_box],
                                     layout=ipywidgets.Layout(width="100%",
                                                              align_items="flex-start"))
         self.body.add_class("refbook-graph")
@@ -176,6 +175,32 @@ class ObjectGraphView(LiveView):
     def _names(self) -> dict:
         g = getattr(self, "_shown_graph", None) or {"nodes": {}}
         return {h: n["name"] for h, n in g["nodes"].items()}
+
+    def _make_pane(self) -> None:
+        """The plot as a widget, made after the first drawing so that it is sent whole
+        once, with the graph in it (jupyter_bokeh sends the whole document when a
+        widget is made, then only changes)."""
+        self.plot_pane = self.pane(self.plot)
+        self.plot_pane.layout = ipywidgets.Layout(flex="1 1 auto", min_width="0",
+                                                  width="auto")
+        self.body.children = [self.plot_pane, self.details_box]
+        self.plot.document.on_change(lambda _event: setattr(self, "_changed", True))
+
+    def shown(self) -> None:
+        """Displayed: send the plot whole only if it changed since it was (it is sent
+        again a little later all the same, as every view does)."""
+        if self.stopped is not None or self.plot_pane is None:
+            return
+        if self._changed:
+            self._changed = False
+            super().shown()
+        else:
+            now = time.monotonic()
+            self._resend_at = [now + d for d in RESEND]
+
+    def _resend(self) -> None:
+        self._changed = False
+        super()._resend()
 
     def wake(self, delay: float) -> None:
         """Have the timer call :meth:`update` again within ``delay`` seconds."""
@@ -266,14 +291,16 @@ class ObjectGraphView(LiveView):
             return
         graph, self._band_names, began = fresh
         done = time.monotonic()
+        touching = None
         for h, n in self._graph["nodes"].items():
             if h in graph["nodes"] or h in self._freed:
                 continue
             if self._new.get(h, 0) >= began:       # too new for this snapshot
                 graph["nodes"][h] = n
                 continue
-            edges = [e for e in self._graph["edges"] if h in (e[0], e[1])]
-            self._freed[h] = (n, edges, done)
+            if touching is None:
+                touching = graph_model.edges_by_node(self._graph["edges"])
+            self._freed[h] = (n, touching.get(h, []), done)
         for h in list(self._freed):
             if h in graph["nodes"] and self._shown.get(h) != "freed":
                 del self._freed[h]            # back (a rebuilt object, a late answer)
@@ -312,25 +339,32 @@ class ObjectGraphView(LiveView):
         keep = graph["nodes"]
         graph["edges"] = sorted({e for e in graph["edges"] if e[0] in keep and e[1] in keep})
         busy = bool(self._freed) or bool(self._queue)
+        queue, cur, shown_before = self._queue, self._cur, self._shown
+        wall = time.time()
+        touching = None                           # node -> its edges, made if needed
         for h, n in keep.items():
-            st = self._state_of(h, n["state"], now)
-            if st == "freed" and "_freed_at" not in n:
-                n = keep[h] = {**n, "state": "freed", "_freed_at": self._cur[h][1]}
-                self._freed.setdefault(h, (n, [e for e in graph["edges"] if h in e[:2]],
-                                           self._cur[h][1]))
-                busy = True
-            elif st != n["state"]:
-                n = keep[h] = {**n, "state": st}
-            if self._shown.get(h) != st:
-                self._shown[h] = st
-                self.state_log.append((time.time(), h, st))
-            if h in self._cur:
-                busy = True
+            if h not in queue and h not in cur:   # most nodes: the snapshot's state
+                st = n["state"]
+            else:
+                st = self._state_of(h, n["state"], now)
+                if st == "freed" and "_freed_at" not in n:
+                    if touching is None:
+                        touching = graph_model.edges_by_node(graph["edges"])
+                    n = keep[h] = {**n, "state": "freed", "_freed_at": cur[h][1]}
+                    self._freed.setdefault(h, (n, touching.get(h, []), cur[h][1]))
+                elif st != n["state"]:
+                    n = keep[h] = {**n, "state": st}
+                busy = busy or h in cur
+            if shown_before.get(h) != st:
+                shown_before[h] = st
+                self.state_log.append((wall, h, st))
         n_obj = sum(1 for n in keep.values() if n["kind"] == "object")
         collapsed = len(keep) > self.collapse_at
         shown = graph_model.collapse(graph, self.collapse_at) if collapsed else graph
         self._shown_graph = shown
         self._draw(shown, now)
+        if self.plot_pane is None:
+            self._make_pane()
         self.set_data(self._export(shown, collapsed, n_obj, len(keep) - n_obj))
         self._summary(shown, collapsed, n_obj, len(keep) - n_obj)
         if busy:
