@@ -150,6 +150,7 @@ def render(node: dict, why: dict | None, names: dict) -> str:
 
 
 CSS = """
+.refbook-view .rb-title { white-space: nowrap; }
 .refbook-view .rb-graph-legend { line-height: 1.9; }
 .refbook-view .rb-graph-legend .rb-chip { margin-right: 2px; }
 .refbook-view .rb-graph-title { margin: 4px 0; font-size: var(--jp-ui-font-size2, 14px); }

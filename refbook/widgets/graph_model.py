@@ -28,6 +28,7 @@ COLOURS = {"pending": "#a5acaf", "running": "#edc948", "ready": "#59a14f",
            "done": "#4e79a7", "spilled": theme.SPILLED, "lost": "#e15759",
            "failed": "#b3262c", "reconstructing": "#b07aa1", "retrying": "#b07aa1",
            "cancelled": "#8c8c8c", "freed": "#8c8c8c"}
+GRID_WIDTH = 6              # nodes with no edge: at most this many a row
 COLLAPSE_AT = 1500          # more nodes than this: groups by function and call site
 
 
@@ -273,24 +274,26 @@ def layout(graph: dict, order_hint: dict | None = None) -> dict:
         if s in nodes and d in nodes and s != d:
             succ[s].append(d)
             pred[d].append(s)
-    layer = _layers(list(nodes), succ, pred)
+    linked = [h for h in nodes if h in succ or h in pred]
+    alone = [h for h in nodes if h not in succ and h not in pred]
+    layer = _layers(linked, succ, pred)
     hint = order_hint or {}
     bands = sorted({n["band"] for n in nodes.values()},
                    key=lambda b: (hint.get(b, len(hint)), b))
     cols: dict = defaultdict(list)
-    for h in nodes:
+    for h in linked:
         cols[layer[h]].append(h)
     pos_y: dict = {}
     for c in cols.values():
         c.sort(key=lambda h: (nodes[h]["band"], hint.get(h, 0), h))
         for i, h in enumerate(c):
             pos_y[h] = i
-    order = sorted(cols)
+    order = sorted(cols) or [0]
     for sweep in range(4):       # barycentre: down the columns, then back up
         seq = order if sweep % 2 == 0 else order[::-1]
         nbrs = pred if sweep % 2 == 0 else succ
         for x in seq:
-            col = cols[x]
+            col = cols.get(x, [])
             bary = {}
             for h in col:
                 ys = [pos_y[v] for v in nbrs.get(h, ()) if v in pos_y]
@@ -298,6 +301,14 @@ def layout(graph: dict, order_hint: dict | None = None) -> dict:
             col.sort(key=lambda h: (nodes[h]["band"], bary[h]))
             for i, h in enumerate(col):
                 pos_y[h] = i
+    # nodes with no edge (a put() nothing took yet) go in a grid under the others
+    lo, hi = min(order), max(order)
+    alone.sort(key=lambda h: (hint.get(h, 0), h))
+    per_alone: dict = defaultdict(list)
+    for h in alone:
+        per_alone[nodes[h]["band"]].append(h)
+    wide = max(hi - lo + 1, min(GRID_WIDTH, max((len(v) for v in per_alone.values()),
+                                                default=1)))
     # rows: each band as tall as its fullest column; bands stacked top to bottom
     per_band: dict = defaultdict(lambda: defaultdict(list))
     for x, col in cols.items():
@@ -308,15 +319,18 @@ def layout(graph: dict, order_hint: dict | None = None) -> dict:
     extents: dict = {}
     for b in bands:
         colmap = per_band[b]
-        height = max(len(v) for v in colmap.values())
+        height = max((len(v) for v in colmap.values()), default=0)
         for x, col in colmap.items():
             off = (height - len(col)) / 2.0      # centre short columns in the band
             for i, h in enumerate(col):
                 pos[h] = (float(x), -(top + off + i))
+        for i, h in enumerate(per_alone.get(b, ())):
+            pos[h] = (float(lo + i % wide), -(top + height + i // wide))
+        height += -(-len(per_alone.get(b, ())) // wide)
         extents[b] = (top, height)
         top += height + 0.8
     graph["bands"] = extents
-    graph["columns"] = (min(order), max(order))
+    graph["columns"] = (lo, lo + wide - 1)
     return pos
 
 

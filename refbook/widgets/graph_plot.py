@@ -14,6 +14,7 @@ from .graph_model import COLOURS
 
 FADE = 2.0                  # s: a freed node fades out over this, then goes
 LABELS_MAX = 250            # nodes drawn with their names under them, at most
+SELECTED = "#17becf"         # the clicked node and its edges: a colour no state has
 EDGE_COLOURS = {"arg": "#8a8a8a", "return": "#8a8a8a", "contains": "#b07aa1"}
 
 
@@ -75,7 +76,7 @@ def make_plot():
                   line_color="colour", line_alpha="alpha")
     g.node_renderer.glyph = Scatter(line_width=1, **common)
     g.node_renderer.selection_glyph = Scatter(line_width=3, **{
-        **common, "line_color": "#e15759", "line_alpha": 1})
+        **common, "line_color": SELECTED, "line_alpha": 1})
     g.node_renderer.nonselection_glyph = Scatter(line_width=1, **common)
     g.node_renderer.hover_glyph = Scatter(line_width=3, **{**common,
                                                             "line_color": plots.TEXT})
@@ -85,7 +86,7 @@ def make_plot():
     ecommon = dict(line_color="colour", line_width="width", line_dash="dash")
     g.edge_renderer.glyph = MultiLine(line_alpha="alpha", **ecommon)
     g.edge_renderer.selection_glyph = MultiLine(line_alpha=1, **{
-        **ecommon, "line_color": "#e15759"})
+        **ecommon, "line_color": SELECTED})
     g.edge_renderer.nonselection_glyph = MultiLine(line_alpha="alpha", **ecommon)
     g.edge_renderer.hover_glyph = MultiLine(line_alpha=1, **{
         **ecommon, "line_color": plots.TEXT})

@@ -35,6 +35,7 @@ from .graph_plot import EDGE_COLOURS, FADE, LABELS_MAX
 from .graph_refs import resolve_refs
 
 DWELL = 0.6                 # s: every state a node passes through shows this long
+DWELLS = {"lost": 1.2}      # and these longer: a class sees the red
 MIN_SNAP_GAP = 0.2          # s between snapshots, at least
 LINEAGE_ROOTS = 20          # refs asked for: state.lineage() for each, up to this many
 KINDS = ("task_submitted", "task_started", "task_finished", "task_failed",
@@ -304,6 +305,10 @@ class ObjectGraphView(LiveView):
         for h in list(self._freed):
             if h in graph["nodes"] and self._shown.get(h) != "freed":
                 del self._freed[h]            # back (a rebuilt object, a late answer)
+        for h, n in graph["nodes"].items():   # a lost object stays in its node's box
+            before = self._graph["nodes"].get(h)  # until a new copy is made elsewhere
+            if before is not None and not n.get("where") and n["kind"] == "object":
+                n["band"] = before["band"]
         self._new = {h: t for h, t in self._new.items() if t >= began}
         for h in graph["nodes"]:
             self._order.setdefault(h, len(self._order))
@@ -314,13 +319,14 @@ class ObjectGraphView(LiveView):
         snapshot's; freed stays freed."""
         q = self._queue.get(h)
         cur = self._cur.get(h)
-        if q and (cur is None or now - cur[1] >= DWELL):
+        if q and (cur is None or now - cur[1] >= DWELLS.get(cur[0], DWELL)):
             cur = self._cur[h] = (q.popleft(), now)
             if not q:
                 del self._queue[h]
         if cur is None:
             return snap_state
-        if cur[0] == "freed" or h in self._queue or now - cur[1] < DWELL:
+        if cur[0] == "freed" or h in self._queue or \
+                now - cur[1] < DWELLS.get(cur[0], DWELL):
             return cur[0]
         del self._cur[h]
         return snap_state
@@ -484,10 +490,9 @@ class ObjectGraphView(LiveView):
         text = (f"{n_obj:,} object{'s' if n_obj != 1 else ''} ({fmt_bytes(nb)}), "
                 f"{n_task:,} task{'s' if n_task != 1 else ''}")
         if self.roots:
-            text += " &middot; the refs asked for, with their lineage"
+            text += " &middot; the refs asked for and their lineage"
         if collapsed:
-            text += (f" &middot; grouped by function and call site ({n_obj + n_task:,} "
-                     f"nodes)")
+            text += " &middot; grouped by function and call site"
         theme.set_html(self.header, theme.header(self.title, text))
 
     def close_widgets(self) -> None:

@@ -106,3 +106,14 @@ def test_layout_survives_cycles_between_groups():
 def test_most_urgent_state():
     assert gm.most_urgent(["ready", "spilled", "reconstructing"]) == "reconstructing"
     assert gm.most_urgent(["done", "running"]) == "running"
+
+
+def test_nodes_with_no_edge_go_in_a_grid_under_the_others():
+    objects = [obj(f"x{i}", names=[f"x{i}"]) for i in range(8)] + [obj("a", names=["a"])]
+    objects += [obj("b", task="T1", made_by="f")]
+    g = gm.select(objects, [task("T1", "f", ["a"], ["b"])], ME, None)
+    pos = gm.layout(g)
+    rows = {pos[f"x{i}"][1] for i in range(8)}
+    assert len(rows) == 2 and max(rows) < min(pos[h][1] for h in ("a", "T1", "b"))
+    assert len(set(pos.values())) == len(pos)
+    assert g["columns"] == (0, gm.GRID_WIDTH - 1)
