@@ -209,6 +209,23 @@ def edges_by_node(edges: list) -> dict:
     return out
 
 
+def export(g: dict, collapsed: bool, n_obj: int, n_task: int, selected) -> dict:
+    """The view's ``.data`` (API.md §4): nodes, edges (with counts once grouped)."""
+    nodes = []
+    for n in g["nodes"].values():
+        row = {"id": n["id"], "kind": n["kind"], "state": n["state"],
+               "size": n.get("size"), "name": n["name"], "band": n["band"]}
+        if collapsed:
+            row.update(count=n["count"], states=dict(n["states"]))
+        nodes.append(row)
+    counts = g.get("edge_counts", {})
+    edges = [{"src": s, "dst": d, "kind": k, **({"count": counts[(s, d, k)]}
+                                                 if counts else {})}
+             for s, d, k in g["edges"]]
+    return {"nodes": nodes, "edges": edges, "collapsed": collapsed,
+            "objects": n_obj, "tasks": n_task, "selected": selected}
+
+
 def most_urgent(states) -> str:
     ranks = {s: i for i, s in enumerate(URGENCY)}
     return min(states, key=lambda s: ranks.get(s, len(URGENCY)))

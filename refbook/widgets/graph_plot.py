@@ -10,7 +10,7 @@ import time
 
 from . import graph_details, plots
 from .graph_details import TOOLTIP, label_of
-from .graph_model import COLOURS
+from .graph_model import COLOURS, curve
 
 FADE = 2.0                  # s: a freed node fades out over this, then goes
 LABELS_MAX = 250            # nodes drawn with their names under them, at most
@@ -148,3 +148,42 @@ def edge_alpha(g: dict) -> list:
                 a = min(a, round(max(0.05, 0.6 * (1 - age / FADE)), 2))
         out.append(a)
     return out
+
+
+def edge_columns(g: dict, pos: dict) -> dict:
+    """The edge source: a curve per edge, wider for more edges between two groups."""
+    counts = g.get("edge_counts", {})
+    edata: dict = {k: [] for k in ("start", "end", "xs", "ys", "colour", "width", "dash",
+                                   "kind")}
+    for s, d, k in g["edges"]:
+        ex, ey = curve(pos[s], pos[d])
+        edata["start"].append(s)
+        edata["end"].append(d)
+        edata["xs"].append(ex)
+        edata["ys"].append(ey)
+        edata["colour"].append(EDGE_COLOURS[k])
+        c = counts.get((s, d, k), 1)
+        edata["width"].append(round(min(4.5, 1.2 + math.log10(c)), 2))
+        edata["dash"].append("dashed" if k == "contains" else "solid")
+        edata["kind"].append(k)
+    edata["alpha"] = edge_alpha(g)
+    return edata
+
+
+def band_columns(bands: dict, lo: float, hi: float, label) -> dict:
+    """The band source: a box per band (a dead node's tinted red), labelled."""
+    bd: dict = {k: [] for k in ("left", "right", "top", "bottom", "label", "lx", "ly",
+                                "fill")}
+    for b, (top, height) in bands.items():
+        if not b:
+            continue
+        text = label(b)
+        bd["left"].append(lo - 0.55)
+        bd["right"].append(hi + 0.55)
+        bd["top"].append(-top + 0.75)
+        bd["bottom"].append(-(top + height - 1) - 0.5)
+        bd["label"].append(text)
+        bd["lx"].append(lo - 0.5)
+        bd["ly"].append(-top + 0.72)
+        bd["fill"].append("#e15759" if "(died)" in text else "#4e79a7")
+    return bd

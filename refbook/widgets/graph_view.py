@@ -18,7 +18,6 @@ once, and a click (the selection) comes back over the same comm."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -30,8 +29,7 @@ from ..units import fmt_bytes
 from . import graph_details, graph_model, graph_plot, plots, theme
 from .base import RESEND, LiveView, log
 from .graph_details import CSS, band_names, legend
-from .graph_model import curve
-from .graph_plot import EDGE_COLOURS, FADE, LABELS_MAX
+from .graph_plot import FADE, LABELS_MAX
 from .graph_refs import resolve_refs
 
 DWELL = 0.6                 # s: every state a node passes through shows this long
@@ -371,25 +369,11 @@ class ObjectGraphView(LiveView):
         self._draw(shown, now)
         if self.plot_pane is None:
             self._make_pane()
-        self.set_data(self._export(shown, collapsed, n_obj, len(keep) - n_obj))
+        self.set_data(graph_model.export(shown, collapsed, n_obj, len(keep) - n_obj,
+                                        self.selected))
         self._summary(shown, collapsed, n_obj, len(keep) - n_obj)
         if busy:
             self.wake(0.15)
-
-    def _export(self, g: dict, collapsed: bool, n_obj: int, n_task: int) -> dict:
-        nodes = []
-        for n in g["nodes"].values():
-            row = {"id": n["id"], "kind": n["kind"], "state": n["state"],
-                   "size": n.get("size"), "name": n["name"], "band": n["band"]}
-            if collapsed:
-                row.update(count=n["count"], states=dict(n["states"]))
-            nodes.append(row)
-        counts = g.get("edge_counts", {})
-        edges = [{"src": s, "dst": d, "kind": k, **({"count": counts[(s, d, k)]}
-                                                     if counts else {})}
-                 for s, d, k in g["edges"]]
-        return {"nodes": nodes, "edges": edges, "collapsed": collapsed,
-                "objects": n_obj, "tasks": n_task, "selected": self.selected}
 
     # -- drawing -----------------------------------------------------------------------
     def _draw(self, g: dict, now: float) -> None:
@@ -425,36 +409,10 @@ class ObjectGraphView(LiveView):
         xs = [pos[h][0] for h in ids]
         ys = [pos[h][1] for h in ids]
         data = {"index": ids, "x": xs, "y": ys, **cols}
-        counts = g.get("edge_counts", {})
-        edata: dict = {k: [] for k in ("start", "end", "xs", "ys", "colour", "width", "dash",
-                                       "kind")}
-        for s, d, k in g["edges"]:
-            ex, ey = curve(pos[s], pos[d])
-            edata["start"].append(s)
-            edata["end"].append(d)
-            edata["xs"].append(ex)
-            edata["ys"].append(ey)
-            edata["colour"].append(EDGE_COLOURS[k])
-            c = counts.get((s, d, k), 1)
-            edata["width"].append(round(min(4.5, 1.2 + math.log10(c)), 2))
-            edata["dash"].append("dashed" if k == "contains" else "solid")
-            edata["kind"].append(k)
-        edata["alpha"] = graph_plot.edge_alpha(g)
+        edata = graph_plot.edge_columns(g, pos)
         bands = g.get("bands", {})
         lo, hi = g.get("columns", (0, 0))
-        bd: dict = {k: [] for k in ("left", "right", "top", "bottom", "label", "lx", "ly",
-                                    "fill")}
-        for b, (top, height) in bands.items():
-            if not b:
-                continue
-            bd["left"].append(lo - 0.55)
-            bd["right"].append(hi + 0.55)
-            bd["top"].append(-top + 0.75)
-            bd["bottom"].append(-(top + height - 1) - 0.5)
-            bd["label"].append(self._band_label(b))
-            bd["lx"].append(lo - 0.5)
-            bd["ly"].append(-top + 0.72)
-            bd["fill"].append("#4e79a7" if "died" not in self._band_label(b) else "#e15759")
+        bd = graph_plot.band_columns(bands, lo, hi, self._band_label)
         self.renderer.layout_provider.graph_layout = {h: pos[h] for h in ids}
         self.nodes_source.data = data
         self.edges_source.data = edata
