@@ -73,6 +73,12 @@ def test_a_task_chain_and_a_nested_ref_in_the_graph(kernel):
     det = until(kc, "'why_alive' in g.details and g.details['id'] == ids['inner'] "
                     "and g.details", 10)
     assert any(step.get("object_id") == ids["outer"] for p in det["why_alive"] for step in p)
+    # boxes per owner instead of per node: the notebook's objects in the driver's box
+    run(kc, "g.group_pick.value = 'owner'")
+    bands = until(kc, "{n['band'] for n in g.data['nodes']} if all(n['band'].startswith("
+                      "'owner') for n in g.data['nodes']) else None", 5)
+    assert bands and all(b.startswith("owner driver d-") for b in bands), bands
+    run(kc, "g.group_pick.value = 'node'")
     # del: the node goes freed (fading), then it is gone
     run(kc, "del c")
     seen = []
