@@ -88,6 +88,12 @@ class RefbookMagics(Magics):
     @line_magic
     def refbook(self, line):
         """%refbook: the cluster's summary.
+        %refbook dashboard | memory | spilling | recovery: a live view (see
+        refbook.widgets): memory per node, spilling, failures and recovery, or all of
+        them in tabs.
+        %refbook graph [name ...]: the live object graph of this notebook's refs, or
+        of the refs these variables hold (a ref, or a list, tuple or dict of refs)
+        and their lineage.
         %refbook restart [--num-cpus N] [--object-store-memory SIZE] [--spill-dir PATH]
                          [--resources k=v,...] [--memory-monitor-threshold F]:
         shut the cluster down and start a new one with these options.  Refs of the old
@@ -98,9 +104,14 @@ class RefbookMagics(Magics):
             show_summary(None)
         elif cmd == "restart":
             restart(self.shell, rest)
+        elif cmd in VIEWS:
+            show_view(cmd, rest)
+        elif cmd == "graph":
+            show_graph(self.shell.user_ns, rest)
         else:
-            raise UsageError(f"%refbook {cmd}: unknown; use %refbook or %refbook restart "
-                             f"[options] (%refbook? for help)")
+            raise UsageError(f"%refbook {cmd}: unknown; use %refbook, %refbook "
+                             f"{' | '.join(VIEWS)}, %refbook graph [name ...] or "
+                             f"%refbook restart [options] (%refbook? for help)")
 
     @line_magic
     def put(self, line):
@@ -128,6 +139,52 @@ class RefbookMagics(Magics):
         the full object ids."""
         from .refstable import refs_table
         print(refs_table(self.shell.user_ns, long="-l" in line.split()))
+
+
+VIEWS = ("dashboard", "memory", "spilling", "recovery")   # and graph, which takes names
+
+
+def show_view(name: str, rest: str) -> None:
+    """Display a live view (``refbook.widgets``); it is not kept in ``Out``."""
+    from IPython.display import display
+
+    from .. import widgets
+    if rest.strip():
+        raise UsageError(f"%refbook {name} takes no arguments, not {rest.strip()!r}")
+    display(getattr(widgets, name)())
+
+
+def show_graph(ns: dict, rest: str) -> None:
+    """``%refbook graph [name ...]``: the object graph of the refs these notebook
+    variables hold (all of this notebook's refs without names)."""
+    from IPython.display import display
+
+    from .. import widgets
+    refs = None
+    names = rest.split()
+    if names:
+        refs = []
+        for name in names:
+            if name not in ns:
+                raise UsageError(f"%refbook graph: no notebook variable named {name!r}")
+            v = ns[name]
+            found = _refs_in(v)
+            if not found:
+                raise UsageError(f"%refbook graph: {name} holds no ref "
+                                 f"(it is a {type(v).__name__})")
+            refs += found
+    display(widgets.object_graph(refs))
+
+
+def _refs_in(v) -> list:
+    """The refs ``v`` is or holds at its top level (a list, tuple, set or dict)."""
+    if isinstance(v, refbook.ObjectRef):
+        return [v]
+    if isinstance(v, dict):
+        v = list(v.values())
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [x for x in v if isinstance(x, refbook.ObjectRef)]
+    return []
 
 
 def _name_unpicklable(names: list, values: list) -> None:

@@ -422,4 +422,5 @@ class ObjectTable:
                 "num_objects": len(self.objects), "spilled_bytes": self.spilled_bytes,
                 "spilled_objects": self.spilled_objects,
                 "restored_bytes": self.restored_bytes,
-                "spilled_total_bytes": self.spilled_total, "spill_files": len(self.files)}
+                "spilled_total_bytes": self.spilled_total, "spill_files": len(self.files),
+                "pinned": self.pinned_bytes(), "spill_threshold": self.high_water}

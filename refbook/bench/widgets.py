@@ -1,0 +1,150 @@
+"""Benchmarks of the live views (``refbook bench --only widgets``), in a real IPython
+kernel (jupyter_client) with ``%refbook dashboard`` open, as a notebook sees them:
+
+- ``event_to_view``: from an event's time stamp (in the process where it happened) to
+  the view's widgets updated in the kernel, for puts one every 0.25 s (median, p99);
+- ``view_updates_per_s``: the most model updates any view sent in one second while
+  about 2,000 tasks a second ran (at most 5);
+- ``cell_ratio_dashboard``: the round trip of an empty cell through jupyter_client with
+  the dashboard open and those tasks running, over the same without the dashboard.
+The tasks run from a thread of the kernel, in both cases alike."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+
+from .notebook import _execute
+
+WIDGET_TARGETS = {"event_to_view_median": ("<=", 0.3), "event_to_view_p99": ("<=", 0.5),
+                  "view_updates_per_s": ("<=", 5.0), "cell_ratio_dashboard": ("<=", 1.2)}
+
+LOAD = """
+import threading, time as _t
+@refbook.remote
+def _tiny(i):
+    return i
+_load = {"run": True, "done": 0, "secs": 0.0}
+def _loader(rate=2000, batch=100):
+    t0 = _t.monotonic()
+    while _load["run"]:
+        refbook.get([_tiny.remote(i) for i in range(batch)])
+        _load["done"] += batch
+        ahead = _load["done"] / rate - (_t.monotonic() - t0)
+        if ahead > 0:
+            _t.sleep(ahead)
+    _load["secs"] = _t.monotonic() - t0
+_load_thread = threading.Thread(target=_loader, daemon=True)
+_load_thread.start()
+"""
+
+
+def _value(kc, expr: str):
+    """The JSON value of ``expr`` in the kernel."""
+    import queue
+    msg_id = kc.execute(f"import json as _j; print(_j.dumps({expr}))")
+    out = []
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=60)
+        except queue.Empty:
+            raise RuntimeError(f"no answer to {expr!r}") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            raise RuntimeError(f"{expr!r} failed: {msg['content']['evalue']}")
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return json.loads("".join(out).strip().splitlines()[-1])
+
+
+def _cells(kc, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        _execute(kc, "pass")
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _kernel():
+    from jupyter_client.manager import KernelManager
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(env=dict(os.environ, REFBOOK_QUIET="1"))
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+def _round_trips(dashboard: bool, quick: bool) -> tuple[list, dict]:
+    """Empty cells while tasks run, with or without the dashboard open."""
+    km, kc = _kernel()
+    try:
+        _execute(kc, "%load_ext refbook")
+        if dashboard:
+            _execute(kc, "from refbook import widgets\nd = widgets.dashboard()\ndisplay(d)")
+        _execute(kc, LOAD)
+        time.sleep(1.0)
+        cells = _cells(kc, 40 if quick else 200)
+        _execute(kc, "_load['run'] = False\n_load_thread.join()")
+        load = _value(kc, "_load")
+        extra = {"tasks_per_s": load["done"] / max(load["secs"], 1e-9)}
+        if dashboard:
+            times = _value(kc, "{k: list(v.update_times) for k, v in d.views.items()}")
+            extra["busiest"] = max(_busiest(ts) for ts in times.values())
+            extra["lat"] = _value(kc, "[x for v in d.views.values() for x in v.latencies]")
+            _execute(kc, "d.close()")
+        return cells, extra
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _busiest(times: list) -> int:
+    """The most of ``times`` (seconds) in any one-second window."""
+    return max((sum(1 for u in times if t <= u < t + 1.0) for t in times), default=0)
+
+
+def _latency(quick: bool) -> list[float]:
+    """Puts one every 0.25 s with the dashboard open: event to view updated."""
+    km, kc = _kernel()
+    try:
+        _execute(kc, "%load_ext refbook")
+        _execute(kc, "import numpy as np, time\nfrom refbook import widgets\n"
+                     "d = widgets.dashboard()\ndisplay(d)\ntime.sleep(1)")
+        _execute(kc, "m = d.views['memory']\nm.latencies.clear()\n"
+                     f"for i in range({20 if quick else 120}):\n"
+                     "    x = refbook.put(np.ones(1000))\n"
+                     "    time.sleep(0.25)\n"
+                     "time.sleep(1)", timeout=120)
+        lat = _value(kc, "list(m.latencies)")
+        _execute(kc, "d.close()")
+        return lat
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _p99(xs: list) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.99 * len(xs)))]
+
+
+def run_widget_workloads(quick: bool = False) -> dict:
+    lat = _latency(quick)
+    plain, _ = _round_trips(False, quick)
+    with_d, extra = _round_trips(True, quick)
+    return {
+        "event_to_view_median": (statistics.median(lat), "s"),
+        "event_to_view_p99": (_p99(lat), "s"),
+        "event_to_view_load_p99": (_p99(extra["lat"]) if extra["lat"] else 0.0, "s"),
+        "view_updates_per_s": (float(extra["busiest"]), "/s"),
+        "load_tasks_per_s": (extra["tasks_per_s"], "/s"),
+        "cell_plain": (statistics.median(plain) * 1e3, "ms"),
+        "cell_with_dashboard": (statistics.median(with_d) * 1e3, "ms"),
+        "cell_ratio_dashboard": (statistics.median(with_d) / statistics.median(plain), "x"),
+    }
