@@ -160,6 +160,7 @@ def show_graph(ns: dict, rest: str) -> None:
     from IPython.display import display
 
     from .. import widgets
+    from ..widgets.graph_refs import refs_in
     refs = None
     names = rest.split()
     if names:
@@ -168,23 +169,12 @@ def show_graph(ns: dict, rest: str) -> None:
             if name not in ns:
                 raise UsageError(f"%refbook graph: no notebook variable named {name!r}")
             v = ns[name]
-            found = _refs_in(v)
+            found = refs_in(v)
             if not found:
                 raise UsageError(f"%refbook graph: {name} holds no ref "
                                  f"(it is a {type(v).__name__})")
             refs += found
     display(widgets.object_graph(refs))
-
-
-def _refs_in(v) -> list:
-    """The refs ``v`` is or holds at its top level (a list, tuple, set or dict)."""
-    if isinstance(v, refbook.ObjectRef):
-        return [v]
-    if isinstance(v, dict):
-        v = list(v.values())
-    if isinstance(v, (list, tuple, set, frozenset)):
-        return [x for x in v if isinstance(x, refbook.ObjectRef)]
-    return []
 
 
 def _name_unpicklable(names: list, values: list) -> None:

@@ -4,9 +4,8 @@ turned into object ids at once, so that the view keeps no ref."""
 
 from __future__ import annotations
 
-from refbook import ObjectRef
-
 from .. import state
+from ..runtime.api.frontend import is_ref as _is_ref
 
 
 def resolve_refs(refs) -> set | None:
@@ -14,8 +13,7 @@ def resolve_refs(refs) -> set | None:
     a notebook variable name, or a list of those.  Keeps no ref."""
     if refs is None:
         return None
-    def is_ref(x) -> bool:
-        return isinstance(x, ObjectRef)
+    is_ref = _is_ref
     if is_ref(refs) or isinstance(refs, str):
         refs = [refs]
     try:
@@ -45,7 +43,7 @@ def resolve_refs(refs) -> set | None:
         missing = []
         for nm in names:
             held = [known[nm]] if nm in known else \
-                [r.hex() for r in refs_in(ns.get(nm), ObjectRef)]
+                [r.hex() for r in refs_in(ns.get(nm))]
             if not held:
                 missing.append(nm)
             ids.update(held)
@@ -57,14 +55,14 @@ def resolve_refs(refs) -> set | None:
     return ids
 
 
-def refs_in(v, ref_type) -> list:
+def refs_in(v) -> list:
     """The refs ``v`` is or holds at its top level (a list, tuple, set or dict)."""
-    if isinstance(v, ref_type):
+    if _is_ref(v):
         return [v]
     if isinstance(v, dict):
         v = list(v.values())
     if isinstance(v, (list, tuple, set, frozenset)):
-        return [x for x in v if isinstance(x, ref_type)]
+        return [x for x in v if _is_ref(x)]
     return []
 
 

@@ -93,6 +93,12 @@ def driver() -> Driver | None:
     return Driver(core) if core is not None else None
 
 
+def is_ref(x) -> bool:
+    """Is ``x`` an ObjectRef?  (For views, which may not import the package itself.)"""
+    from ..processes.object_ref import ObjectRef
+    return isinstance(x, ObjectRef)
+
+
 def first_unpicklable(named_values) -> tuple | None:
     """``(name, error)`` of the first of ``(name, value)`` pairs whose value cannot be
     pickled (refs always can), or None."""
