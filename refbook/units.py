@@ -37,3 +37,16 @@ def parse_bytes(text) -> int:
     if m is None or unit not in _UNITS:
         raise ValueError(f"{text!r} is not a size: give {SIZE_HELP}")
     return int(float(m.group(1)) * _UNITS[unit])
+
+
+def short_id(hexid: str) -> str:
+    """An object id as ``%refs``, the views and the sidebar show it: ``9f3e:17`` (the
+    creating process's tag, and its counter) or ``9f3e:17/1`` for a task's second
+    return value; unique among the objects of a session."""
+    if len(hexid) != 40:
+        return hexid[:12]
+    tag, counter, index = hexid[:4], int(hexid[16:32], 16), hexid[32:]
+    out = f"{tag}:{counter}"
+    if index not in ("00000000", "ffffffff"):
+        out += f"/{int(index, 16)}"
+    return out

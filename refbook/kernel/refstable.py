@@ -10,19 +10,7 @@ import refbook
 
 from .. import state
 from ..runtime.api import frontend
-from ..units import fmt_bytes
-
-
-def short_id(hexid: str) -> str:
-    """``9f3e:17`` (the creating process's tag, and its counter) or ``9f3e:17/1`` for a
-    task's second return value: unique among the objects of a session."""
-    if len(hexid) != 40:
-        return hexid[:12]
-    tag, counter, index = hexid[:4], int(hexid[16:32], 16), hexid[32:]
-    out = f"{tag}:{counter}"
-    if index not in ("00000000", "ffffffff"):
-        out += f"/{int(index, 16)}"
-    return out
+from ..units import fmt_bytes, short_id
 
 
 def owner_name(addr: str | None, me: str | None) -> str:

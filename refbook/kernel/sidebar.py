@@ -25,7 +25,8 @@ import refbook
 from refbook import state
 
 from ..runtime.api import frontend
-from .refstable import held_by, made_by, owner_name, short_id
+from ..units import short_id
+from .refstable import held_by, made_by, owner_name
 
 log = logging.getLogger("refbook.sidebar")
 

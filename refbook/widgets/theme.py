@@ -9,6 +9,8 @@ import html
 
 import ipywidgets
 
+from ..units import short_id
+
 # mid-tone colours, readable on white and on JupyterLab's dark grey
 USED = "#4e79a7"
 PINNED = "#2b4f7a"
@@ -92,15 +94,8 @@ def chip(kind: str) -> str:
 
 
 def object_name(hexid: str) -> str:
-    """An object id as ``%refs`` shows it: ``9f3e:17`` (the creating process's tag and
-    its counter), ``9f3e:17/1`` for a task's second return value."""
-    if len(hexid) != 40:
-        return hexid[:12]
-    tag, counter, index = hexid[:4], int(hexid[16:32], 16), hexid[32:]
-    out = f"{tag}:{counter}"
-    if index not in ("00000000", "ffffffff"):
-        out += f"/{int(index, 16)}"
-    return out
+    """An object id as ``%refs`` shows it (``units.short_id``)."""
+    return short_id(hexid)
 
 
 def short(oid: str | None, n: int = 12) -> str:

@@ -119,16 +119,7 @@ def _resolve(core, ref_or_id) -> tuple[bytes, str | None]:
     """``(object id, owner or None if unknown here)``."""
     if isinstance(ref_or_id, ObjectRef):
         return ref_or_id._id, ref_or_id._owner
-    if isinstance(ref_or_id, str):
-        try:
-            oid = bytes.fromhex(ref_or_id)
-        except ValueError:
-            raise ValueError(f"not an object id: {ref_or_id!r}") from None
-    elif isinstance(ref_or_id, (bytes, bytearray)):
-        oid = bytes(ref_or_id)
-    else:
-        raise TypeError(f"expected an ObjectRef or an object id, not "
-                        f"{type(ref_or_id).__name__}")
+    oid = _one_id(ref_or_id)
     with core.lock:
         r = core.rt.get(oid)
         owner = r.owner if r is not None else None
@@ -344,23 +335,30 @@ def _ids(ids, length: int, what: str) -> dict:
                         f"write ids=[...]")
     out: dict = {}
     for x in ids:
-        if isinstance(x, ObjectRef) and length == 20:
-            oid = x._id
-        elif isinstance(x, str):
-            try:
-                oid = bytes.fromhex(x)
-            except ValueError:
-                raise ValueError(f"not {_a(what)} id: {x!r}") from None
-        elif isinstance(x, (bytes, bytearray)):
-            oid = bytes(x)
-        else:
-            raise TypeError(f"expected {'an ObjectRef or ' if length == 20 else ''}"
-                            f"{_a(what)} id, not {type(x).__name__}")
-        if len(oid) != length:
-            raise ValueError(f"not {_a(what)} id (it has {len(oid)} bytes, not "
-                             f"{length}): {x!r}")
+        oid = _one_id(x, length, what)
         out.setdefault(oid, x)
     return out
+
+
+def _one_id(x, length: int = 20, what: str = "object") -> bytes:
+    """``x`` (an ObjectRef for an object, or an id as bytes or hex) as id bytes; a
+    clear error for anything else."""
+    if isinstance(x, ObjectRef) and length == 20:
+        return x._id
+    if isinstance(x, str):
+        try:
+            oid = bytes.fromhex(x)
+        except ValueError:
+            raise ValueError(f"not {_a(what)} id: {x!r}") from None
+    elif isinstance(x, (bytes, bytearray)):
+        oid = bytes(x)
+    else:
+        raise TypeError(f"expected {'an ObjectRef or ' if length == 20 else ''}"
+                        f"{_a(what)} id, not {type(x).__name__}")
+    if len(oid) != length:
+        raise ValueError(f"not {_a(what)} id (it has {len(oid)} bytes, not "
+                         f"{length}): {x!r}")
+    return oid
 
 
 def _owner_of(core, oid: bytes, given) -> str | None:
