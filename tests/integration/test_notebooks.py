@@ -43,5 +43,7 @@ def test_quickstart_runs(tmp_path):
     assert "spread computed on a worker" in texts[5]
     assert all(f"task {i} says hello" in texts[7] for i in range(4))
     assert "[0, 1, 4, 9]" in texts[7]
-    assert "left" in texts[8] and "this kernel" in texts[8]    # %refs lists it
-    assert texts[9].strip().startswith("0 bytes")              # del freed everything
+    assert "Dashboard" in texts[8]                             # %refbook dashboard
+    assert "left" in texts[9] and "this kernel" in texts[9]    # %refs lists it
+    # del freed everything, with the dashboard open: views hold ids, never refs
+    assert texts[10].strip().startswith("0 bytes")
