@@ -105,6 +105,7 @@ def bytes_axis(axis) -> None:
 def time_axis(axis) -> None:
     from bokeh.models import DatetimeTickFormatter
     fine = "%H:%M:%S.%3N"
+    axis.ticker.desired_num_ticks = 5
     axis.formatter = DatetimeTickFormatter(microseconds=fine, milliseconds=fine,
                                            seconds="%H:%M:%S", minsec="%H:%M:%S",
                                            minutes="%H:%M", hourmin="%H:%M")

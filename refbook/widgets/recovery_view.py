@@ -168,6 +168,7 @@ class RecoveryView(LiveView):
         self.controls.layout.display = "flex" if local else "none"
         options = [(f"{n['node_id'][:8]}", n["node_id"]) for n in nodes if not n.get("is_head")]
         self.kill_node_b.disabled = not options
+        self.node_pick.layout.display = "flex" if options else "none"
         if list(self.node_pick.options) != options:
             keep = self.node_pick.value
             self.node_pick.options = options

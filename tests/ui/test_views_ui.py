@@ -135,6 +135,16 @@ def test_views_render_offline_in_both_themes(lab, page):
             el.screenshot(path=path)
             shots.append(path)
     shoot("")
+    # the dashboard's other tabs draw their plots once shown
+    dash_el = page.locator(".refbook-dashboard").first
+    dash_el.locator(".lm-TabBar-tab", has_text="Recovery").click()
+    _wait(lambda: dash_el.locator(".refbook-view:visible .refbook-plot canvas").count() >= 1,
+          10, "the recovery tab's plot", page)
+    time.sleep(0.5)
+    box = dash_el.locator(".refbook-view:visible .refbook-plot").first.bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 150, box
+    dash_el.screenshot(path=os.path.join(d, "view-dashboard-recovery-tab.png"))
+    shots.append(os.path.join(d, "view-dashboard-recovery-tab.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', "
                   "{theme: 'JupyterLab Dark'})")
     _wait(lambda: page.evaluate("document.body.dataset.jpThemeLight") == "false", 30,
