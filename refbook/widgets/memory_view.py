@@ -131,8 +131,11 @@ class MemoryView(LiveView):
             point = None
         if any(e["kind"].startswith("object_") for e in events):
             self._stale = True
+        # the table asks every process: not while events wait to be shown, unless
+        # they keep coming for a while
         since = time.monotonic() - self._objects_at
-        if (self._stale and since >= OBJECTS_S) or since >= 5 * OBJECTS_S:
+        due = (self._stale and since >= OBJECTS_S) or since >= 5 * OBJECTS_S
+        if due and (not events or since >= 3 * OBJECTS_S):
             self._objects_at, self._stale = time.monotonic(), False
             data["largest"] = self._largest()
         self.set_data(data)
