@@ -172,8 +172,9 @@ class RecoveryView(LiveView):
         if list(self.node_pick.options) != options:
             keep = self.node_pick.value
             self.node_pick.options = options
-            if keep in [v for _, v in options]:
-                self.node_pick.value = keep
+            ids = [v for _, v in options]
+            if ids:                     # the one chosen before, or the newest
+                self.node_pick.value = keep if keep in ids else ids[-1]
 
     def _show(self, data: dict) -> None:
         fails = data["failures"]

@@ -28,7 +28,8 @@ CELLS = [
     "parts = [part.remote(i) for i in range(4)]\n"
     "refbook.wait(parts, num_returns=4)\n"
     "state.kill_node(other)\n"
-    "total = sum(float(p.sum()) for p in refbook.get(parts))",
+    "total = sum(float(p.sum()) for p in refbook.get(parts))\n"
+    "new = state.add_node(num_cpus=1, object_store_memory=100 * 2**20)",
     "%refbook memory",
     "%refbook spilling",
     "%refbook recovery",
@@ -98,9 +99,10 @@ def test_views_render_offline_in_both_themes(lab, page):
     assert page.evaluate("document.querySelectorAll('script[data-refbook=bokehjs]').length") \
         == 1, "BokehJS is added once, however many views show"
     sources = page.evaluate(MODELS_JS)
-    # memory: a bar per node, with the 20 MB objects in use; the timeline has points
+    # memory: a bar per node (the head, and the node added after the other one
+    # died), with the 20 MB objects in use; the timeline has points
     bars = [s for s in sources if "capacity" in s and "threshold" in s]
-    assert bars and len(bars[0]["node"]) == 1 and max(bars[0]["used"]) > 20_000_000, bars
+    assert bars and len(bars[0]["node"]) == 2 and max(bars[0]["used"]) > 20_000_000, bars
     assert bars[0]["threshold"][0] == 0.8 * bars[0]["capacity"][0]
     timeline = [s for s in sources if set(s) == {"t", "used", "spilled"}]
     assert timeline and len(timeline[0]["t"]) >= 1
