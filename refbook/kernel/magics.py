@@ -140,16 +140,37 @@ class RefbookMagics(Magics):
 
 
 VIEWS = ("dashboard", "memory", "spilling", "recovery")
+_shown: dict = {}       # a notebook cell's id -> the view it shows
 
 
 def show_view(name: str, rest: str) -> None:
-    """Display a live view (``refbook.widgets``); it is not kept in ``Out``."""
+    """Display a live view (``refbook.widgets``); it is not kept in ``Out``.  A cell
+    run again closes the view it showed before (its output is replaced, and a view
+    nobody sees must not go on updating)."""
     from IPython.display import display
 
     from .. import widgets
     if rest.strip():
         raise UsageError(f"%refbook {name} takes no arguments, not {rest.strip()!r}")
-    display(getattr(widgets, name)())
+    cell = _cell_id()
+    old = _shown.pop(cell, None) if cell else None
+    if old is not None:
+        old.close()
+    view = getattr(widgets, name)()
+    if cell:
+        _shown[cell] = view
+    display(view)
+
+
+def _cell_id() -> str | None:
+    """The id JupyterLab gives the running cell (in the request's metadata), or None."""
+    from IPython import get_ipython
+    kernel = getattr(get_ipython(), "kernel", None)
+    try:
+        parent = kernel.get_parent("shell")
+    except (AttributeError, TypeError):
+        return None
+    return (parent or {}).get("metadata", {}).get("cellId")
 
 
 def _name_unpicklable(names: list, values: list) -> None:

@@ -194,3 +194,28 @@ def test_refbook_magic_shows_each_view(kernel):
             shown[0]["content"]["data"], name
     out, err = run(kc, "%refbook graph")       # a UsageError: IPython prints it
     assert "not built yet" in out + str(err), (out, err)
+
+
+def test_a_cell_run_again_closes_the_view_it_showed(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    m = Messages(kc)
+
+    def in_cell(code, cell_id):       # as JupyterLab sends it: the cell's id in metadata
+        msg = kc.session.msg("execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True}, metadata={"cellId": cell_id})
+        kc.shell_channel.send(msg)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            x = kc.get_iopub_msg(timeout=30)
+            m.all.append(x)
+            if x["parent_header"].get("msg_id") == msg["header"]["msg_id"] and \
+                    x["msg_type"] == "status" and x["content"]["execution_state"] == "idle":
+                return
+        raise AssertionError("no reply")
+    in_cell("%refbook memory", "cell-a")
+    in_cell("from refbook.kernel import magics\nfirst = magics._shown['cell-a']", "cell-b")
+    in_cell("%refbook memory", "cell-a")
+    assert value(kc, "(first.stopped, magics._shown['cell-a'] is not first, "
+                     "magics._shown['cell-a'].stopped)") == ("closed", True, None)
