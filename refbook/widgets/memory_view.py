@@ -120,7 +120,7 @@ class MemoryView(LiveView):
         nodes = [n for n in state.nodes() if n["alive"]]
         now = time.time()
         rows = [node_row(n) for n in nodes]
-        data = self.data
+        data = dict(self._data)        # replaced key by key: no deep copy
         data["nodes"] = rows
         if poll or not data["timeline"]:
             point = {"time": now, "used": sum(r["used"] for r in rows),

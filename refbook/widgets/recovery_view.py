@@ -145,7 +145,7 @@ class RecoveryView(LiveView):
                 caused = self._failures[-1]["caused"] if self._failures else self._orphans
                 caused[e["kind"]] = caused.get(e["kind"], 0) + 1
         self._events = (self._events + fresh)[-KEEP:]
-        data = self.data
+        data = dict(self._data)        # replaced key by key: no deep copy
         if poll:
             nodes = [n for n in state.nodes() if n["alive"]]
             data["local"] = bool(nodes) and all(n.get("started_by") != REMOTE

@@ -80,7 +80,7 @@ class SpillingView(LiveView):
                 self._restored += _bytes(e)
         self._events = (self._events + fresh)[-KEEP:]
         nodes = [n for n in state.nodes() if n["alive"]] if poll or fresh else None
-        data = self.data
+        data = dict(self._data)        # replaced key by key: no deep copy
         if nodes is not None:
             data["on_disk_bytes"] = sum(n["store"].get("spilled_bytes", 0) for n in nodes)
             data["spill_files"] = sum(n["store"].get("spill_files", 0) for n in nodes)

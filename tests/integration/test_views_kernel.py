@@ -132,8 +132,8 @@ def test_close_and_shutdown_stop_the_views(kernel):
     assert value(kc, "(m.updates == n, m.stopped, m._sub is None)") == (True, "closed", True)
     assert until(kc, "d.data['memory']['nodes'][0]['used'] > 0", 5)
     # shutdown: every view stops, and its threads end
-    run(kc, "refbook.shutdown()\ntime.sleep(0.5)")
-    why = value(kc, "d.stopped")
+    run(kc, "refbook.shutdown()")
+    why = until(kc, "d.stopped", 2)
     assert why and "shut down" in why
     assert "shut down" in value(kc, "d.views['recovery'].notice.value")
     assert until(kc, "threads() == []", 5)
