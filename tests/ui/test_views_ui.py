@@ -9,6 +9,7 @@ import time
 from urllib.parse import urlparse
 
 import nbformat
+import pytest
 
 from tests.ui.test_failures_ui import _run_all, _shots_dir, _wait
 
@@ -72,6 +73,7 @@ def _view_texts(page) -> list[str]:
         .map(e => e.innerText)""")
 
 
+@pytest.mark.timeout(400)
 def test_views_render_offline_in_both_themes(lab, page):
     url, root = lab
     blocked = _block_remote(page)
@@ -119,6 +121,26 @@ def test_views_render_offline_in_both_themes(lab, page):
     assert "kill a worker" in rec and "kill a node" in rec and "add a node" in rec
     assert "Object graph" in dash and "Memory" in dash
     assert "no refbook cluster" not in mem + spill + rec + dash
+    assert not blocked, f"requests to other hosts: {blocked}"
+
+    # a reloaded page shows the plots as they are now, still with nothing fetched
+    n_points = len(timeline[0]["t"])
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    _wait(lambda: '"application/vnd.jupyter.widget-view+json"' in
+          (root / "views.ipynb").read_text(), 20, "the notebook saved with its views", page)
+    size = (root / "views.ipynb").stat().st_size
+    assert size < 200_000, f"BokehJS (1.3 MB) must not be saved in the notebook: {size}"
+    page.on("dialog", lambda dialog: dialog.accept())    # "leave the page?"
+    page.reload()
+    _wait(lambda: page.evaluate("window.Bokeh !== undefined && "
+                                "window.Bokeh.documents.length >= 5"), 60,
+          "the plots after a reload", page)
+    time.sleep(1.0)
+    again = page.evaluate(MODELS_JS)
+    bars = [s for s in again if "capacity" in s and "threshold" in s]
+    assert bars and len(bars[0]["node"]) == 2 and max(bars[0]["used"]) > 20_000_000, bars
+    timeline = [s for s in again if set(s) == {"t", "used", "spilled"}]
+    assert timeline and len(timeline[0]["t"]) >= n_points, (n_points, timeline)
     assert not blocked, f"requests to other hosts: {blocked}"
 
     d = _shots_dir()
