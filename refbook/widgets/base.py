@@ -8,14 +8,21 @@ to :meth:`LiveView.update` at most ``MAX_RATE`` times a second, and asks it to r
 from snapshots (``state.nodes()``...) every ``poll_s``: so at most 5 model updates per
 second reach the browser whatever the event rate, and an event is shown within
 ``MIN_GAP`` plus the subscription's poll (well under 0.5 s).  The timer sleeps until
-something is due, so an idle view costs nothing.  Each view has its
-own thread so that a slow snapshot in one view (a node that just died) delays no other.
+something is due (at most ``CHECK_S``), so an idle view costs next to nothing; each
+view has its own, so that a slow snapshot in one (a node just died) delays no other.
 
 A view holds object ids, never refs, so it never keeps memory alive.  It stops
 updating (its subscription closed, its timer gone) when it is closed, and when the
 cluster it shows shuts down (``refbook.shutdown()``, ``%refbook restart``): the
-subscription's thread then simply ends without a word, so the ticker notices by asking
+subscription's thread then simply ends without a word, so the timer notices by asking
 ``frontend.driver()`` before anything else, and never starts a cluster itself.
+
+A new view (the object graph): subclass :class:`LiveView`; set ``kinds``, ``since``
+and ``poll_s``; in ``build()`` make the widgets (``self.pane(bokeh_model)`` for a
+plot: it is resent when displayed), in ``update(events, poll)`` call ``set_data()``
+and change the widgets (``plots.batch`` sends a plot's changes as one patch), and say
+in ``empty()`` what ``data`` is without a cluster; then return it from
+``dashboard_view.graph_tab()``.
 """
 
 from __future__ import annotations
