@@ -17,13 +17,13 @@ from .runtime.api.functions import (
     is_initialized,
     kill,
     nodes,
-    objects,
     put,
     release_lineage,
     shutdown,
     wait,
 )
 from .runtime.api.remote_function import remote
+from .runtime.api.snapshots import objects  # as state.objects(): one table
 from .runtime.processes.object_ref import ObjectRef
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 
+from .clusters import Client, candidates, read_hex
 from .exceptions import RefbookError
 from .units import SIZE_HELP, parse_bytes
 
@@ -19,47 +20,6 @@ def _size(text: str) -> int:
         return parse_bytes(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-class Client:
-    """The command line's connection to a running cluster: a probe that asks its nodes
-    and processes (STATE_QUERY).  ``address`` is HOST:PORT (``refbook start``) or the
-    ``ipc://`` address of an embedded cluster's head on this host."""
-
-    def __init__(self, address: str, secret: bytes):
-        from .runtime.processes.launch import local_ip_towards, parse_address
-        from .runtime.processes.probe import Probe
-        from .runtime.wire.transport import free_port
-        self.address = address
-        if address.startswith("ipc://"):
-            root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
-            self.head = address
-            me = f"ipc://{root}/cli-{os.urandom(4).hex()}"
-        else:
-            host, port = parse_address(address.removeprefix("tcp://"))
-            self.head = f"tcp://{host}:{port}"
-            ip = local_ip_towards(host)
-            me = f"tcp://{ip}:{free_port(ip)}/cli"
-        self.probe = Probe(me, secret)
-
-    def ask(self, target: str, what, timeout: float = 5.0):
-        try:
-            return self.probe.ask(target, what, timeout)
-        except TimeoutError:
-            if target == self.head:
-                raise RefbookError(
-                    f"no answer from the cluster at {self.address}: it is not running "
-                    f"there, or it refused us because the secret does not match") from None
-            raise RefbookError(f"no answer from {target}") from None
-
-    def close(self) -> None:
-        self.probe.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _query(head: str, secret: bytes, what, timeout: float = 5.0):
@@ -76,12 +36,7 @@ def connect(args) -> Client:
     """A client of the cluster that ``--address`` (or REFBOOK_ADDRESS) names, or else of
     the newest cluster running on this host: one that refbook.init() (a notebook, a
     script) or `refbook start --head` started."""
-    from .runtime.processes.launch import (
-        find_secret,
-        local_clusters,
-        parse_address,
-        started_here,
-    )
+    from .runtime.processes.launch import find_secret, parse_address
     address = args.address or os.environ.get("REFBOOK_ADDRESS")
     if address and address.startswith("ipc://"):
         root = os.path.dirname(os.path.dirname(address[len("ipc://"):]))
@@ -89,12 +44,8 @@ def connect(args) -> Client:
     if address:
         host, port = parse_address(address.removeprefix("tcp://"))
         return Client(address, find_secret(host, port, args.secret_file))
-    candidates = [(a, lambda d=d: _read_hex(os.path.join(d, "secret"), None))
-                  for a, d in local_clusters()]
-    candidates += [(f"{r['host']}:{r['port']}",
-                    lambda r=r: find_secret(r["host"], r["port"], args.secret_file))
-                   for r in reversed(started_here()) if r["head"]]
-    for addr, secret in candidates:     # the newest that answers
+    found = [(addr, secret) for addr, _kind, secret in candidates(args.secret_file)]
+    for addr, secret in found:          # the newest that answers
         try:
             client = Client(addr, secret())
         except (OSError, RefbookError):
@@ -104,16 +55,15 @@ def connect(args) -> Client:
         except RefbookError:
             client.close()
             continue
-        if len(candidates) > 1:
-            print(f"({len(candidates)} clusters on this host; this is the newest, at "
+        if len(found) > 1:
+            print(f"({len(found)} clusters on this host; this is the newest, at "
                   f"{addr}: choose another with --address)", file=sys.stderr)
         return client
     raise RefbookError(NOTHING_RUNS)
 
 
 def _read_hex(path: str, secret_file: str | None) -> bytes:
-    with open(secret_file or path) as f:
-        return bytes.fromhex(f.read().strip())
+    return read_hex(secret_file or path)
 
 
 def cmd_start(args) -> int:
@@ -224,9 +174,10 @@ def _kill(pid: int) -> None:
 
 
 def cmd_memory(args) -> int:
-    from .clitables import gather_objects, memory_table
+    from .clitables import memory_table
+    from .runtime.api.snapshots import objects_of
     with connect(args) as client:
-        objects = gather_objects(client.ask, client.head)
+        objects = objects_of(client.probe)
         address = client.address
     print(f"cluster at {address}: object table, grouped by {args.group_by}")
     if not objects:
@@ -238,30 +189,31 @@ def cmd_memory(args) -> int:
 
 
 def cmd_events(args) -> int:
-    from .clitables import event_key, event_line, gather_events
+    from .clitables import event_line
+    from .runtime.api.events import Collector
     with connect(args) as client:
-        seen: set = set()
-        evs = gather_events(client.ask, client.head)
+        log = Collector(client.probe)     # the state API's merge and numbering
+        log.poll()
+        evs = log.after(0)
         print(f"cluster at {client.address}: {len(evs)} event(s)"
               + ("; following (Ctrl-C to stop)" if args.follow else ""))
         for e in evs:
-            seen.add(event_key(e))
             print(event_line(e))
         if not args.follow:
             return 0
         sys.stdout.flush()
+        seen = log.seq
         try:
             while True:
                 time.sleep(args.interval)
                 try:
-                    evs = gather_events(client.ask, client.head)
+                    log.poll()
                 except RefbookError as e:
                     print(f"refbook events: {e}; stopped following", file=sys.stderr)
                     return 1
-                for e in evs:
-                    if event_key(e) not in seen:
-                        seen.add(event_key(e))
-                        print(event_line(e), flush=True)
+                for e in log.after(seen):
+                    print(event_line(e), flush=True)
+                seen = log.seq
         except KeyboardInterrupt:
             return 0
 

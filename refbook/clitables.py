@@ -1,93 +1,16 @@
-"""What ``refbook memory`` and ``refbook events`` read and print: the object table and
-the event log, gathered from every node and process of a running cluster through an
-``ask(address, what, timeout)`` (a probe: the command line is not a driver), and laid
-out for a terminal."""
+"""How ``refbook memory`` and ``refbook events`` lay out what the state API says (the
+object table, the event log) for a terminal.  The command line reads the cluster with
+the state API's own code (``snapshots.objects_of``, ``events.Collector``), through a
+probe: it is not a driver."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from .exceptions import RefbookError
 from .units import fmt_bytes
 
 Ask = Callable[..., object]
-
-
-def gather_objects(ask: Ask, head: str) -> list[dict]:
-    """Every live object of the cluster, as ``refbook.objects()`` lists them: each
-    process's own, with the spilled state its node knows."""
-    out: list[dict] = []
-    states: dict = {}
-    named: dict = {}
-    contained_in: dict = {}
-    for node in ask(head, "nodes"):
-        if not node["alive"]:
-            continue
-        try:
-            states.update(ask(node["address"], "object_states") or {})
-            procs = ask(node["address"], "processes") or []
-        except RefbookError:
-            continue                      # the node died meanwhile
-        for p in procs:
-            try:        # with the notebook's names and what contains what, if it says
-                rep = ask(p, "state_objects", 2.0)
-                if not isinstance(rep, dict):
-                    rep = {"objects": ask(p, "objects", 2.0) or []}
-            except RefbookError:
-                continue                  # it died or is busy: its objects are not listed
-            out += rep["objects"]
-            for h, ns in (rep.get("names") or {}).items():
-                named.setdefault(h, set()).update(ns)
-            for container, held in (rep.get("contains") or {}).items():
-                for h in held:
-                    contained_in.setdefault(h, []).append(container)
-    for o in out:
-        h = o["object_id"]
-        if states.get(h) in ("spilled", "restoring"):
-            o["spilled"] = True
-            o["state"] = "spilled"
-        if h in named:
-            o["names"] = sorted(named[h])
-        if h in contained_in:
-            o["contained_in"] = contained_in[h]
-    return out
-
-
-def gather_events(ask: Ask, head: str) -> list[dict]:
-    """What the cluster's processes recorded, oldest first.  Each node is asked for its
-    ring (``("events", 0)``, which also lists its processes, each then asked for its
-    own); a node that only keeps its own list of events answers ``"events"``."""
-    evs: list[dict] = []
-    for node in ask(head, "nodes"):
-        if not node["alive"]:
-            continue
-        try:
-            rep = ask(node["address"], ("events", 0))
-            if not isinstance(rep, dict):
-                evs += ask(node["address"], "events") or []
-                continue
-        except RefbookError:
-            continue
-        evs += _ring(rep, node["address"])
-        for p in rep.get("processes", ()):
-            try:
-                evs += _ring(ask(p, ("events", 0), 1.0), p)
-            except RefbookError:
-                pass                      # it died meanwhile
-    evs.sort(key=lambda e: e["time"])
-    return evs
-
-
-def _ring(rep, src: str) -> list[dict]:
-    """A process's ring as events; their ``seq`` is that process's own."""
-    if not isinstance(rep, dict):
-        return []
-    from .runtime.protocol.events import to_dict
-    out = [to_dict(raw, rep["node_id"], src) for raw in rep["events"]]
-    for e in out:
-        e["source_seq"] = e.pop("seq", None)
-    return out
 
 
 # -- the object table --------------------------------------------------------------------
@@ -199,7 +122,7 @@ def event_line(e: dict) -> str:
     ms = int(e["time"] * 1000) % 1000
     t = time.strftime("%H:%M:%S", time.localtime(e["time"])) + f".{ms:03d}"
     rest = {k: v for k, v in e.items()
-            if k not in ("time", "kind", "node_id", "seq", "source_seq", "process")}
+            if k not in ("time", "kind", "node_id", "seq", "process")}
     parts = []
     for k in sorted(rest, key=lambda k: (_SHOWN_FIRST.index(k) if k in _SHOWN_FIRST
                                          else len(_SHOWN_FIRST), k)):
@@ -220,10 +143,3 @@ def event_line(e: dict) -> str:
         parts.append(f"{k}={v}")
     seq = f"{e['seq']:>6}  " if "seq" in e else ""
     return f"{seq}{t}  {str(e.get('node_id', '-')):<9} {e['kind']:<22}{' '.join(parts)}"
-
-
-def event_key(e: dict) -> tuple:
-    """What tells two events apart when the same log is read again (``--follow``)."""
-    if e.get("source_seq") is not None:
-        return (e.get("process"), e["source_seq"])
-    return e.get("seq") or (e.get("node_id"), e["time"], e["kind"])

@@ -86,12 +86,12 @@ def fmt(v: float) -> str:
 
 
 def table(results: dict, targets: dict) -> str:
-    lines = [f"{'workload':<24}{'median':>14}  {'unit':<8}{'target':>12}  ok"]
+    lines = [f"{'workload':<30}{'median':>14}  {'unit':<8}{'target':>12}  ok"]
     for k, (v, unit) in results.items():
         op, tv = targets.get(k, ("", None))
         ok = "" if tv is None else ("yes" if (v <= tv if op == "<=" else v >= tv) else "NO")
         tgt = f"{op} {fmt(tv)}" if tv else ""
-        lines.append(f"{k:<24}{fmt(v):>14}  {unit:<8}{tgt:>12}  {ok}")
+        lines.append(f"{k:<30}{fmt(v):>14}  {unit:<8}{tgt:>12}  {ok}")
     return "\n".join(lines)
 
 

@@ -38,17 +38,16 @@ def load_ipython_extension(ip) -> None:
 
 def show_summary(took: float | None) -> None:
     """The cluster's summary: a live line in a notebook, a line of text elsewhere."""
-    import refbook
-
+    from .. import state
     from ..units import fmt_bytes
     if _session is not None and _session.widgets:
         from ..widgets.live import ClusterLine
-        line = ClusterLine(refbook.nodes)
+        line = ClusterLine()
         line.refresh()
         line.show()
         _session.refresher.add(line, slow=True)
         return
-    nodes = [n for n in refbook.nodes() if n["alive"]]
+    nodes = [n for n in state.nodes() if n["alive"]]
     cpus = sum(n["resources"].get("CPU", 0) for n in nodes)
     store = sum(n["store"]["capacity"] for n in nodes)
     print(f"refbook: {len(nodes)} node(s), {cpus:g} CPU(s), object store "

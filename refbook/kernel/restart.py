@@ -47,11 +47,11 @@ def parser() -> MagicArgumentParser:
 
 
 def restart(ip, line: str) -> None:
-    from ..runtime.api import functions as api
+    from ..runtime.api import frontend
     from . import _session
     args = parser().parse_argstring(line)
     opts = {k: v for k, v in vars(args).items() if v is not None}
-    if isinstance(api._session, api.JoinedSession):
+    if frontend.joined_cluster():
         raise UsageError("this notebook joined a cluster that `refbook start` runs; "
                          "restart that cluster with `refbook stop` and `refbook start` "
                          "and its options")

@@ -20,8 +20,10 @@ import time
 
 import refbook
 
+from .. import state
 from ..runtime.api import frontend
-from ..runtime.api import functions as api
+
+NAMES_TTL = 1.0      # variable_names() between cells: kept at most this long (seconds)
 
 
 class Cell:
@@ -42,6 +44,14 @@ class Cell:
         self.tasks[task_id] = name
 
 
+def _sidebar_ok() -> bool:
+    try:
+        import comm  # noqa: F401  (ipykernel's comms)
+    except ImportError:
+        return False
+    return True
+
+
 def _widgets_ok(ip) -> bool:
     """Widgets need a kernel (a frontend to show them) and ipywidgets 8."""
     if getattr(ip, "kernel", None) is None:
@@ -58,6 +68,7 @@ class NotebookSession:
         self.ip = ip
         self.kernel = getattr(ip, "kernel", None)
         self.cell: Cell | None = None
+        self._names: tuple | None = None      # (when, variable_names()) between cells
         # IPython 9 counts the running cell before running it, older ones after
         import IPython
         self._count_offset = 1 if IPython.version_info[0] >= 9 else 0
@@ -68,9 +79,13 @@ class NotebookSession:
             from ..widgets.live import Refresher
             from ..widgets.progress import WidgetProgress
             self.refresher = Refresher()
-            api.progress_factory = WidgetProgress
+            frontend.set_progress_factory(WidgetProgress)
         self._attach()
         frontend.set_names_provider(self.variable_names)
+        self.sidebar = self.kernel is not None and _sidebar_ok()
+        if self.sidebar:                    # the JupyterLab sidebar's comm (sidebar.py)
+            from . import sidebar
+            sidebar.register(self)
         ip.events.register("pre_run_cell", self.pre_run_cell)
         ip.events.register("post_run_cell", self.post_run_cell)
         if self.widgets:
@@ -103,22 +118,34 @@ class NotebookSession:
                 pass
         if self.widgets:
             self.ip.display_formatter.ipython_display_formatter.pop(refbook.ObjectRef, None)
-            api.progress_factory = None
+            frontend.set_progress_factory(None)
         if self.refresher is not None:
             self.refresher.stop()
         frontend.set_names_provider(None)
+        if self.sidebar:
+            from . import sidebar
+            sidebar.unregister()
         drv = self.driver
         if drv is not None:
             drv.detach()
 
     def variable_names(self) -> dict:
         """``{object_id_hex: [names]}``: the notebook's variables that hold a ref, for
-        the state API (``names``, ``why_alive``).  Any thread; quick; never blocks."""
+        the state API (``names``, ``why_alive``).  Any thread; quick; never blocks.
+        The live lines ask several times a second: between cells (when only a thread
+        or a widget's callback can change the namespace) an answer is kept for up to
+        ``NAMES_TTL`` seconds; while a cell runs it is made anew each time."""
+        kept = self._names
+        if kept is not None and self.cell is None and \
+                time.monotonic() - kept[0] < NAMES_TTL:
+            return dict(kept[1])
         out: dict[str, list] = {}
+        ref = refbook.ObjectRef
         for name, v in list(self.ip.user_ns.items()):
-            if isinstance(v, refbook.ObjectRef) and not name.startswith("_"):
+            if type(v) is ref and name[:1] != "_":        # the cheap test first
                 out.setdefault(v.hex(), []).append(name)
-        return out
+        self._names = (time.monotonic(), out) if self.cell is None else None
+        return dict(out)
 
     # -- cells -------------------------------------------------------------------------
     def pre_run_cell(self, info=None) -> None:
@@ -129,6 +156,7 @@ class NotebookSession:
             except (AttributeError, TypeError):
                 parent = getattr(self.ip, "parent_header", None)
         self.cell = Cell(self.prompt_number(), parent)
+        self._names = None
         drv = self._attach()
         if drv is not None:
             drv.set_cell(self.cell)
@@ -139,6 +167,7 @@ class NotebookSession:
 
     def post_run_cell(self, result=None) -> None:
         cell, self.cell = self.cell, None
+        self._names = None
         n = getattr(result, "execution_count", None)
         if cell is not None and n is not None:      # learn how this IPython counts
             self._count_offset += cell.count - n
@@ -158,7 +187,8 @@ class NotebookSession:
                       f"submitted: {shown}", file=sys.stderr)
         if not self.widgets:
             return
-        unfinished = any(drv.task_state(t) is not None for t in tasks)
+        unfinished = any(t["state"] not in ("done", "failed", "cancelled")
+                         for t in state.tasks(ids=tasks))
         if cell.line is None and unfinished:
             self.show_line(cell)
         if cell.out is not None and cell.parent is not None and unfinished:
@@ -208,7 +238,7 @@ class NotebookSession:
             return
         name = "stderr" if stream == "err" else "stdout"
         k = self.kernel
-        header = _attempt_header(drv, cell, task_id)
+        header = _attempt_header(cell, task_id)
         if header:
             k.session.send(k.iopub_socket, "stream", {"name": "stdout", "text": header},
                            parent=parent, ident=b"stream.stdout")
@@ -228,10 +258,11 @@ class NotebookSession:
         return True
 
 
-def _attempt_header(drv: frontend.Driver, cell: Cell, task_id: bytes) -> str | None:
+def _attempt_header(cell: Cell, task_id: bytes) -> str | None:
     """A line before the first output of a retried or rebuilt task's new run."""
-    info = drv.task_attempt(task_id)
-    if info is None:
+    rows = state.tasks(ids=[task_id])       # this driver's own task: no message sent
+    info = rows[0] if rows else None
+    if info is None or info["attempt"] is None:
         return None
     key = (info["attempt"], info["rebuilds"])
     last = cell.labels.get(task_id)

@@ -242,7 +242,8 @@ class Node:
             view = [n.view() for n in world.nodes.values()]
             target, _feasible = choose_node(view, res, self.nid)
             if target is not None:
-                world.send(self.addr, owner, (P.LEASE_SPILLBACK, req_id, addr(target, "nm")))
+                world.send(self.addr, owner, (P.LEASE_SPILLBACK, req_id, addr(target, "nm"),
+                                                   True))
             else:
                 self.do(self.sched.request(owner, req_id, res, dedicated))
         elif kind == P.LEASE_RETURN:

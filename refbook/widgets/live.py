@@ -1,10 +1,13 @@
 """Live lines in a notebook: a cell's task status, a ref's state, the cluster summary.
 
-Each line is computed from the driver's own state (``Driver.task_status`` and
-``Driver.ref_status``; nothing is asked over the network except by the cluster line) and
-rendered as HTML into an ``ipywidgets.HTML``; one background thread refreshes the lines
-that can still change.  A line holds object ids, never refs, so showing a ref does not
-keep it alive.
+Each line reads the state API (``refbook.state``): a cell's and a ref's line its
+targeted queries, ``state.tasks(ids=...)`` and ``state.objects(ids=...)``, which this
+driver answers for its own tasks and objects without asking another process; the
+cluster line ``state.nodes()``.  Rendered as HTML into an ``ipywidgets.HTML``; one
+background thread refreshes the lines that can still change.  A line holds object ids,
+never refs, so showing a ref does not keep it alive.  A line checks that its cluster
+still runs (``frontend.Driver.is_current``) before it asks: the state API would start
+a new one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import html
 import threading
 import time
 
+from .. import state as state_api
 from ..runtime.api import frontend
 from ..units import fmt_bytes
 
@@ -20,17 +24,46 @@ _STYLE = ("font-family: var(--jp-code-font-family, monospace); font-size: 12px; 
           "line-height: 1.6; color: var(--jp-ui-font-color1, #333)")
 _DOT = {"waiting": "#9e9e9e", "queued": "#9e9e9e", "pending": "#9e9e9e",
         "running": "#1e88e5", "done": "#43a047", "failed": "#e53935",
-        "cancelled": "#fb8c00", "freed": "#9e9e9e", "ready": "#43a047"}
+        "cancelled": "#fb8c00", "freed": "#9e9e9e", "ready": "#43a047",
+        "retrying": "#fb8c00", "reconstructing": "#fb8c00", "unknown": "#9e9e9e"}
+_ENDED = ("done", "failed", "cancelled")
 
 
+def status_of(row: dict | None) -> tuple[str, str | None, str | None]:
+    """``(state, node it runs on, error class)`` of a ``state.tasks(ids=...)`` row; no
+    row: the task finished and nothing holds its results any more."""
+    if row is None:
+        return "done", None, None
+    st = row["state"]
+    return st, (row["node_id"] if st == "running" else None), row["error"]
 
 
-def status_of(driver, task_id: bytes) -> tuple[str, str | None, str | None]:
-    return driver.task_status(task_id)
-
-
-def ref_info(driver, oid: bytes) -> dict:
-    return driver.ref_status(oid)
+def ref_info(oid: bytes) -> dict:
+    """A ref as its line shows it: ``id``, ``state``, ``size``, ``where``, ``made_by``,
+    ``detail``, from ``state.objects(ids=...)`` (and, while it is pending, the state
+    of the task that makes it)."""
+    rows = state_api.objects(ids=[oid])
+    info = {"id": oid.hex(), "state": "freed", "size": None, "where": None,
+            "made_by": "put" if oid.endswith(b"\xff\xff\xff\xff") else "a task",
+            "detail": None}
+    if not rows:
+        return info
+    o = rows[0]
+    info.update(state=o["state"], size=o["size"], detail=o["error"],
+                made_by=o["made_by"] or info["made_by"])
+    if o["state"] == "ready" and o["inline"]:
+        info["where"] = "inline, in its owner's memory"
+    elif o["state"] == "ready" and o["nodes"]:
+        copies = o["nodes"][1:]
+        info["where"] = f"on node {o['nodes'][0]}" + (
+            f", copies on {', '.join(copies)}" if copies else "")
+    elif o["state"] == "pending" and o["task"]:
+        t = state_api.tasks(ids=[oid[:16]])     # the task that makes it
+        if t and t[0]["state"] not in _ENDED:
+            info["state"] = t[0]["state"]
+            if t[0]["state"] == "running" and t[0]["node_id"]:
+                info["where"] = f"on node {t[0]['node_id']}"
+    return info
 
 
 def dot(state: str) -> str:
@@ -87,7 +120,8 @@ class CellLine(Line):
     """Under a cell: the state of the tasks it submitted."""
 
     def __init__(self, driver, cell, outputs=(), kept=(), on_failed=None):
-        self.driver, self.cell, self.outputs = driver, cell, list(outputs)
+        self.driver = driver      # the cluster the cell's tasks ran on
+        self.cell, self.outputs = cell, list(outputs)
         self.kept = list(kept)
         self.on_failed = on_failed        # (task id, name) of a task that failed
         self.retries: dict[bytes, str] = {}   # task id -> "retried after ... (attempt n)"
@@ -111,10 +145,19 @@ class CellLine(Line):
         live: dict[str, int] = {}
         first_open = None
         sample = list(self.open.items())[:2000]   # tasks mostly finish in order
+        if not sample:
+            rows = {}
+        elif self.driver.is_current():
+            asked = state_api.tasks(ids=[tid for tid, _ in sample])
+            rows = {t["task_id"]: t for t in asked}
+        else:           # the cluster was shut down: its tasks ended with it
+            rows = {tid.hex(): {"state": "cancelled", "node_id": None,
+                                "error": None, "attempt": None} for tid, _ in sample}
         for tid, name in sample:
-            st = status_of(self.driver, tid)
-            self._retry(tid)
-            if st[0] in ("done", "failed", "cancelled"):
+            row = rows.get(tid.hex())
+            st = status_of(row)
+            self._retry(tid, row)
+            if st[0] in _ENDED:
                 del self.open[tid]
                 self.closed.append((name, *st))
                 self.counts[st[0]] = self.counts.get(st[0], 0) + 1
@@ -148,8 +191,8 @@ class CellLine(Line):
         rest = len(self.open) - sum(live.values())
         if rest > 0:
             counts["not looked at yet"] = rest
-        worst = next((k for k in ("failed", "cancelled", "running", "queued", "waiting",
-                                  "pending") if k in counts), "done")
+        worst = next((k for k in ("failed", "cancelled", "retrying", "running", "queued",
+                                  "waiting", "pending", "unknown") if k in counts), "done")
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         retried = len(self.retries)
         more = f", {retried} retried after a worker died" if retried else ""
@@ -160,12 +203,11 @@ class CellLine(Line):
         """The task this line waited for was never submitted."""
         self.expecting = False
 
-    def _retry(self, tid: bytes) -> None:
+    def _retry(self, tid: bytes, row: dict | None) -> None:
         """Note "retried after worker died (attempt 2)" once a task ran again."""
-        info = self.driver.task_attempt(tid)
-        if info is not None and info["attempt"] > 1 and info["retried_because"]:
-            self.retries[tid] = (f"retried after {info['retried_because']} "
-                                 f"(attempt {info['attempt']})")
+        if row is not None and (row["attempt"] or 0) > 1 and row.get("retried_because"):
+            self.retries[tid] = (f"retried after {row['retried_because']} "
+                                 f"(attempt {row['attempt']})")
 
     def _names(self, failed: bool = False) -> str:
         """Which names of a %%remote cell became refs (and which stayed behind); after
@@ -191,7 +233,7 @@ class RefLine(Line):
         if not self.driver.is_current():
             return (f"{dot('freed')} <b>ObjectRef</b> {self.oid.hex()} of a cluster that "
                     f"was shut down"), True
-        i = ref_info(self.driver, self.oid)
+        i = ref_info(self.oid)
         # a ready ref changes only when it is freed (or spilled...): look now and then
         self.slow = i["state"] in ("ready", "failed")
         parts = [dot(i["state"]), f"<b>ObjectRef</b> {i['id']}", i["state"]]
@@ -206,16 +248,13 @@ class RefLine(Line):
 
 
 class ClusterLine(Line):
-    """The summary ``%load_ext refbook`` shows: nodes, CPUs, the store, kept current."""
-
-    def __init__(self, nodes_fn):
-        self.nodes_fn = nodes_fn
-        super().__init__()
+    """The summary ``%load_ext refbook`` shows: nodes, CPUs, the store (``state.nodes()``),
+    kept current."""
 
     def text(self) -> tuple[str, bool]:
         if frontend.driver() is None:      # never start a cluster just to show one
             return f"{dot('freed')} <b>refbook</b> is shut down", True
-        nodes = [n for n in self.nodes_fn() if n["alive"]]
+        nodes = [n for n in state_api.nodes() if n["alive"]]
         cpus = sum(n["resources"].get("CPU", 0) for n in nodes)
         busy = cpus - sum(n["available"].get("CPU", 0) for n in nodes)
         used = sum(n["store"]["used"] for n in nodes)

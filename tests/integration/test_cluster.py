@@ -266,7 +266,27 @@ def test_tasks_go_to_the_node_that_holds_their_data(cluster3):
     for node, res in ((a, {"a": 1}), (b, {"b": 1})):
         x = make.options(resources=res).remote(3, 20)
         refbook.wait([x])
-        assert refbook.get([node_of.remote(x) for _ in range(4)]) == [node.node_id] * 4
+        # one at a time: each finds the data's node free and waits for its worker there
+        assert [refbook.get(node_of.remote(x)) for _ in range(4)] == [node.node_id] * 4
+
+
+def test_tasks_queued_where_their_data_is_spill_over_to_an_idle_node(cluster3):
+    """Locality yields to parallelism: when requests already wait on the data's node
+    and another node is idle, moving the argument beats waiting (Ray's spillback)."""
+    c, a, b = cluster3
+
+    @refbook.remote(resources={"any": 1})
+    def where_slowly(arr):
+        from refbook.runtime.processes import core
+        time.sleep(1.0)
+        return core.current().node_id
+
+    x = make.options(resources={"a": 1}).remote(4, 5)
+    refbook.wait([x])
+    t = time.monotonic()
+    ran = refbook.get([where_slowly.remote(x) for _ in range(4)], timeout=60)
+    assert set(ran) == {a.node_id, b.node_id}, ran
+    assert time.monotonic() - t < 3.9          # not one after the other on one node
 
 
 def _nodes_of(xid):

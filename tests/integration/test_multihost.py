@@ -49,11 +49,11 @@ DRIVER = textwrap.dedent("""
     by_res = {k: n["node_id"] for n in refbook.nodes() for k in n["resources"]}
     out["a"], out["b"] = by_res["a"], by_res["b"]
 
-    # tasks run where their data is
+    # tasks run where their data is (while that node has a CPU free)
     x = make.options(resources={"a": 1}).remote(1, 20)
     refbook.wait([x])
-    out["locality"] = refbook.get([where.options(resources={"any": 1}).remote(x)
-                                   for _ in range(3)])
+    out["locality"] = [refbook.get(where.options(resources={"any": 1}).remote(x))
+                       for _ in range(3)]
     # 200 MB moves between hosts byte-exact
     big = make.options(resources={"a": 1}).remote(2, 200)
     out["big_on_b"] = refbook.get(digest.options(resources={"b": 1}).remote(big))

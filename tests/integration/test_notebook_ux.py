@@ -265,6 +265,37 @@ def test_refs_shows_short_ids_and_readable_owners(kernel):
     assert re.search(r"[0-9a-f]{40}", out), out
 
 
+def test_refs_says_where_each_object_was_made_and_what_holds_it(kernel):
+    """%refs reads state.objects(): the function and cell that made each object, and
+    what keeps it besides its variable: a containing object, a borrower, lineage."""
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    run(kc, "@refbook.remote\ndef make():\n    return [refbook.put(5)]\n"
+            "@refbook.remote\ndef twice(v):\n    return v * 2")
+    run(kc, "mine = refbook.put(1)\nbox = refbook.put([mine])\n"
+            "inner = refbook.get(make.remote())[0]\ny = twice.remote(mine)")
+    out, err = run(kc, "%refs")
+    assert err is None, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "state", "size", "node", "owner", "made", "by",
+                                "held", "by", "id"], out
+    rows: dict = {}                  # a row, with the lines below it of more holders
+    last = ""
+    for line in lines[1:]:
+        if line.startswith(" "):
+            rows[last] += "\n" + line
+        else:
+            last = line.split()[0]
+            rows[last] = line
+    assert "put (<cell 3>:1)" in rows["mine"] and "inside box" in rows["mine"], out
+    assert "twice (<cell 3>:4)" in rows["y"], out
+    assert "borrowed by this kernel" in rows["inner"], out
+    assert "kept to rebuild y (lineage)" in rows["mine"], out
+    assert max(len(line) for line in lines) <= 110, out
+    out, err = run(kc, "inner")          # a borrowed ref's line asks its owner: ready
+    assert "ready" in out and "pending" not in out and "made by put" in out, out
+
+
 def test_kernelspec_has_logos(tmp_path):
     from refbook.kernel import kernelspec
     dest = kernelspec.install(prefix=str(tmp_path))

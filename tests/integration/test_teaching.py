@@ -193,7 +193,7 @@ def test_refbook_memory_and_events_print_what_the_api_says(three_nodes):
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert lines[0].endswith(f"{len(lines) - 1} event(s)"), lines[0]
-    printed = [x.split()[2] for x in lines[1:]]
+    printed = [x.split()[3] for x in lines[1:]]     # seq, time, node, kind
     # every kind the live nodes recorded (what the driver keeps alone, with an owner,
     # may be missing: the command line reads the nodes and their processes)
     kinds = {e["kind"] for e in api if "owner" not in e and e.get("node_id") != victim}

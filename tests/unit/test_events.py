@@ -67,6 +67,9 @@ class _FakeCore:
     def describe(self, what):
         return self.query(self.me, what)
 
+    def query_many(self, asks, timeout=None):
+        return [self.query(a, w) for a, w in asks]
+
     def query(self, addr, what, timeout=None):
         if what == "nodes":
             return [{"address": "nm", "alive": True}]
@@ -95,15 +98,58 @@ def test_the_collector_merges_in_time_order_numbers_without_gaps_and_reports_dro
     core.rings["drv"].add("task_finished", b"\x01" * 16, "f", 1)
     core.rings["nm"].add("worker_started", "w2", 7)
     monkeypatch.setattr(time, "time", lambda: 1000.0)   # the round begins after them
-    got = c.poll()
+    assert c.poll() == 4
+    got = c.after(0)
     assert [(e["seq"], e["kind"]) for e in got] == [
         (1, "task_submitted"), (2, "task_started"), (3, "task_finished"),
         (4, "worker_started")]
     for _ in range(8):               # w1's ring (5) overflows before it is read
         core.rings["w1"].add("object_created", b"\x02" * 20, 1)
-    got = c.poll()
+    assert c.poll() == 6
+    got = c.after(4)
     assert [e["kind"] for e in got] == ["events_dropped"] + ["object_created"] * 5
     assert got[0]["count"] == 3 and got[0]["process"] == "w1"
     assert [e["seq"] for e in got] == list(range(5, 11))
     assert c.after(8) == got[4:]
-    assert c.poll() == []
+    assert c.poll() == 0 and c.after(10) == []
+    # a view of some kinds still hears of the drops
+    assert [e["seq"] for e in c.after(0, {"task_finished"})] == [3, 5]
+
+
+def test_actor_events_carry_the_actors_node_and_task_events_its_id():
+    from refbook.runtime.protocol.actors import ActorQueue, OwnedActor
+    from refbook.runtime.protocol.events import actor_event, ended, retried
+    from refbook.runtime.protocol.tasks import Task
+    r = EventRing()
+    actor_event(r, "actor_died", b"\x0a" * 20, "C", None, "n-actor", 42, reason="killed")
+    d = to_dict(r.since(0)[0][0], "n-owner", "p")
+    assert (d["node_id"], d["process"], d["actor_id"], d["pid"], d["reason"]) == \
+        ("n-actor", "p", "0a" * 20, 42, "killed")
+
+    # a call in flight when the actor's process dies is retried, and says so
+    q = ActorQueue(b"\x0a" * 20, "C", max_task_retries=1)
+    t = Task(b"\x01" * 16, "C.f", {}, [], [], None, 1)
+    t.actor_id = q.actor_id
+    q.located("ipc:///s/n-x/w-1")
+    assert q.submit(t)[0][0] == "send"
+    assert q.lost("ipc:///s/n-x/w-1", "worker process 7 exited") == \
+        [("retry", t, "worker process 7 exited")]
+    retried(r, t, "worker process 7 exited")
+    ended(r, t, None)
+    evs = [to_dict(e, "n", "p") for e in r.since(1)[0]]
+    assert [(e["kind"], e["actor_id"]) for e in evs] == [
+        ("task_retried", "0a" * 20), ("task_finished", "0a" * 20)]
+
+    # why an actor whose process died is dead
+    a = OwnedActor(b"\x0b" * 20, "C", None, {"max_restarts": 1}, None)
+    a.placed(1, "ipc:///s/n-y/w-2", b"t")
+    a.created(True)
+    assert a.node_id == "y" and a.view()["node_id"] == "y"
+    assert a.died("gone") == "restarting" and a.node_id is None
+    a.placed(2, "ipc:///s/n-z/w-3", b"t")
+    a.created(True)
+    assert a.died("gone again") == "dead" and a.death() == "restarts_exhausted"
+    b = OwnedActor(b"\x0c" * 20, "C", None, {}, None)
+    assert b.died("x") == "dead" and b.death() == "process_died"
+    b.kill(True)
+    assert b.death() == "killed"

@@ -97,3 +97,26 @@ def test_at_the_hard_limit_a_request_waits_while_a_running_worker_can_finish():
     s.worker_blocked(g1[4])                  # w2 still runs: it will give its lease back
     assert not [a for a in s.request(g1[4], 3, {"CPU": 1}) if a[0] in ("reject", "grant")]
     assert grants(s.release(g2[3]))
+
+
+def test_a_task_runs_where_its_data_is_unless_that_node_is_busy_and_another_idle():
+    from refbook.runtime.protocol.membership import place_lease
+
+    def node(nid, free):
+        return {"node_id": nid, "address": f"nm-{nid}", "alive": True,
+                "resources": {"CPU": 1}, "available": {"CPU": free}}
+    cpu = {"CPU": 1}
+    view = [node("a", 0), node("b", 1), node("c", 0)]
+    # the arguments are on a, where nothing waits: here
+    assert place_lease(view, cpu, "a", "a", True, False, None) == ("here", None)
+    # requests queue on a already and b is idle: b, and the owner stops insisting on a
+    assert place_lease(view, cpu, "a", "a", True, True, None) == ("spill_away", "nm-b")
+    # a is crowded and nobody is idle: wait here, by the data
+    busy = [node("a", 0), node("b", 0)]
+    assert place_lease(busy, cpu, "a", "a", True, True, None) == ("here", None)
+    # asked on b for a task whose data is on a: go to a
+    assert place_lease(view, cpu, "b", "a", True, False, None) == ("spill", "nm-a")
+    # no node can ever run it: the head decides, or the head rejects
+    assert place_lease(view, {"CPU": 4}, "b", None, False, False, "head") == ("spill", "head")
+    where, why = place_lease(view, {"CPU": 4}, "a", None, False, False, None)
+    assert where == "reject" and "no node can ever satisfy" in why

@@ -154,6 +154,7 @@ class ActorMethod:
             core = context.core()
         label = h._meta["name"] or h._meta["class_name"]
         prepared = core.prepare_args(f"{label}.{self._name}", args, kwargs)
-        refs = core.actors.submit_call(h._id, h._owner, label, h._meta["max_task_retries"],
-                                       self._name, prepared, self._num_returns)
+        refs = core.actors.submit_call(h._id, h._owner, label, h._meta["class_name"],
+                                       h._meta["max_task_retries"], self._name, prepared,
+                                       self._num_returns)
         return refs[0] if self._num_returns == 1 else refs

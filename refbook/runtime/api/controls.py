@@ -12,6 +12,7 @@ import signal
 import time
 
 from ... import exceptions as exc
+from ..processes import context
 from ..protocol import messages as P
 from . import functions as fn
 
@@ -49,7 +50,7 @@ def kill_worker(node_id: str | None = None) -> dict:
     their ``max_retries``), an actor in it restarts (up to ``max_restarts``).  Returns
     ``{"node_id", "worker", "pid"}`` of the worker killed; raises ``RuntimeError`` if
     no worker is busy."""
-    core = fn._core()
+    core = context.running()
     targets = [_node(node_id, "kill_worker")] if node_id is not None else _live_nodes()
     for n in targets:
         _refuse("kill_worker", n)
@@ -76,7 +77,7 @@ def kill_node(node_id: str, timeout: float = 10.0) -> None:
     it spilled go with it, as when a machine fails.  What was lost there is rebuilt
     from lineage when needed.  Returns once the cluster counts the node dead.  Not the
     node of this driver (it would take the driver with it), nor the head."""
-    core = fn._core()
+    core = context.running()
     node = _node(node_id, "kill_node")
     _refuse("kill_node", node)
     if node_id == core.node_id:
@@ -116,7 +117,7 @@ def add_node(num_cpus: int = 1, object_store_memory: int | None = None,
                                             or object_store_memory < (1 << 20)):
         raise ValueError("object_store_memory must be an integer number of bytes, at "
                          f"least 1 MiB; got {object_store_memory!r}")
-    fn._core()
+    context.running()
     with fn._lock:
         session = fn._session
         local = getattr(session, "local_nodes", None)

@@ -3,8 +3,9 @@ merged in time order and numbered 1, 2, 3... by this driver, with no gaps.
 
 Every process keeps its own bounded ring (``protocol/events.py``) and pays nothing
 more when nobody listens.  A :class:`Collector` (one per driver, made on first use)
-asks each node manager, then each process it lists, for what its ring holds after the
-local seq it read last (STATE_QUERY ``("events", seq)``), and merges the answers.  An
+asks every node manager and every process they listed, all at once, for what its ring
+holds after the local seq it read last (STATE_QUERY ``("events", seq)``), and merges
+the answers.  An
 event stamped after the round began waits for the next round, so that the merge is in
 time order (on one host; across hosts, up to their clocks' skew).  A ring
 that overflowed before it was read becomes an ``events_dropped`` event saying how many
@@ -18,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from itertools import islice
+from itertools import islice, repeat
 
 from ... import exceptions as exc
 from ..processes import context
@@ -34,7 +35,14 @@ PROCESS_TIMEOUT = 1.0    # a process's (it may have just died)
 
 
 class Collector:
-    """This driver's merged, numbered view of every ring (see the module)."""
+    """This driver's merged, numbered view of every ring (see the module); ``core`` may
+    also be the command line's probe (see ``snapshots.py``: a viewer).
+
+    The log keeps each event as it came: ``(raw, source)``, the ring's own tuple and
+    ``(node_id, process)``; an event's number is its place in the log.  Dicts are made
+    only for those who read (a subscriber, ``events()``), and only of the kinds they
+    want: the log itself is tuples of plain values, which the garbage collector stops
+    tracking, so a full log costs the driver's other work nothing."""
 
     def __init__(self, core):
         self.core = core
@@ -45,6 +53,7 @@ class Collector:
         self.last_time: dict[str, float] = {}
         self.held: list = []                  # stamped after the last round began
         self.nodes: list[str] = []
+        self.procs: list[str] = []            # the processes the nodes listed last
         self.nodes_at = 0.0
         self.subs: list[Subscription] = []
         self.thread: threading.Thread | None = None
@@ -62,78 +71,93 @@ class Collector:
         self.nodes_at = now
         return self.nodes
 
-    def _take(self, src: str, fresh: list, t0: float):
-        """Read ``src``'s ring after what we read last; its events go to ``fresh``.
-        Returns its answer, or None if it did not answer."""
-        since = self.cursors.get(src, 0)
+    def _ask(self, srcs: list[str]) -> list:
+        """Every source's answer to ``("events", its cursor)``, asked all at once
+        (None for one that did not answer)."""
         core = self.core
         try:
-            if src == core.me:
-                rep = core.describe(("events", since))
-            else:
-                rep = core.query(src, ("events", since), PROCESS_TIMEOUT)
+            return core.query_many([(s, ("events", self.cursors.get(s, 0))) for s in srcs],
+                                   PROCESS_TIMEOUT)
         except exc.RefbookError:
-            self.nodes_at = 0.0          # it died or is stuck: list the nodes again
-            return None
+            self.nodes_at = 0.0
+            return [None] * len(srcs)
+
+    def _take(self, src: str, rep, fresh: list, t0: float) -> None:
+        """Add ``src``'s answer's events to ``fresh`` as log entries."""
         if not rep:
-            return None
+            self.nodes_at = 0.0          # it died or is stuck: list the nodes again
+            return
         prev = self.last_time.get(src, 0.0)
         evs = rep["events"]
+        where = (rep["node_id"], src)
         if rep["dropped"]:
-            fresh.append({"time": max(prev, evs[0][1] if evs else t0),
-                          "kind": "events_dropped", "node_id": rep["node_id"],
-                          "process": src, "count": rep["dropped"]})
-        node_id = rep["node_id"]
-        for raw in evs:
-            e = to_dict(raw, node_id, src)
-            if e["time"] < prev:         # a clock stepped back: keep its order
-                e["time"] = prev
-            prev = e["time"]
-            fresh.append(e)
+            t = max(prev, evs[0][1] if evs else t0)
+            fresh.append(((0, t, "events_dropped", {"count": rep["dropped"]}), where))
+        if evs and evs[0][1] >= prev and all(map(_le, evs, islice(evs, 1, None))):
+            fresh += zip(evs, repeat(where))        # in order, as a ring nearly always is
+            prev = evs[-1][1]
+        else:
+            for raw in evs:
+                if raw[1] < prev:            # a clock stepped back: keep its order
+                    raw = (raw[0], prev, *raw[2:])
+                prev = raw[1]
+                fresh.append((raw, where))
         self.last_time[src] = prev
         self.cursors[src] = rep["last"]
-        return rep
 
-    def poll(self) -> list[dict]:
-        """One round: read every ring, merge, number.  Returns the new events.
+    def poll(self) -> int:
+        """One round: read every ring, merge, number.  Returns how many were new.
 
-        Each node manager's answer lists its processes as they are then, and every
+        The node managers' answers list their processes as they are then, and every
         ring is read after ``t0``: whatever was stamped before ``t0`` is in this round,
-        so what is held back to the next round sorts after all of it."""
+        so what is held back to the next round sorts after all of it.  Every source of
+        a round is asked at once; a process a node lists for the first time is asked
+        in a second step of the same round."""
         with self.lock:
             core = self.core
             t0 = time.time()
             fresh: list = []
-            done = {core.me}
-            self._take(core.me, fresh, t0)
-            for nm in self._nodes(t0):
-                rep = self._take(nm, fresh, t0)
-                dead = core.rt.dead              # deaths this process heard of
-                for p in (rep or {}).get("processes", ()):
-                    if p not in done and p not in dead:
-                        done.add(p)
-                        self._take(p, fresh, t0)
-            ready = self.held + [e for e in fresh if e["time"] <= t0]
-            self.held = [e for e in fresh if e["time"] > t0]
-            ready.sort(key=_time)             # stable: each source's order is kept
-            for e in ready:
-                self.seq += 1
-                e["seq"] = self.seq
+            nodes = self._nodes(t0)
+            dead = core.known_dead()             # deaths this process heard of
+            me = [core.me] if core.kind is not None else []     # a probe records nothing
+            srcs = [*me, *nodes, *(p for p in self.procs if p not in dead and p != core.me)]
+            srcs = list(dict.fromkeys(srcs))
+            asked = set(srcs)
+            listed: list = []
+            for src, rep in zip(srcs, self._ask(srcs), strict=True):
+                self._take(src, rep, fresh, t0)
+                if rep and "processes" in rep:
+                    listed += rep["processes"]
+            new = [p for p in dict.fromkeys(listed) if p not in asked and p not in dead]
+            for src, rep in zip(new, self._ask(new) if new else (), strict=True):
+                self._take(src, rep, fresh, t0)
+            self.procs = [p for p in dict.fromkeys(listed) if p not in dead]
+            ready = self.held + [e for e in fresh if e[0][1] <= t0]
+            self.held = [e for e in fresh if e[0][1] > t0]
+            ready.sort(key=_entry_time)       # stable: each source's order is kept
             self.log.extend(ready)
-            return ready
+            self.seq += len(ready)
+            return len(ready)
 
-    def after(self, seq: int) -> list[dict]:
-        """Logged events numbered after ``seq``; an ``events_dropped`` first if the
-        log no longer holds some of them."""
+    def after(self, seq: int, kinds=None) -> list[dict]:
+        """Logged events numbered after ``seq`` (of ``kinds``; None: all) as dicts; an
+        ``events_dropped`` first if the log no longer holds some of them."""
         log_ = self.log
         if not log_:
             return []
-        first = log_[0]["seq"]
+        first = self.seq - len(log_) + 1
         out = []
         if seq + 1 < first:
-            out.append({"seq": first - 1, "time": log_[0]["time"], "kind": "events_dropped",
+            out.append({"seq": first - 1, "time": log_[0][0][1], "kind": "events_dropped",
                         "node_id": None, "process": None, "count": first - 1 - seq})
-        out += islice(log_, max(0, seq + 1 - first), None)
+        start = max(0, seq + 1 - first)
+        n = first + start
+        for raw, (node_id, process) in islice(log_, start, None):
+            if kinds is None or raw[2] in kinds or raw[2] == "events_dropped":
+                d = to_dict(raw, node_id, process)
+                d["seq"] = n
+                out.append(d)
+            n += 1
         return out
 
     # -- subscriptions --------------------------------------------------------------------
@@ -172,20 +196,18 @@ class Collector:
         self.thread = None
 
 
-def _time(e: dict) -> float:
-    return e["time"]
+def _entry_time(e: tuple) -> float:
+    return e[0][1]
+
+
+def _le(a: tuple, b: tuple) -> bool:
+    return a[1] <= b[1]
 
 
 def _kinds(kinds):
     if kinds is None:
         return None
     return {kinds} if isinstance(kinds, str) else set(kinds)
-
-
-def _wanted(evs: list, kinds) -> list:
-    if kinds is None:
-        return evs
-    return [e for e in evs if e["kind"] in kinds or e["kind"] == "events_dropped"]
 
 
 class Subscription:
@@ -203,11 +225,11 @@ class Subscription:
         if self.closed:
             return
         with collector.lock:
-            evs = collector.after(self.cursor)
-        if not evs:
-            return
-        self.cursor = evs[-1]["seq"]
-        evs = _wanted(evs, self.kinds)
+            last = collector.seq
+            if last <= self.cursor:
+                return
+            evs = collector.after(self.cursor, self.kinds)
+        self.cursor = last
         if evs:
             try:
                 self.callback(evs)
@@ -227,7 +249,7 @@ class Subscription:
 
 
 def collector() -> Collector:
-    core = context.core()
+    core = context.running()
     c = getattr(core, "_event_collector", None)
     if c is None:
         c = core._event_collector = Collector(core)
@@ -241,7 +263,7 @@ def events(since: int = 0, kinds=None) -> list[dict]:
     c = collector()
     c.poll()
     with c.lock:
-        return _wanted(c.after(since), _kinds(kinds))
+        return c.after(since, _kinds(kinds))
 
 
 def subscribe(callback, kinds=None, since: int | None = None) -> Subscription:

@@ -1,8 +1,10 @@
-"""What a front end (the notebook extension, the widgets) may use of the engine.
+"""The hooks a front end (the notebook extension, the widgets) has into the engine.
 
 A front end works through a :class:`Driver`, which wraps this process's core: it never
 touches the core itself.  :func:`driver` returns the running one, or None when refbook
-is not running (it never starts a cluster).  Thin delegation, nothing more.
+is not running (it never starts a cluster).  Thin delegation, nothing more.  What a
+front end *shows* (the state of tasks, objects and nodes) it reads from the state API,
+``refbook.state``, not from here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from ..data import serialization as _serialization
 from ..processes import callsite as _callsite
 from ..processes import context as _context
 from ..processes import writing as _writing
+from . import functions as _functions
 
 
 class Driver:
@@ -74,31 +77,14 @@ class Driver:
         """The cell that submitted a task (see :meth:`set_cell`), or None."""
         return self._core.contexts.get(task_id)
 
-    # -- tasks and refs -------------------------------------------------------------
+    # -- tasks -------------------------------------------------------------------
     def cancel_tasks(self, task_ids: Iterable[bytes]) -> list:
         """Cancel those of ``task_ids`` not finished yet; the names of those cancelled."""
         return self._core.cancel_tasks(task_ids)
 
-    def task_state(self, task_id: bytes):
-        """``(state, node)`` of a task not finished yet, else None."""
-        return self._core.task_state(task_id)
-
-    def task_status(self, task_id: bytes) -> tuple[str, str | None, str | None]:
-        """``(state, node, detail)`` of a task this process submitted."""
-        return self._core.task_status(task_id)
-
-    def task_attempt(self, task_id: bytes) -> dict | None:
-        """``{"attempt", "rebuilds", "retried_because"}`` of a task, or None."""
-        return self._core.task_attempt(task_id)
-
     def task_error(self, task_id: bytes) -> BaseException | None:
         """The error a failed task ended with, else None."""
         return self._core.task_error(task_id)
-
-    def ref_status(self, oid: bytes) -> dict:
-        """A ref as the notebook shows it: ``id``, ``state``, ``size``, ``where``,
-        ``made_by``, ``detail``."""
-        return self._core.ref_status(oid)
 
 
 def driver() -> Driver | None:
@@ -126,3 +112,16 @@ def set_names_provider(fn: Callable[[], dict] | None) -> None:
     (the I/O thread, with refbook's lock held, when another driver asks): it must be
     quick, must not block and must not call refbook.  None: no names."""
     _callsite.set_names_provider(fn)
+
+
+def set_progress_factory(factory: Callable[[int, str], object] | None) -> None:
+    """Show the progress of a ``get`` or ``wait`` that blocks on many refs with
+    ``factory(total, what)`` (an object with ``update(n)`` and ``close(n)``), e.g. a bar
+    under the cell; None: the default."""
+    _functions.progress_factory = factory
+
+
+def joined_cluster() -> bool:
+    """Did this process join a cluster that ``refbook start`` runs (rather than start
+    one of its own, which it may restart)?"""
+    return isinstance(_functions._session, _functions.JoinedSession)

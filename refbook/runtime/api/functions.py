@@ -492,36 +492,9 @@ def _query(addr: str, what: str, timeout: float = 5.0):
 
 
 def nodes() -> list[dict]:
-    """One dict per node: id, address, liveness, resources and store usage."""
-    return _query(_core().node_address, "nodes")
-
-
-def objects() -> list[dict]:
-    """One dict per live object, as its owner sees it (see API.md)."""
-    core = _core()
-    out = list(core.describe("objects"))
-    states: dict = {}
-    for node in nodes():
-        if not node["alive"]:
-            continue
-        try:
-            states.update(_query(node["address"], "object_states") or {})
-            procs = _query(node["address"], "processes") or []
-        except exc.RefbookError:
-            continue     # the node died meanwhile
-        for p in procs:
-            if p == core.me:
-                continue
-            try:
-                out += _query(p, "objects", timeout=2.0) or []
-            except exc.RefbookError:
-                pass     # the process died or is stuck; its objects are not listed
-    for o in out:
-        st = states.get(o["object_id"])
-        if st in ("spilled", "restoring"):
-            o["spilled"] = True
-            o["state"] = "spilled"
-    return out
+    """One dict per node: id, address, liveness, resources and store usage (it only
+    looks: it starts no cluster)."""
+    return _query(context.running().node_address, "nodes")
 
 
 def events(kinds=None) -> list[dict]:
@@ -579,8 +552,8 @@ def kill(actor, no_restart: bool = True) -> None:
 
 
 def actors() -> list[dict]:
-    """One dict per actor the cluster knows (see API.md)."""
-    core = _core()
+    """One dict per actor the cluster knows (see API.md; it starts no cluster)."""
+    core = context.running()
     out = []
     for rec in _query(core.head_address, "actors") or []:
         pending = 0

@@ -4,7 +4,13 @@
 A snapshot asks every node manager which processes it has, asks all those processes at
 once (``STATE_QUERY``, answered by ``processes/state_answers.py`` and
 ``introspection.py``) and merges what they say.  A query asks the object's owner, then
-the processes the owner names (a borrower, the owner of an argument)."""
+the processes the owner names (a borrower, the owner of an argument).
+
+Who asks is a *viewer*: this driver's core, or the command line's probe
+(``processes/probe.py``), which is no process of the cluster: ``objects_of(viewer)``
+and ``tasks_of(viewer)`` serve both, so ``refbook memory`` prints what the state API
+says.  A viewer has ``me``, ``kind`` (None for a probe), ``node_address`` (a node to
+ask for the list of nodes), ``query``, ``query_many`` and ``known_dead()``."""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from ..processes import context
 from ..processes.object_ref import ObjectRef
 from .functions import actors, nodes
 
-__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive"]
+__all__ = ["objects", "tasks", "nodes", "actors", "lineage", "why_alive", "objects_of",
+           "tasks_of", "objects_by_id", "tasks_by_id"]
 
 TIMEOUT = 2.0            # a process that does not answer in this time is left out
 MAX_PATHS = 64
@@ -34,19 +41,27 @@ def _processes(core, states: bool = False) -> tuple[dict, dict]:
     for n, info in zip(alive, answers, strict=False):
         for addr, p in (info or {}).items():
             procs[addr] = {**p, "node_id": n["node_id"]}
-    procs.setdefault(core.me, {"kind": core.kind, "pid": os.getpid(),
-                               "node_id": core.node_id})
+    if core.kind is not None:                # a driver lists itself; a probe is nobody
+        procs.setdefault(core.me, {"kind": core.kind, "pid": os.getpid(),
+                                   "node_id": core.node_id})
     store_states: dict = {}
     for st in answers[len(alive):]:
         store_states.update(st or {})
     return procs, store_states
 
 
-def objects() -> list[dict]:
+def objects(ids=None) -> list[dict]:
     """Every live object of the cluster, as its owner sees it (as ``refbook.objects()``)
     plus ``made_by``, ``call_site``, ``names`` (the notebook variables that hold it)
-    and ``contained_in`` (ids of objects whose value holds this ref)."""
-    core = context.core()
+    and ``contained_in`` (ids of objects whose value holds this ref).  ``ids``: only
+    these objects (refs or ids), asked of their owners only (see :func:`objects_by_id`)."""
+    if ids is not None:
+        return objects_by_id(ids)
+    return objects_of(context.running())
+
+
+def objects_of(core) -> list[dict]:
+    """:func:`objects` as ``core`` (a viewer: see the module) sees them."""
     procs, states = _processes(core, states=True)
     answers = core.query_many([(p, "state_objects") for p in procs], TIMEOUT)
     out: list = []
@@ -77,10 +92,17 @@ def objects() -> list[dict]:
     return out
 
 
-def tasks() -> list[dict]:
+def tasks(ids=None) -> list[dict]:
     """One dict per task the cluster still knows: not finished, or finished and kept
-    as lineage (also failed or cancelled ones whose results are still held)."""
-    core = context.core()
+    as lineage (also failed or cancelled ones whose results are still held).  ``ids``:
+    only these tasks, asked of their owners only (see :func:`tasks_by_id`)."""
+    if ids is not None:
+        return tasks_by_id(ids)
+    return tasks_of(context.running())
+
+
+def tasks_of(core) -> list[dict]:
+    """:func:`tasks` as ``core`` (a viewer: see the module) sees them."""
     procs, _ = _processes(core)
     out: list = []
     for a in core.query_many([(p, "tasks") for p in procs], TIMEOUT):
@@ -134,7 +156,7 @@ def why_alive(ref_or_id) -> list[list[dict]]:
     value contains what follows), ``{"kind": "lineage", "task_id"}`` (a finished task
     kept to be run again).  The last step holds the object itself.  ``[]``: nothing
     keeps it (it is freed, or about to be)."""
-    core = context.core()
+    core = context.running()
     oid, owner = _resolve(core, ref_or_id)
     if owner is None:
         return []
@@ -181,7 +203,7 @@ def lineage(ref_or_id, depth: int | None = None) -> dict:
     Objects another process owns are asked of that process."""
     if depth is not None and (not isinstance(depth, int) or depth < 0):
         raise ValueError(f"depth must be a non-negative integer or None, not {depth!r}")
-    core = context.core()
+    core = context.running()
     oid, owner = _resolve(core, ref_or_id)
     nodes_: dict = {}
     edges: dict = {}
@@ -226,3 +248,150 @@ def lineage(ref_or_id, depth: int | None = None) -> dict:
 def _unknown(h: str, owner: str | None, state: str = "unknown") -> dict:
     return {"id": h, "kind": "object", "state": state, "size": None, "owner": owner,
             "made_by": None, "call_site": None}
+
+
+# ------------------------------------------------------------------ targeted queries
+# What a live view asks every fraction of a second: a few objects or tasks by id, each
+# asked of its owner only.  An id names the process that made it (its first 8 bytes are
+# that process's tag) and that process owns it, so a driver answers for its own objects
+# and tasks without a message; another owner is known from the ref this driver holds,
+# and only an id known nowhere here is asked of every process.
+TARGET_TIMEOUT = 1.0     # an owner that does not answer in this time: state "unknown"
+
+
+def objects_by_id(ids) -> list[dict]:
+    """The rows of ``state.objects()`` of these objects (refs, or ids as bytes or hex),
+    in the order given; freed ones are left out, and one whose owner does not answer
+    gets state ``"unknown"``.  Each row also has ``error``: the class name of the error
+    a failed object holds (else None).  Not looked up: ``spilled`` (always False here)
+    and ``contained_in`` beyond containers of the same owner."""
+    core = context.running()
+    mine = _own_ids(core, ids, 20)
+    if mine is not None:             # all this driver's own: no message
+        return core.objects_of(mine)
+    wanted = _ids(ids, 20, "object")
+    owners = {oid: _owner_of(core, oid, x) for oid, x in wanted.items()}
+    rows = _ask_owners(core, "objects_of", owners)
+    out = []
+    for oid, owner in owners.items():
+        h = oid.hex()
+        row = rows.get(h)
+        if row is None and h in rows:           # its owner did not answer
+            row = dict(_NO_OBJECT, object_id=h, owner=owner, task=None if
+                       oid.endswith(b"\xff\xff\xff\xff") else h[:32])
+        if row is not None:
+            out.append(row)
+    return out
+
+
+def tasks_by_id(ids) -> list[dict]:
+    """The rows of ``state.tasks()`` of these tasks (ids as bytes or hex), in the order
+    given, also finished ones whose first result is still held (state ``done``,
+    ``failed`` or ``cancelled``).  Each row also has ``error`` (a failed task's error
+    class name), ``rebuilds`` and ``retried_because``; ``pid`` is not looked up (None).
+    A task its owner forgot (finished, its results freed) is left out; one whose owner
+    does not answer gets state ``"unknown"``."""
+    core = context.running()
+    mine = _own_ids(core, ids, 16)
+    if mine is not None:
+        return core.tasks_of(mine)
+    wanted = _ids(ids, 16, "task")
+    owners = {tid: _owner_of(core, tid + b"\0\0\0\0", x) for tid, x in wanted.items()}
+    rows = _ask_owners(core, "tasks_of", owners)
+    out = []
+    for tid, owner in owners.items():
+        h = tid.hex()
+        row = rows.get(h)
+        if row is None and h in rows:
+            row = dict(_NO_TASK, task_id=h, owner=owner)
+        if row is not None:
+            out.append(row)
+    return out
+
+
+_NO_OBJECT = {"object_id": None, "owner": None, "size": None, "state": "unknown",
+              "nodes": [], "spilled": False, "task": None, "local_refs": 0,
+              "submitted_refs": 0, "lineage": [], "borrowers": [], "inline": False,
+              "made_by": None, "call_site": None, "names": [], "contained_in": [],
+              "error": None}
+_NO_TASK = {"task_id": None, "name": None, "state": "unknown", "node_id": None,
+            "worker": None, "pid": None, "attempt": None, "args": [], "returns": [],
+            "owner": None, "call_site": None, "submitted_at": None, "started_at": None,
+            "finished_at": None, "rebuilds": 0, "retried_because": None, "error": None}
+
+
+def _a(what: str) -> str:
+    return f"an {what}" if what[0] in "aeiou" else f"a {what}"
+
+
+def _own_ids(core, ids, length: int) -> list | None:
+    """``ids`` without repeats if all are ids (bytes) of this driver's own objects or
+    tasks (the common case, checked quickly), else None."""
+    if type(ids) is not list:
+        return None
+    tag = core.tag
+    for x in ids:
+        if type(x) is not bytes or len(x) != length or x[:8] != tag:
+            return None
+    return list(dict.fromkeys(ids)) if len(ids) > 1 else ids
+
+
+def _ids(ids, length: int, what: str) -> dict:
+    """``{id bytes: what the caller gave}`` without repeats, in order; a clear error
+    for anything that is not an id of ``length`` bytes."""
+    if isinstance(ids, (str, bytes, bytearray, ObjectRef)):
+        raise TypeError(f"ids must be a list of {what} ids, not one {what} id: "
+                        f"write ids=[...]")
+    out: dict = {}
+    for x in ids:
+        if isinstance(x, ObjectRef) and length == 20:
+            oid = x._id
+        elif isinstance(x, str):
+            try:
+                oid = bytes.fromhex(x)
+            except ValueError:
+                raise ValueError(f"not {_a(what)} id: {x!r}") from None
+        elif isinstance(x, (bytes, bytearray)):
+            oid = bytes(x)
+        else:
+            raise TypeError(f"expected {'an ObjectRef or ' if length == 20 else ''}"
+                            f"{_a(what)} id, not {type(x).__name__}")
+        if len(oid) != length:
+            raise ValueError(f"not {_a(what)} id (it has {len(oid)} bytes, not "
+                             f"{length}): {x!r}")
+        out.setdefault(oid, x)
+    return out
+
+
+def _owner_of(core, oid: bytes, given) -> str | None:
+    """The owner of an object (or of a task's first result), or None if unknown here."""
+    if oid[:8] == core.tag:
+        return core.me
+    if isinstance(given, ObjectRef) and given._owner:
+        return given._owner
+    with core.lock:
+        r = core.rt.get(oid)
+        return r.owner if r is not None else None
+
+
+def _ask_owners(core, what: str, owners: dict) -> dict:
+    """``{hex id: row}`` from asking each owner about its ids (every process about
+    those whose owner is unknown); an owner that did not answer: ``{hex id: None}``."""
+    by_owner: dict = {}
+    for x, owner in owners.items():
+        by_owner.setdefault(owner, []).append(x)
+    unknown = by_owner.pop(None, None)
+    asks = [(o, (what, xs)) for o, xs in by_owner.items()]
+    if unknown:
+        procs, _ = _processes(core)
+        asks += [(p, (what, unknown)) for p in procs]
+    key = "object_id" if what == "objects_of" else "task_id"
+    rows: dict = {}
+    answers = core.query_many(asks, TARGET_TIMEOUT)
+    for i, ((_o, (_w, xs)), answer) in enumerate(zip(asks, answers, strict=True)):
+        if answer is None and i < len(by_owner):
+            for x in xs:
+                rows.setdefault(x.hex(), None)
+        for row in answer or ():
+            rows[row[key]] = row
+    return rows

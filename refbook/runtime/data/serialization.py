@@ -108,6 +108,11 @@ def set_filename_display(fn: Callable[[str], str | None] | None) -> None:
     _display_filename = fn
 
 
+def filename_display() -> Callable[[str], str | None] | None:
+    """The function set by :func:`set_filename_display`, or None."""
+    return _display_filename
+
+
 def display_filename(filename: str) -> str:
     """``filename`` as tracebacks show it (see :func:`set_filename_display`)."""
     fn = _display_filename

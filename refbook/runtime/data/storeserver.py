@@ -18,7 +18,7 @@ import os
 import time
 
 from ..protocol import messages as P
-from ..protocol.events import EventRing
+from ..protocol.events import make_ring
 from ..protocol.objects import SPILLED, ObjectTable
 from .spill import SpillIO
 from .transfer import CHUNK as CHUNK  # re-exported: tests size their objects by it
@@ -66,7 +66,8 @@ class StoreServer:
             io = SpillIO(spill_dir, arena.mm)
         self.io = io
         self.waiting: list[Waiting] = []
-        self.events = EventRing(clock=time.time)     # this node's (the state API's)
+        # this node's events (the state API's); REFBOOK_EVENTS=0: none, to measure
+        self.events = make_ring(os.environ.get("REFBOOK_EVENTS", "1") != "0", clock=time.time)
         self.disk_error: str | None = None
         self._asked: dict[tuple, float] = {}
         # proc -> (oids its live values use, its kind, when it said so): it answered an

@@ -12,13 +12,13 @@ from ... import exceptions as exc
 from ..protocol import messages as P
 from ..protocol.actors import ALIVE, DEAD, RESTARTING, ActorQueue, OwnedActor
 from ..protocol.entries import ACTOR, ERROR
+from ..protocol.events import actor_event, ended, retried
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
 from ..protocol.tasks import CallPayload, Task
 from .callsite import here
 
 log = logging.getLogger("refbook.actors")
-
 
 
 class ActorRuntime:
@@ -67,7 +67,8 @@ class ActorRuntime:
         core = self.core
         if lease_id is None:                        # no node can ever host it
             self._dead(rec, exc.ActorError(
-                f"actor {rec.name or rec.class_name} cannot be scheduled: {worker}"))
+                f"actor {rec.name or rec.class_name} cannot be scheduled: {worker}"),
+                "unschedulable")
             return
         if rec is None or rec.state == DEAD:
             core.transport.send(core.owner.lease_nm.get(lease_id, core.node_address),
@@ -93,7 +94,7 @@ class ActorRuntime:
             if entry[0] == ERROR:   # the constructor cannot run
                 self._dead(rec, exc.ActorError(
                     f"actor {rec.name or rec.class_name}: a constructor argument failed: "
-                    f"{entry[1]}"))
+                    f"{entry[1]}"), "constructor_failed")
                 core.transport.send(self._nm_of(rec), (P.KILL_WORKER, worker, "ctor arg"))
                 return
         spec = (task_id, actor_id, class_id, class_blob, args_entry, resolved,
@@ -122,6 +123,12 @@ class ActorRuntime:
         core = self.core
         if ok:
             rec.created(True)
+            rec.pid = payload if type(payload) is int else None    # (the worker's pid)
+            if rec.incarnation == 1:
+                self._event(rec, "actor_created", owner=core.me)
+            else:
+                self._event(rec, "actor_restarted", attempt=rec.restarts,
+                            reason=rec.last_death, restarts=rec.restarts)
             if rec.out_of_scope:
                 core.transport.send(rec.address, (P.ACTOR_EXIT,))
             core._set_value(actor_id, (ACTOR, rec.address, rec.incarnation))
@@ -132,16 +139,30 @@ class ActorRuntime:
             rec.created(False, err)
             core.transport.send(self._nm_of(rec),
                                 (P.KILL_WORKER, rec.address, "constructor failed"))
-            self._dead(rec, err)
+            lines = [ln for ln in str(payload).splitlines() if ln.strip()]
+            self._dead(rec, err, "constructor_failed",
+                       detail=f"its constructor raised: {lines[-1] if lines else payload}")
         self._update_directory(rec)
 
     def _nm_of(self, rec: OwnedActor) -> str:
         """The node manager of the node the actor runs on."""
         return self.core.owner.lease_nm.get(rec.lease_id, self.core.node_address)
 
-    def _dead(self, rec: OwnedActor, err: BaseException) -> None:
+    def _event(self, rec: OwnedActor, kind: str, where: tuple | None = None,
+               **more) -> None:
+        """An actor event in this process's ring (we own the actor: we decide what
+        happens to it, so each happening is recorded once, here).  ``where``: the
+        ``(node_id, pid)`` it ran at, if not where it is now."""
+        node_id, pid = where or (rec.node_id, rec.pid)
+        actor_event(self.core.owner.events, kind, rec.actor_id, rec.class_name, rec.name,
+                    node_id, pid, **more)
+
+    def _dead(self, rec: OwnedActor, err: BaseException, reason: str,
+              where: tuple | None = None, detail: str | None = None) -> None:
+        """``rec`` is dead for good, because ``reason`` (one of protocol.actors.DEATHS)."""
         rec.state = DEAD
         rec.error = rec.error or err
+        self._died_event(rec, reason, where, detail)
         core = self.core
         if rec.actor_id in core.rt:
             core._set_value(rec.actor_id, (ERROR, rec.error))
@@ -151,12 +172,22 @@ class ActorRuntime:
         core._apply(fx)
         self._update_directory(rec)
 
+    def _died_event(self, rec: OwnedActor, reason: str, where: tuple | None,
+                    detail: str | None = None) -> None:
+        if rec.end is None:                       # once per actor
+            rec.end = reason
+            if detail is None and rec.error is not None:
+                detail = str(rec.error).split("\n", 1)[0]
+            self._event(rec, "actor_died", where, reason=reason, restarts=rec.restarts,
+                        detail=detail)
+
     def out_of_scope(self, actor_id: bytes) -> None:
         """No handle to this actor exists anywhere: let it finish and exit."""
         rec = self.owned.get(actor_id)
         if rec is None:
             return
         rec.out_of_scope = True
+        self._died_event(rec, "out_of_scope", None, "its last handle went")
         if rec.address is not None and rec.creating is None:
             self.core.transport.send(rec.address, (P.ACTOR_EXIT,))
         if rec.state != ALIVE or rec.address is None:
@@ -191,17 +222,20 @@ class ActorRuntime:
                                 (P.KILL_WORKER, rec.address, "killed with refbook.kill()"))
         elif no_restart:
             self._dead(rec, exc.ActorError(
-                f"actor {rec.name or rec.class_name} ({actor_id.hex()}) was killed"))
+                f"actor {rec.name or rec.class_name} ({actor_id.hex()}) was killed"),
+                "killed")
 
     def _on_kill(self, msg) -> None:
         m = P.ActorKill._make(msg)
         self.kill(m.actor_id, self.core.me, m.no_restart)
 
     # ------------------------------------------------------------------ calling
-    def submit_call(self, actor_id: bytes, owner: str, actor_name: str, max_task_retries: int,
-                    method: str, prepared, num_returns: int) -> list:
+    def submit_call(self, actor_id: bytes, owner: str, actor_name: str, class_name: str,
+                    max_task_retries: int, method: str, prepared, num_returns: int) -> list:
+        """Call ``method`` of an actor (``actor_name``: its name, or its class's); the
+        task is named ``Class.method``."""
         core = self.core
-        name = f"{actor_name}.{method}"
+        name = f"{class_name}.{method}"
         site = here(name)
         task_id = core.ids.task_id()
         ctx = core.task_context
@@ -220,6 +254,8 @@ class ActorRuntime:
                         CallPayload(method, args_entry, top_refs), max_task_retries, False)
             task.site = site
             task.submitted_at = time.monotonic()
+            task.actor_id = actor_id
+            core.owner.events.add("task_submitted", task_id, name, None, actor_id)
             task.deps = set(unresolved)
             for oid in unresolved:
                 self.waiting.setdefault(oid, set()).add(("call", actor_id))
@@ -289,6 +325,9 @@ class ActorRuntime:
                 task = a[1]
                 self.calls.pop(task.task_id, None)
                 core._fail_task(task, a[2])
+                ended(core.owner.events, task, a[2])
+            elif a[0] == "retry":
+                retried(core.owner.events, a[1], a[2])
 
     def done(self, task_id: bytes):
         """A call's result arrived: the Task, or None if it is not an actor call."""
@@ -317,10 +356,11 @@ class ActorRuntime:
                 continue
             if rec.creating is not None:
                 self.creating.pop(rec.creating, None)
+            where = (rec.node_id, rec.pid)
             state = rec.died(reason)
             core.values.pop(rec.actor_id, None)
             if state == RESTARTING:
                 self._update_directory(rec)
                 self._request_lease(rec)
             else:
-                self._dead(rec, rec.error)
+                self._dead(rec, rec.error, rec.death(), where)

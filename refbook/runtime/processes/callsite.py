@@ -108,11 +108,16 @@ def names() -> dict:
 def no_gc():
     """No garbage collection while a large answer is built: each of its many new lists
     and dicts would otherwise count towards full collections, which walk every object
-    of the process (100,000 objects listed: several such walks)."""
+    of the process (100,000 objects listed: several such walks).  At the end the new
+    objects are moved to the oldest generation as they are (``freeze`` then
+    ``unfreeze``), so that the next allocation does not start a young collection that
+    walks all of them once more; they are collected with the oldest, if ever."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()

@@ -26,6 +26,16 @@ def set_starter(start: Callable[[], Any]) -> None:
     _starter = start
 
 
+def running():
+    """This process's core; never starts a cluster (the state API only looks)."""
+    c = _current
+    if c is None:
+        from ...exceptions import RefbookError
+        raise RefbookError("no refbook cluster is running here: call refbook.init(), or "
+                           "run %load_ext refbook in a notebook")
+    return c
+
+
 def core():
     """This process's core, starting a local cluster on first use (as Ray does)."""
     c = _current

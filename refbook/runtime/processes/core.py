@@ -30,6 +30,7 @@ from collections import deque
 
 from ..data.arena import Arena
 from ..protocol import messages as P
+from ..protocol.events import Unrecorded
 from ..protocol.ids import IdGenerator, new_tag, object_id
 from ..protocol.owner import Owner
 from ..protocol.refcount import Effects
@@ -69,6 +70,8 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAns
             address, node_id, node_address,
             rebuild_wait=float(os.environ.get("REFBOOK_REBUILD_WAIT_S", 30)),
             lineage_max_bytes=int(os.environ.get("REFBOOK_LINEAGE_MAX_BYTES", 256 << 20)))
+        if os.environ.get("REFBOOK_EVENTS", "1") == "0":     # to measure what they cost
+            owner.events = Unrecorded()
         owner.clock = time.time
         # the owner's tables, read (never changed) by the parts of this process
         self.rt = owner.rt
@@ -377,8 +380,8 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAns
         self._flush()
 
     def _on_spillback(self, msg):
-        _, req_id, nm = msg
-        self.owner.spillback(req_id, nm)
+        _, req_id, nm, prefer = msg
+        self.owner.spillback(req_id, nm, prefer)
         self._flush()
 
     def _on_process_died(self, msg):

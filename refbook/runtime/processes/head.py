@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 from ..protocol import messages as P
+from ..protocol.events import actor_event
 from ..protocol.membership import Membership
 from ..wire.transport import Transport
 
@@ -88,26 +89,43 @@ class Head:
         """``node_id`` is dead, and this node has dealt with it: record it, and tell
         every other live node (each then fails what depended on it)."""
         self.members.mark_dead(node_id)
+        marker = f"/n-{node_id}/"              # its processes owned actors no more
+        for owner in {r.get("owner") for r in self.actors.values()
+                      if r["state"] != "dead" and marker in (r.get("owner") or "")}:
+            self.process_died(owner)
         for n in self.members.view():
             if n["alive"] and n["node_id"] != self.node_id:
                 self.t.send(n["address"], (P.NODE_DIED, node_id, reason))
 
     # -- the actor directory -----------------------------------------------------------------
     def _on_actor_update(self, m) -> None:
+        """An owner's record of its actor: the node and pid it runs at are the owner's
+        (the pid known once the constructor ran; before, if on this node, ours)."""
         rec = dict(m[1])
-        rec["node_id"] = self.node_id
-        rec["pid"] = self._pid_of(rec.get("address"))
+        old = self.actors.get(rec["actor_id"])
+        if old is not None and old.get("owner_died"):
+            return                            # (sent before its owner died)
+        if rec.get("pid") is None and rec.get("node_id") == self.node_id:
+            rec["pid"] = self._pid_of(rec.get("address"))
         self.actors[rec["actor_id"]] = rec
         if len(self.actors) > MAX_ACTOR_RECORDS:
             for k in [k for k, v in self.actors.items() if v["state"] == "dead"][:1000]:
                 del self.actors[k]
 
     def process_died(self, addr: str) -> None:
-        """Fate sharing: the actors that ``addr`` owned died with it."""
+        """Fate sharing: the actors that ``addr`` owned died with it.  Their owner cannot
+        say so: the head records their ``actor_died`` (and only the head: it does so
+        for owners that are gone)."""
         for rec in self.actors.values():
             if rec.get("owner") == addr and rec["state"] != "dead":
-                rec["state"] = "dead"
-                rec["pid"] = None
+                if self.events is not None:
+                    actor_event(self.events, "actor_died", rec["actor_id"],
+                                rec["class_name"], rec.get("name"), rec.get("node_id"),
+                                rec.get("pid"), reason="owner_died",
+                                restarts=rec.get("restarts", 0),
+                                detail=f"its owner {addr} died")
+                rec.update(state="dead", pid=None, node_id=None, address=None,
+                           owner_died=True)
 
     def actor_records(self) -> list[dict]:
         """The state API's "actors": every actor's latest record, dead ones too."""

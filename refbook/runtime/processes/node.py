@@ -32,7 +32,7 @@ from ..data.arena import Arena
 from ..data.storeserver import StoreServer
 from ..protocol import messages as P
 from ..protocol.leases import LeaseScheduler, fits
-from ..protocol.membership import choose_node, unsatisfiable
+from ..protocol.membership import place_lease
 from ..wire.transport import MAX_DRAIN, Transport
 from .guard import Guard
 from .head import Head, HeadLink
@@ -213,32 +213,17 @@ class NodeManager:
     def _on_lease_request(self, m):
         _, owner, req_id, resources, dedicated, prefer = m
         view = self.cluster_view()
-        if prefer == self.node_id and fits(resources, self.sched.total):
-            # locality: the task's data is here; wait for a worker here if need be (idle
-            # leases elsewhere are reclaimed) rather than move the data
+        where, detail = place_lease(view, resources, self.node_id, prefer,
+                                    fits(resources, self.sched.total),
+                                    not fits(resources, self.sched.available)
+                                    and bool(self.sched.queue), self.head_address)
+        if where == "here":
             self._do(self.sched.request(owner, req_id, resources, dedicated))
-            return
-        if prefer is not None:
-            target = next((n for n in view if n["node_id"] == prefer and n["alive"]
-                           and fits(resources, n["resources"])), None)
-            if target is not None:
-                self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, target["address"]))
-                return
-        node, feasible = choose_node(view, resources, self.node_id)
-        if not feasible and self.head_address is not None:
-            # our view of the cluster is a heartbeat old: the head decides what is
-            # impossible (a node that can run it may just have joined)
-            self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, self.head_address))
-            return
-        if not feasible:
-            self._do([("reject", owner, req_id, unsatisfiable(resources, view))])
-            return
-        if node is not None:
-            addr = self.node_address_of(node)
-            if addr is not None:
-                self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, addr))
-                return
-        self._do(self.sched.request(owner, req_id, resources, dedicated))
+        elif where == "reject":
+            self._do([("reject", owner, req_id, detail)])
+        else:                                       # ("spill" | "spill_away", address)
+            self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, detail,
+                                        where == "spill"))
 
     # -- the other nodes (membership itself: head.py) -----------------------------------------
     def cluster_view(self) -> list[dict]:

@@ -25,13 +25,14 @@ from ..protocol.ids import is_put, task_of
 from ..protocol.refcount import Effects
 from ..protocol.tasks import DONE, RUNNING
 from .callsite import Formatter, names
+from .state_targets import TargetedAnswers
 
 MAX_PATHS = 64          # why(): at most this many paths
 MAX_DEPTH = 32          # why(): containing objects followed at most this deep
 MAX_LINEAGE = 20_000    # lineage(): nodes one answer holds at most
 
 
-class StateAnswers:
+class StateAnswers(TargetedAnswers):
     """Mixed into CoreWorker; reads its tables under its lock."""
 
     # ------------------------------------------------------------------ tasks
@@ -66,7 +67,7 @@ class StateAnswers:
                 worker = q.address
         elif t.lease is not None:
             worker = t.lease.worker
-        next_attempt, _why = self.recovery.retried.get(tid, (0, None))
+        next_attempt, why = self.recovery.retried.get(tid, (0, None))
         return {
             "task_id": tid.hex(), "name": t.name, "state": self._task_state(t, q),
             "node_id": (node_of(worker) or self.node_id) if worker else None,
@@ -78,6 +79,7 @@ class StateAnswers:
             "submitted_at": None if t.submitted_at is None else t.submitted_at + off,
             "started_at": None if t.started_at is None else t.started_at + off,
             "finished_at": None if t.finished_at is None else t.finished_at + off,
+            "rebuilds": t._rebuilds, "retried_because": why, "error": None,
         }
 
     def _task_state(self, t, q) -> str:
@@ -104,6 +106,8 @@ class StateAnswers:
         actor_id = q.actor_id if q is not None else self.actors.calls.get(t.task_id)
         if actor_id is not None:
             skip.add(actor_id)
+        if not skip:
+            return t.arg_refs
         return [(x, o) for x, o in t.arg_refs if x not in skip]
 
     def _ended_tasks(self, seen: set, fmt: Formatter) -> list:
@@ -128,7 +132,10 @@ class StateAnswers:
                     "state": "cancelled" if isinstance(e[1], TaskCancelledError) else "failed",
                     "node_id": None, "worker": None, "pid": None, "attempt": None,
                     "args": [], "returns": [], "owner": me, "call_site": fmt(site),
-                    "submitted_at": None, "started_at": None, "finished_at": None}
+                    "submitted_at": None, "started_at": None, "finished_at": None,
+                    "rebuilds": 0, "retried_because": None,
+                    "error": None if isinstance(e[1], TaskCancelledError)
+                    else self._error_name(e[1])}
             row["returns"].append(oid.hex())
         return list(out.values())
 

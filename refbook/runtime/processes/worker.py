@@ -358,6 +358,7 @@ class WorkerRuntime:
             result = self._run(owner, task_id, f"{name}.__init__", False, args_pair,
                                resolved, None, time.monotonic(), construct)
             if result[1]:
+                result = (result[0], True, os.getpid(), *result[3:])   # its owner shows it
                 self.actor = holder["instance"]
                 if conc > 1:
                     from concurrent.futures import ThreadPoolExecutor
@@ -374,6 +375,9 @@ class WorkerRuntime:
 
     def _call(self, caller: str, spec) -> None:
         task_id, method, args_pair, resolved, return_ids, name, retry = spec
+        core = self.core
+        with core.lock:               # (the I/O thread appends to this ring too)
+            core.owner.events.add("task_started", task_id, name, caller, self.actor_id)
 
         def target():
             if self.actor is None:

@@ -15,6 +15,8 @@ sent again to the restarted actor if ``max_task_retries`` allows, else they fail
     pending --created--> alive --died, restarts left--> restarting --created--> alive
        |                   |                                  |
        +-- ctor raised / died, no restarts left / killed ----> dead
+
+Why it died (``OwnedActor.end``) is one of ``DEATHS``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from __future__ import annotations
 from collections import deque
 
 from ...exceptions import ActorError
+from .entries import node_of
 
 PENDING, ALIVE, RESTARTING, DEAD = "pending", "alive", "restarting", "dead"
+# the ``reason`` of an ``actor_died`` event
+DEATHS = ("killed", "process_died", "restarts_exhausted", "out_of_scope", "owner_died",
+          "constructor_failed", "unschedulable")
 
 
 class ActorQueue:
     """One caller's calls to one actor.  Methods return actions:
-    ``("send", address, [task, ...])`` and ``("fail", task, error)``."""
+    ``("send", address, [task, ...])``, ``("fail", task, error)`` and ``("retry", task,
+    reason)`` (sent again when the actor is back)."""
 
     def __init__(self, actor_id: bytes, name: str, max_task_retries: int):
         self.actor_id = actor_id
@@ -78,6 +85,7 @@ class ActorQueue:
         for task in self.inflight.values():
             if task.attempts <= self.max_task_retries:
                 retry.append(task)
+                actions.append(("retry", task, reason))
             else:
                 actions.append(("fail", task, ActorError(
                     f"actor {self.name} ({self.actor_id.hex()}) died while running "
@@ -124,6 +132,14 @@ class OwnedActor:
         self.error: BaseException | None = None
         self.creating: bytes | None = None     # task id of the constructor call in flight
         self.out_of_scope = False
+        self.pid: int | None = None            # of its process, once its constructor ran
+        self.last_death: str | None = None     # why its process died last
+        self.end: str | None = None            # one of DEATHS, once reported dead
+
+    @property
+    def node_id(self) -> str | None:
+        """The node it runs on (is placed on), or None."""
+        return node_of(self.address) if self.address else None
 
     def placed(self, lease_id: int, address: str, creation_task: bytes) -> None:
         self.lease_id = lease_id
@@ -146,6 +162,8 @@ class OwnedActor:
         self.address = None
         self.lease_id = None
         self.creating = None
+        self.pid = None
+        self.last_death = reason
         if self.state == DEAD:
             return DEAD
         unlimited = self.max_restarts == -1
@@ -166,7 +184,14 @@ class OwnedActor:
     def kill(self, no_restart: bool) -> None:
         self.no_restart = self.no_restart or no_restart
 
+    def death(self) -> str:
+        """Why it is dead now that its process died (one of DEATHS)."""
+        if self.no_restart:
+            return "killed"
+        return "restarts_exhausted" if self.max_restarts else "process_died"
+
     def view(self) -> dict:
         return {"actor_id": self.actor_id.hex(), "name": self.name,
                 "class_name": self.class_name, "state": self.state,
-                "address": self.address, "restarts": self.restarts}
+                "address": self.address, "restarts": self.restarts,
+                "node_id": self.node_id, "pid": self.pid}

@@ -20,12 +20,12 @@ RING_SIZE = 20_000
 
 # kind -> the names of its fields, in the order ``EventRing.add`` takes them
 FIELDS = {
-    "task_submitted": ("task_id", "name", "reason"),
-    "task_started": ("task_id", "name", "owner"),
-    "task_finished": ("task_id", "name", "attempt"),
-    "task_failed": ("task_id", "name", "attempt", "error"),
-    "task_retried": ("task_id", "name", "attempt", "reason"),
-    "task_cancelled": ("task_id", "name", "attempt"),
+    "task_submitted": ("task_id", "name", "reason", "actor_id"),
+    "task_started": ("task_id", "name", "owner", "actor_id"),
+    "task_finished": ("task_id", "name", "attempt", "actor_id"),
+    "task_failed": ("task_id", "name", "attempt", "error", "actor_id"),
+    "task_retried": ("task_id", "name", "attempt", "reason", "actor_id"),
+    "task_cancelled": ("task_id", "name", "attempt", "actor_id"),
     "object_created": ("object_id", "size"),
     "object_freed": ("object_id", "size"),
     "object_lost": ("object_id", "size", "reason"),
@@ -40,8 +40,11 @@ FIELDS = {
     "node_added": ("node", "address"),
     "node_died": ("node", "reason"),
 }
-# Beyond API.md's kinds: ``object_evicted`` (a secondary copy dropped to make room) and
-# the free-form ``oom_kill`` and ``spill_failed``; the driver adds ``events_dropped``.
+# A task event's ``actor_id`` is None unless the task is an actor call.  The actor events
+# (``actor_created``, ``actor_restarted``, ``actor_died``: rare) are free-form, made by
+# :func:`actor_event`.  Beyond API.md's kinds: ``object_evicted`` (a secondary copy
+# dropped to make room) and the free-form ``oom_kill`` and ``spill_failed``; the driver
+# adds ``events_dropped``.
 TASK_END = ("task_finished", "task_failed", "task_cancelled")
 
 
@@ -85,21 +88,45 @@ class EventRing:
         return len(self.buf)
 
 
+class Unrecorded(EventRing):
+    """A ring that records nothing (``REFBOOK_EVENTS=0``): for measuring what recording
+    costs.  The state API then sees no events from this process."""
+
+    __slots__ = ()
+
+    def add(self, kind: str, a=None, b=None, c=None, d=None, e=None) -> None:
+        pass
+
+    def note(self, kind: str, **details) -> None:
+        pass
+
+
+def make_ring(record: bool = True, **kw) -> EventRing:
+    return EventRing(**kw) if record else Unrecorded(**kw)
+
+
 def _plain(v):
     return v.hex() if type(v) is bytes else v
 
 
+_HEAD = ("seq", "time", "kind", "node_id", "process")
+_KEYS = {kind: _HEAD + names for kind, names in FIELDS.items()}
+
+
 def to_dict(raw: tuple, node_id, process) -> dict:
     """A raw ring event as the state API shows it (ids in hex), ``seq`` the local one."""
-    seq, t, kind = raw[0], raw[1], raw[2]
-    d = {"seq": seq, "time": t, "kind": kind, "node_id": node_id, "process": process}
-    if type(raw[3]) is dict:
+    kind = raw[2]
+    if type(raw[3]) is dict:      # its own node_id (an actor's node) wins
+        d = {"seq": raw[0], "time": raw[1], "kind": kind, "node_id": node_id,
+             "process": process}
         for k, v in raw[3].items():
-            d.setdefault(k, _plain(v))
-    else:
-        d.update(zip(FIELDS[kind], [v.hex() if type(v) is bytes else v for v in raw[3:]],
-                     strict=False))
-    return d
+            if k not in ("seq", "time", "kind", "process"):
+                d[k] = _plain(v)
+        return d
+    # the ring pads with None past a kind's fields: zip stops at the kind's names
+    return dict(zip(_KEYS[kind], (raw[0], raw[1], kind, node_id, process,
+                                  *[v.hex() if type(v) is bytes else v for v in raw[3:]]),
+                    strict=False))
 
 
 def entry_size(entry) -> int | None:
@@ -121,13 +148,22 @@ def error_name(err) -> str:
 def ended(ring: EventRing, task, error=None) -> None:
     """The event that ends an attempt of ``task``: finished, failed or cancelled."""
     if error is None:
-        ring.add("task_finished", task.task_id, task.name, task.attempts)
+        ring.add("task_finished", task.task_id, task.name, task.attempts, task.actor_id)
     elif task.cancelled:
-        ring.add("task_cancelled", task.task_id, task.name, task.attempts)
+        ring.add("task_cancelled", task.task_id, task.name, task.attempts, task.actor_id)
     else:
-        ring.add("task_failed", task.task_id, task.name, task.attempts, error_name(error))
+        ring.add("task_failed", task.task_id, task.name, task.attempts, error_name(error),
+                 task.actor_id)
 
 
 def retried(ring: EventRing, task, why: str) -> None:
     """``task`` runs again because ``why``."""
-    ring.add("task_retried", task.task_id, task.name, task.attempts, why)
+    ring.add("task_retried", task.task_id, task.name, task.attempts, why, task.actor_id)
+
+
+def actor_event(ring: EventRing, kind: str, actor_id, class_name: str, name, node_id,
+                pid, **more) -> None:
+    """``actor_created``, ``actor_restarted`` or ``actor_died`` of one actor, on the node
+    ``node_id`` where it runs (ran), in process ``pid`` (None where not known)."""
+    ring.note(kind, actor_id=actor_id, class_name=class_name, name=name, node_id=node_id,
+              pid=pid, **more)

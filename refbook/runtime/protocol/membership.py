@@ -75,6 +75,51 @@ def choose_node(view: list[dict], resources: dict, me: str) -> tuple[str | None,
     return None, False
 
 
+def place_lease(view: list[dict], resources: dict, me: str, prefer: str | None,
+                fits_here: bool, crowded: bool, head: str | None) -> tuple[str, str | None]:
+    """Where node ``me`` should run a lease request for ``resources`` whose arguments
+    are on node ``prefer`` (``fits_here``: this node could ever run it; ``crowded``:
+    it has not got them free, and other requests wait already; ``head``: the head's
+    address, None on the head).  Returns
+    ``("here", None)``, ``("spill", address)`` (ask that node), ``("spill_away",
+    address)`` (ask that node, and stop preferring ``prefer``) or ``("reject", why)``.
+
+    Locality first: a task runs where its arguments are, waiting for a worker there
+    (a lease an owner holds idle comes back soon).  But when requests already queue
+    there and another node is idle, moving the arguments costs less than waiting (as
+    Ray's spillback)."""
+    if prefer == me and fits_here:
+        away = idle_node(view, resources, me) if crowded else None
+        return ("here", None) if away is None else ("spill_away", away)
+    if prefer is not None:
+        target = next((n for n in view if n["node_id"] == prefer and n["alive"]
+                       and fits(resources, n["resources"])), None)
+        if target is not None:
+            return "spill", target["address"]
+    node, feasible = choose_node(view, resources, me)
+    if not feasible:
+        if head is not None:
+            # our view of the cluster is a heartbeat old: the head decides what is
+            # impossible (a node that can run it may just have joined)
+            return "spill", head
+        return "reject", unsatisfiable(resources, view)
+    if node is not None:
+        addr = next((n["address"] for n in view if n["node_id"] == node), None)
+        if addr is not None:
+            return "spill", addr
+    return "here", None
+
+
+def idle_node(view: list[dict], resources: dict, me: str) -> str | None:
+    """The address of another live node with ``resources`` free (the most CPUs free
+    first), or None."""
+    free = [n for n in view if n["alive"] and n["node_id"] != me
+            and fits(resources, n["available"])]
+    if not free:
+        return None
+    return max(free, key=lambda n: n["available"].get("CPU", 0))["address"]
+
+
 def unsatisfiable(resources: dict, view: list[dict]) -> str:
     """The error of a lease request that no node of ``view`` can ever run."""
     want = ", ".join(f"{k}={v:g}" for k, v in sorted(resources.items()) if v)

@@ -492,6 +492,7 @@ class LeaseSpillback(NamedTuple):
     type: int
     req_id: int
     nm: str
+    prefer: bool         # False: the arguments' node is busy; stop preferring it
 
 
 PULL = 65

@@ -346,7 +346,6 @@ class Owner:
         fx = Effects()
         for task_id, ok, payload, borrowed, seconds in results:
             task, actions = self.tm.done(task_id)
-            tracked = task is not None          # (not an actor's call or creation)
             self.do(actions)
             if task is not None and task_id in self.stale:
                 keep = {}
@@ -361,7 +360,7 @@ class Owner:
                         self.actor_created(task_id, ok, payload, worker, borrowed, fx):
                     continue
                 if task is None:         # cancelled, or a duplicate after a retry
-                    if ok:
+                    if ok and type(payload) is not int:   # (not a constructor's pid)
                         self._discard_returns(task_id, payload, fx)
                     self.rt.task_borrowed(borrowed, worker, [], fx)
                     continue
@@ -379,8 +378,7 @@ class Owner:
                     self.set_value(oid, entry)
                     if kind == STORED and data[0] in self.dead_nodes:
                         self.lineage.lost(oid, f"was stored on node {data[0]}, which died")
-            if tracked:
-                ended(self.events, task, None if ok else payload)
+            ended(self.events, task, None if ok else payload)   # a task or an actor call
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
             if ok and task.resources:       # a task (not an actor call): keep its lineage
                 self.lineage.keep(task)
@@ -467,10 +465,11 @@ class Owner:
             self.do(self.tm.lease_granted(req_id, lease_id, worker))
         return True
 
-    def spillback(self, req_id: int, nm: str) -> None:
-        """Our node manager says another node should run it."""
+    def spillback(self, req_id: int, nm: str, prefer: bool = True) -> None:
+        """A node manager says another node should run it (``prefer`` False: and the
+        node where its arguments are need not: it is busy)."""
         req = self.lease_reqs.get(req_id)
         if req is not None:
             if node_of(nm) in self.dead_nodes:
                 nm = None                        # stale advice: ask our own node again
-            self.request_lease(req_id, req[0], req[1], nm, req[3])
+            self.request_lease(req_id, req[0], req[1], nm, req[3] if prefer else None)

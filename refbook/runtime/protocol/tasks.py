@@ -106,7 +106,7 @@ class Task:
     __slots__ = ("task_id", "name", "key", "resources", "return_ids", "arg_refs",
                  "deps", "max_retries", "retry_exceptions", "attempts", "state",
                  "lease", "payload", "cancelled", "quick", "_rebuilds", "unplaceable_since",
-                 "site", "submitted_at", "started_at", "finished_at")
+                 "site", "submitted_at", "started_at", "finished_at", "actor_id")
 
     def __init__(self, task_id: bytes, name: str, resources: dict, return_ids: list,
                  arg_refs: list, payload, max_retries: int = 3,
@@ -133,6 +133,7 @@ class Task:
         self.submitted_at: float | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        self.actor_id: bytes | None = None        # the actor it calls (an actor call)
 
 
 class OwnerLease:
