@@ -38,7 +38,7 @@ def _one_round(mode: str, quick: bool) -> dict:
         if mode == "subscriber":
             sub = state.subscribe(lambda evs: None)
         elif mode == "widgets":
-            sub = state.subscribe(lambda evs: None, kinds=WIDGET_KINDS)
+            sub = state.subscribe(lambda evs: None, kinds=WIDGET_KINDS, period=0.1)
         f = refbook.remote(_noop)
         refbook.get(f.remote(0))
         out = {}

@@ -142,23 +142,46 @@ class RefbookMagics(Magics):
 
 
 VIEWS = ("dashboard", "memory", "spilling", "recovery")   # and graph, which takes names
+_shown: dict = {}       # a notebook cell's id -> the view it shows
 
 
 def show_view(name: str, rest: str) -> None:
-    """Display a live view (``refbook.widgets``); it is not kept in ``Out``."""
-    from IPython.display import display
-
+    """Display a live view (``refbook.widgets``); it is not kept in ``Out``.  A cell
+    run again closes the view it showed before (its output is replaced, and a view
+    nobody sees must not go on updating)."""
     from .. import widgets
     if rest.strip():
         raise UsageError(f"%refbook {name} takes no arguments, not {rest.strip()!r}")
-    display(getattr(widgets, name)())
+    _show(getattr(widgets, name))
+
+
+def _show(make) -> None:
+    """Display the view ``make()`` returns, after closing the one this cell showed."""
+    from IPython.display import display
+    cell = _cell_id()
+    old = _shown.pop(cell, None) if cell else None
+    if old is not None:
+        old.close()
+    view = make()
+    if cell:
+        _shown[cell] = view
+    display(view)
+
+
+def _cell_id() -> str | None:
+    """The id JupyterLab gives the running cell (in the request's metadata), or None."""
+    from IPython import get_ipython
+    kernel = getattr(get_ipython(), "kernel", None)
+    try:
+        parent = kernel.get_parent("shell")
+    except (AttributeError, TypeError):
+        return None
+    return (parent or {}).get("metadata", {}).get("cellId")
 
 
 def show_graph(ns: dict, rest: str) -> None:
     """``%refbook graph [name ...]``: the object graph of the refs these notebook
     variables hold (all of this notebook's refs without names)."""
-    from IPython.display import display
-
     from .. import widgets
     from ..widgets.graph_refs import refs_in
     refs = None
@@ -174,7 +197,7 @@ def show_graph(ns: dict, rest: str) -> None:
                 raise UsageError(f"%refbook graph: {name} holds no ref "
                                  f"(it is a {type(v).__name__})")
             refs += found
-    display(widgets.object_graph(refs))
+    _show(lambda: widgets.object_graph(refs))
 
 
 def _name_unpicklable(names: list, values: list) -> None:

@@ -7,14 +7,22 @@ thread (``refbook-view``, started by the view and ended by it) hands the queued 
 to :meth:`LiveView.update` at most ``MAX_RATE`` times a second, and asks it to refresh
 from snapshots (``state.nodes()``...) every ``poll_s``: so at most 5 model updates per
 second reach the browser whatever the event rate, and an event is shown within
-``MIN_GAP + TICK`` plus the subscription's poll (well under 0.5 s).  Each view has its
-own thread so that a slow snapshot in one view (a node that just died) delays no other.
+``MIN_GAP`` plus the subscription's pace ``EVENTS_S`` (well under 0.5 s).  The timer sleeps until
+something is due (at most ``CHECK_S``), so an idle view costs next to nothing; each
+view has its own, so that a slow snapshot in one (a node just died) delays no other.
 
 A view holds object ids, never refs, so it never keeps memory alive.  It stops
 updating (its subscription closed, its timer gone) when it is closed, and when the
 cluster it shows shuts down (``refbook.shutdown()``, ``%refbook restart``): the
-subscription's thread then simply ends without a word, so the ticker notices by asking
+subscription's thread then simply ends without a word, so the timer notices by asking
 ``frontend.driver()`` before anything else, and never starts a cluster itself.
+
+A new view (the object graph): subclass :class:`LiveView`; set ``kinds``, ``since``
+and ``poll_s``; in ``build()`` make the widgets (``self.pane(bokeh_model)`` for a
+plot: it is resent when displayed), in ``update(events, poll)`` call ``set_data()``
+and change the widgets (``plots.batch`` sends a plot's changes as one patch), and say
+in ``empty()`` what ``data`` is without a cluster; then return it from
+``dashboard_view.graph_tab()``.
 """
 
 from __future__ import annotations
@@ -35,7 +43,10 @@ log = logging.getLogger("refbook.widgets")
 
 MAX_RATE = 5.0              # model updates per second per view, at most
 MIN_GAP = 1.0 / MAX_RATE
-TICK = 0.05                 # the ticker's period
+CHECK_S = 0.25              # an idle view checks that its cluster still runs
+EVENTS_S = 0.1              # the subscription's pace: each event read costs the driver
+                            # the same, but each read round costs too; 0.1 s keeps an
+                            # event within 0.5 s of the browser with 5 updates a second
 RESEND = (1.0, 3.0)         # plots sent whole again this long after being displayed
 NO_CLUSTER = ("no refbook cluster: run <code>%load_ext refbook</code> "
               "(or <code>refbook.init()</code>), then show this view again")
@@ -61,7 +72,7 @@ class LiveView(ipywidgets.VBox):
         self._next_poll = 0.0
         self._sub = None
         self._timer: threading.Thread | None = None
-        self._halt = threading.Event()   # set when the view stops: the timer ends
+        self._wake = threading.Event()   # wakes the timer: events came, or stop
         self._ui = threading.RLock()     # one update of the widgets at a time
         self._panes: list = []           # the Bokeh plots (plots.pane)
         self._resend_at: list = []       # monotonic times to send the plots whole again
@@ -86,7 +97,8 @@ class LiveView(ipywidgets.VBox):
         self._refresh([], poll=True)
         from .. import state
         if self.kinds != ():
-            self._sub = state.subscribe(self._on_events, kinds=self.kinds, since=self.since)
+            self._sub = state.subscribe(self._on_events, kinds=self.kinds, since=self.since,
+                                        period=EVENTS_S)
         self._timer = threading.Thread(target=self._run, name="refbook-view", daemon=True)
         self._timer.start()
 
@@ -101,7 +113,7 @@ class LiveView(ipywidgets.VBox):
 
     def update(self, events: list, poll: bool) -> None:
         """Take new ``events`` (and, if ``poll``, fresh snapshots); set ``self._data``
-        and the widgets.  Runs on the ticker's thread, at most ``MAX_RATE`` a second."""
+        and the widgets.  Runs on the view's timer thread, at most ``MAX_RATE`` a second."""
         raise NotImplementedError
 
     # -- what everyone uses ---------------------------------------------------------------
@@ -145,17 +157,39 @@ class LiveView(ipywidgets.VBox):
             self._driver.is_current()
 
     def _on_events(self, events: list) -> None:
-        """The subscription's callback (its thread): only queue."""
+        """The subscription's callback (its thread): queue, and wake the timer if it
+        sleeps longer than the events may wait."""
         with self._lock:
+            first = not self._pending
             self._pending.extend(events)
+        if first:
+            self._wake.set()
 
     def _run(self) -> None:
-        """The view's timer: until the view stops, every ``TICK``."""
-        while not self._halt.wait(TICK):
+        """The view's timer: it sleeps until something is due (events to show, a poll,
+        a resend of the plots), so an idle view costs nothing."""
+        while self.stopped is None:
+            self._wake.wait(self._due() - time.monotonic())
+            self._wake.clear()
+            if self.stopped is not None:
+                return
             try:
                 self._tick(time.monotonic())
             except Exception:  # noqa: BLE001 - keep the view going
                 log.exception("a refbook view failed to update")
+
+    def _due(self) -> float:
+        """When the timer must look next (monotonic): events wait ``MIN_GAP`` after the
+        last update; the cluster's liveness is checked at least every ``CHECK_S``."""
+        now = time.monotonic()
+        due = now + CHECK_S
+        if self._pending:
+            due = min(due, self._last + MIN_GAP)
+        if self.poll_s is not None:
+            due = min(due, max(self._next_poll, self._last + MIN_GAP))
+        if self._resend_at:
+            due = min(due, max(self._resend_at[0], self._last + MIN_GAP))
+        return due
 
     def _tick(self, now: float) -> None:
         if self.stopped is not None:
@@ -212,7 +246,7 @@ class LiveView(ipywidgets.VBox):
         if self.stopped is not None:
             return
         self.stopped = why
-        self._halt.set()
+        self._wake.set()
         sub, self._sub = self._sub, None
         if sub is not None:
             sub.close()

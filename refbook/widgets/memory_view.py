@@ -120,7 +120,7 @@ class MemoryView(LiveView):
         nodes = [n for n in state.nodes() if n["alive"]]
         now = time.time()
         rows = [node_row(n) for n in nodes]
-        data = self.data
+        data = dict(self._data)        # replaced key by key: no deep copy
         data["nodes"] = rows
         if poll or not data["timeline"]:
             point = {"time": now, "used": sum(r["used"] for r in rows),
@@ -131,8 +131,11 @@ class MemoryView(LiveView):
             point = None
         if any(e["kind"].startswith("object_") for e in events):
             self._stale = True
+        # the table asks every process: not while events wait to be shown, unless
+        # they keep coming for a while
         since = time.monotonic() - self._objects_at
-        if (self._stale and since >= OBJECTS_S) or since >= 5 * OBJECTS_S:
+        due = (self._stale and since >= OBJECTS_S) or since >= 5 * OBJECTS_S
+        if due and (not events or since >= 3 * OBJECTS_S):
             self._objects_at, self._stale = time.monotonic(), False
             data["largest"] = self._largest()
         self.set_data(data)

@@ -105,6 +105,7 @@ def bytes_axis(axis) -> None:
 def time_axis(axis) -> None:
     from bokeh.models import DatetimeTickFormatter
     fine = "%H:%M:%S.%3N"
+    axis.ticker.desired_num_ticks = 5
     axis.formatter = DatetimeTickFormatter(microseconds=fine, milliseconds=fine,
                                            seconds="%H:%M:%S", minsec="%H:%M:%S",
                                            minutes="%H:%M", hourmin="%H:%M")
@@ -121,7 +122,8 @@ def pane(model) -> ipywidgets.DOMWidget:
     jupyter_bokeh sends a change as a patch to the views that exist in the browser;
     a view made later starts from the document as it was when the widget was made (or
     last resent).  So a live view calls ``resend()`` when it is displayed, and again
-    a little later, once the browser has made its views (see ``base.RESEND``)."""
+    a little later, once the browser has made its views (see ``base.RESEND``); and a
+    page that loads the widgets anew (reloaded) gets the document as it is now."""
     global _Plot
     if _Plot is None:
         from jupyter_bokeh import BokehModel
@@ -132,6 +134,17 @@ def pane(model) -> ipywidgets.DOMWidget:
                     super().close()
                 except KeyError:
                     pass
+
+            def get_state(self, key=None, drop_defaults=False):
+                """The full state (a frontend loading every widget: a page opened
+                or reloaded) holds the document as it is now, not as first sent."""
+                if key is None and getattr(self, "_model", None) is not None:
+                    try:       # set quietly: this very state is what gets sent
+                        self._trait_values["render_bundle"] = \
+                            self._model_to_traits(self._model)
+                    except RuntimeError:   # changed meanwhile: the last one will do
+                        pass
+                return super().get_state(key=key, drop_defaults=drop_defaults)
 
             def resend(self) -> None:
                 """Send the whole document again: a view made in the browser after

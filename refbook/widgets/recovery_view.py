@@ -145,7 +145,7 @@ class RecoveryView(LiveView):
                 caused = self._failures[-1]["caused"] if self._failures else self._orphans
                 caused[e["kind"]] = caused.get(e["kind"], 0) + 1
         self._events = (self._events + fresh)[-KEEP:]
-        data = self.data
+        data = dict(self._data)        # replaced key by key: no deep copy
         if poll:
             nodes = [n for n in state.nodes() if n["alive"]]
             data["local"] = bool(nodes) and all(n.get("started_by") != REMOTE
@@ -168,11 +168,13 @@ class RecoveryView(LiveView):
         self.controls.layout.display = "flex" if local else "none"
         options = [(f"{n['node_id'][:8]}", n["node_id"]) for n in nodes if not n.get("is_head")]
         self.kill_node_b.disabled = not options
+        self.node_pick.layout.display = "flex" if options else "none"
         if list(self.node_pick.options) != options:
             keep = self.node_pick.value
             self.node_pick.options = options
-            if keep in [v for _, v in options]:
-                self.node_pick.value = keep
+            ids = [v for _, v in options]
+            if ids:                     # the one chosen before, or the newest
+                self.node_pick.value = keep if keep in ids else ids[-1]
 
     def _show(self, data: dict) -> None:
         fails = data["failures"]

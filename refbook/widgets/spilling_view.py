@@ -18,6 +18,7 @@ KINDS = ("object_spilled", "object_restored", "spill_failed")
 KEEP = 1000                 # events kept in .data
 SHOWN = 10                  # rows of the objects table
 POINTS = 2000               # points of the plot
+STEPS = 200                 # events a batch plots one by one
 
 
 def _bytes(e: dict) -> int:
@@ -41,12 +42,14 @@ class SpillingView(LiveView):
         self._files: dict = {}              # file -> {"file", "node_id", "objects", "bytes"}
         self._events: list = []
         self._spilled = self._restored = 0
+        self._plotted = False
+        self._last_t = 0.0                 # the time of the last point (s)
         self.source = ColumnDataSource({"t": [], "spilled": [], "restored": []})
         p = plots.figure(height=200, x_axis_type="datetime",
                          y_axis_label="bytes, since the cluster started")
-        p.step(x="t", y="spilled", source=self.source, mode="after", line_width=2,
+        p.line(x="t", y="spilled", source=self.source, line_width=2,
                color=theme.SPILLED, legend_label="spilled to disk")
-        p.step(x="t", y="restored", source=self.source, mode="after", line_width=2,
+        p.line(x="t", y="restored", source=self.source, line_width=2,
                color=theme.RESTORED, legend_label="restored from disk")
         p.y_range.start = 0
         plots.bytes_axis(p.yaxis[0])
@@ -77,21 +80,47 @@ class SpillingView(LiveView):
                 self._restored += _bytes(e)
         self._events = (self._events + fresh)[-KEEP:]
         nodes = [n for n in state.nodes() if n["alive"]] if poll or fresh else None
-        data = self.data
+        data = dict(self._data)        # replaced key by key: no deep copy
         if nodes is not None:
             data["on_disk_bytes"] = sum(n["store"].get("spilled_bytes", 0) for n in nodes)
             data["spill_files"] = sum(n["store"].get("spill_files", 0) for n in nodes)
         data.update(spilled_bytes=self._spilled, restored_bytes=self._restored,
                     events=list(self._events), files=[dict(f) for f in self._files.values()])
         self.set_data(data)
-        t = (max(e["time"] for e in fresh) if fresh else time.time()) * 1000
-        if fresh and not self.source.data["t"]:      # the lines start at zero
-            self.source.stream({"t": [min(e["time"] for e in fresh) * 1000 - 1],
-                                "spilled": [0], "restored": [0]})
-        if fresh or (poll and self._spilled):
-            self.source.stream({"t": [t], "spilled": [self._spilled],
-                                "restored": [self._restored]}, rollover=POINTS)
+        self._plot(fresh, poll)
         self._show(data)
+
+    def _plot(self, fresh: list, poll: bool) -> None:
+        """Add the totals to the plot as steps, one per event (per batch beyond
+        ``STEPS`` events), in time order, starting from zero; a poll extends them to
+        now."""
+        moved = [e for e in fresh if e["kind"] != "spill_failed"]
+        if not moved and not (poll and self._spilled):
+            return
+        s = self._spilled - sum(_bytes(e) for e in moved if e["kind"] == "object_spilled")
+        r = self._restored - sum(_bytes(e) for e in moved if e["kind"] == "object_restored")
+        t0 = self._last_t
+        pts = []
+        if not self._plotted and moved:
+            pts.append((moved[0]["time"] - 0.001, s, r))
+        if len(moved) > STEPS:          # one step for the whole batch
+            moved = [dict(moved[-1], bytes=0)]
+            s, r = self._spilled, self._restored
+        for e in moved:
+            t = max(e["time"], t0)
+            pts.append((t, s, r))
+            if e["kind"] == "object_spilled":
+                s += _bytes(e)
+            elif e["kind"] == "object_restored":
+                r += _bytes(e)
+            pts.append((t, s, r))
+            t0 = t
+        if not moved:
+            pts.append((max(time.time(), t0), s, r))
+        self._plotted = True
+        self._last_t = pts[-1][0]
+        self.source.stream({"t": [p[0] * 1000 for p in pts], "spilled": [p[1] for p in pts],
+                            "restored": [p[2] for p in pts]}, rollover=POINTS)
 
     def _show(self, data: dict) -> None:
         on_disk = data["on_disk_bytes"]

@@ -300,7 +300,7 @@ def test_actors_show_the_node_and_pid_they_run_at_on_three_nodes(three_nodes):
 def test_actors_whose_owner_was_on_a_dead_node_die_once(three_nodes):
     base = last_seq()
     blockers = [Counter.options(num_cpus=1).remote(0) for _ in range(3)]   # every CPU
-    refbook.get([b.pid.remote() for b in blockers], timeout=60)
+    refbook.get([b.pid.remote() for b in blockers], timeout=120)
     new = state.add_node(num_cpus=1)           # the only free CPU: the task runs there
     _owner_pid, aid, actor_pid = refbook.get(make_and_keep_an_actor.remote(), timeout=60)
     node = next(a for a in state.actors() if a["actor_id"] == aid)["node_id"]

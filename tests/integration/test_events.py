@@ -234,3 +234,30 @@ def test_a_node_that_dies_gives_node_died_then_its_objects_are_rebuilt(tmp_path)
     finally:
         refbook.shutdown()
         c.shutdown()
+
+
+def test_a_subscription_reads_at_the_pace_it_asks_for(cluster):
+    from refbook.runtime.api import events as ev
+    c = ev.collector()
+    rounds = []
+    real = c.poll
+    c.poll = lambda: rounds.append(time.monotonic()) or real()
+    try:
+        with pytest.raises(ValueError, match="period"):
+            state.subscribe(lambda evs: None, period=0)
+        got = []
+        with state.subscribe(got.extend, kinds="object_created", period=0.2):
+            time.sleep(0.3)
+            ref = refbook.put(np.ones(10))
+            assert wait_for(lambda: any(e["object_id"] == ref.hex() for e in got), 5)
+            rounds.clear()
+            time.sleep(2.0)
+            slow = len(rounds)
+            with state.subscribe(lambda evs: None, period=0.025):   # the quickest rules
+                rounds.clear()
+                time.sleep(1.0)
+                quick = len(rounds)
+        assert 6 <= slow <= 12, slow              # about 10 in 2 s
+        assert quick >= 20, quick                 # about 40 in 1 s
+    finally:
+        c.poll = real

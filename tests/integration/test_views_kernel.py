@@ -132,8 +132,8 @@ def test_close_and_shutdown_stop_the_views(kernel):
     assert value(kc, "(m.updates == n, m.stopped, m._sub is None)") == (True, "closed", True)
     assert until(kc, "d.data['memory']['nodes'][0]['used'] > 0", 5)
     # shutdown: every view stops, and its threads end
-    run(kc, "refbook.shutdown()\ntime.sleep(0.5)")
-    why = value(kc, "d.stopped")
+    run(kc, "refbook.shutdown()")
+    why = until(kc, "d.stopped", 2)
     assert why and "shut down" in why
     assert "shut down" in value(kc, "d.views['recovery'].notice.value")
     assert until(kc, "threads() == []", 5)
@@ -198,3 +198,28 @@ def test_refbook_magic_shows_each_view(kernel):
              and x["msg_type"] == "display_data"]
     assert shown and "application/vnd.jupyter.widget-view+json" in \
         shown[0]["content"]["data"], "graph"
+
+
+def test_a_cell_run_again_closes_the_view_it_showed(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    m = Messages(kc)
+
+    def in_cell(code, cell_id):       # as JupyterLab sends it: the cell's id in metadata
+        msg = kc.session.msg("execute_request", {
+            "code": code, "silent": False, "store_history": True, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": True}, metadata={"cellId": cell_id})
+        kc.shell_channel.send(msg)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            x = kc.get_iopub_msg(timeout=30)
+            m.all.append(x)
+            if x["parent_header"].get("msg_id") == msg["header"]["msg_id"] and \
+                    x["msg_type"] == "status" and x["content"]["execution_state"] == "idle":
+                return
+        raise AssertionError("no reply")
+    in_cell("%refbook memory", "cell-a")
+    in_cell("from refbook.kernel import magics\nfirst = magics._shown['cell-a']", "cell-b")
+    in_cell("%refbook memory", "cell-a")
+    assert value(kc, "(first.stopped, magics._shown['cell-a'] is not first, "
+                     "magics._shown['cell-a'].stopped)") == ("closed", True, None)

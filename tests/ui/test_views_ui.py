@@ -9,6 +9,7 @@ import time
 from urllib.parse import urlparse
 
 import nbformat
+import pytest
 
 from tests.ui.test_failures_ui import _run_all, _shots_dir, _wait
 
@@ -28,7 +29,8 @@ CELLS = [
     "parts = [part.remote(i) for i in range(4)]\n"
     "refbook.wait(parts, num_returns=4)\n"
     "state.kill_node(other)\n"
-    "total = sum(float(p.sum()) for p in refbook.get(parts))",
+    "total = sum(float(p.sum()) for p in refbook.get(parts))\n"
+    "new = state.add_node(num_cpus=1, object_store_memory=100 * 2**20)",
     "%refbook memory",
     "%refbook spilling",
     "%refbook recovery",
@@ -71,6 +73,7 @@ def _view_texts(page) -> list[str]:
         .map(e => e.innerText)""")
 
 
+@pytest.mark.timeout(400)
 def test_views_render_offline_in_both_themes(lab, page):
     url, root = lab
     blocked = _block_remote(page)
@@ -98,9 +101,10 @@ def test_views_render_offline_in_both_themes(lab, page):
     assert page.evaluate("document.querySelectorAll('script[data-refbook=bokehjs]').length") \
         == 1, "BokehJS is added once, however many views show"
     sources = page.evaluate(MODELS_JS)
-    # memory: a bar per node, with the 20 MB objects in use; the timeline has points
+    # memory: a bar per node (the head, and the node added after the other one
+    # died), with the 20 MB objects in use; the timeline has points
     bars = [s for s in sources if "capacity" in s and "threshold" in s]
-    assert bars and len(bars[0]["node"]) == 1 and max(bars[0]["used"]) > 20_000_000, bars
+    assert bars and len(bars[0]["node"]) == 2 and max(bars[0]["used"]) > 20_000_000, bars
     assert bars[0]["threshold"][0] == 0.8 * bars[0]["capacity"][0]
     timeline = [s for s in sources if set(s) == {"t", "used", "spilled"}]
     assert timeline and len(timeline[0]["t"]) >= 1
@@ -119,6 +123,26 @@ def test_views_render_offline_in_both_themes(lab, page):
     assert "no refbook cluster" not in mem + spill + rec + dash
     assert not blocked, f"requests to other hosts: {blocked}"
 
+    # a reloaded page shows the plots as they are now, still with nothing fetched
+    n_points = len(timeline[0]["t"])
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    _wait(lambda: '"application/vnd.jupyter.widget-view+json"' in
+          (root / "views.ipynb").read_text(), 20, "the notebook saved with its views", page)
+    size = (root / "views.ipynb").stat().st_size
+    assert size < 200_000, f"BokehJS (1.3 MB) must not be saved in the notebook: {size}"
+    page.on("dialog", lambda dialog: dialog.accept())    # "leave the page?"
+    page.reload()
+    _wait(lambda: page.evaluate("window.Bokeh !== undefined && "
+                                "window.Bokeh.documents.length >= 5"), 60,
+          "the plots after a reload", page)
+    time.sleep(1.0)
+    again = page.evaluate(MODELS_JS)
+    bars = [s for s in again if "capacity" in s and "threshold" in s]
+    assert bars and len(bars[0]["node"]) == 2 and max(bars[0]["used"]) > 20_000_000, bars
+    timeline = [s for s in again if set(s) == {"t", "used", "spilled"}]
+    assert timeline and len(timeline[0]["t"]) >= n_points, (n_points, timeline)
+    assert not blocked, f"requests to other hosts: {blocked}"
+
     d = _shots_dir()
     shots = []
 
@@ -135,6 +159,16 @@ def test_views_render_offline_in_both_themes(lab, page):
             el.screenshot(path=path)
             shots.append(path)
     shoot("")
+    # the dashboard's other tabs draw their plots once shown
+    dash_el = page.locator(".refbook-dashboard").first
+    dash_el.locator(".lm-TabBar-tab", has_text="Recovery").click()
+    _wait(lambda: dash_el.locator(".refbook-view:visible .refbook-plot canvas").count() >= 1,
+          10, "the recovery tab's plot", page)
+    time.sleep(0.5)
+    box = dash_el.locator(".refbook-view:visible .refbook-plot").first.bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 150, box
+    dash_el.screenshot(path=os.path.join(d, "view-dashboard-recovery-tab.png"))
+    shots.append(os.path.join(d, "view-dashboard-recovery-tab.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', "
                   "{theme: 'JupyterLab Dark'})")
     _wait(lambda: page.evaluate("document.body.dataset.jpThemeLight") == "false", 30,

@@ -167,3 +167,13 @@ def test_a_pin_of_an_object_still_being_written_waits_for_its_seal():
     status, detail = t.pin_many("reader", [b"x"])
     assert status == "ok" and detail[b"x"][1] == 1000
     assert t.pin_many("reader", [b"gone"])[0] == "error"
+
+
+def test_stats_name_the_pinned_bytes_and_the_spill_threshold():
+    t = sealed_table(3, 100 << 10, 1 << 20)
+    t.create(b"w" * 20, 50 << 10, "o", "o")          # being written: pinned by its writer
+    assert t.stats()["pinned"] == 50 << 10 and t.stats()["spill_threshold"] == 0.8
+    t.pin_many("p", [bytes([0]) * 20])
+    assert t.stats()["pinned"] == (50 << 10) + (100 << 10)
+    t.unpin("p", [bytes([0]) * 20])
+    assert t.stats()["pinned"] == 50 << 10

@@ -181,7 +181,7 @@ class Collector:
                 if not self.subs:
                     self.thread = None
                     return
-            pause = POLL_S
+            pause = min((s.period for s in self.subs), default=POLL_S)
             try:
                 self.poll()
             except Exception:  # noqa: BLE001 - keep the subscribers going
@@ -214,11 +214,13 @@ class Subscription:
     """``callback(list_of_events)`` on a background thread for each batch of new events
     (of ``kinds``), until :meth:`close`."""
 
-    def __init__(self, collector: Collector, callback, kinds, cursor: int):
+    def __init__(self, collector: Collector, callback, kinds, cursor: int,
+                 period: float = POLL_S):
         self.collector = collector
         self.callback = callback
         self.kinds = kinds
         self.cursor = cursor
+        self.period = period      # the collector reads at the pace of its quickest
         self.closed = False
 
     def deliver(self, collector: Collector) -> None:
@@ -266,15 +268,21 @@ def events(since: int = 0, kinds=None) -> list[dict]:
         return c.after(since, _kinds(kinds))
 
 
-def subscribe(callback, kinds=None, since: int | None = None) -> Subscription:
+def subscribe(callback, kinds=None, since: int | None = None,
+              period: float = POLL_S) -> Subscription:
     """Call ``callback(list_of_events)`` on a background thread with each batch of new
     events (of ``kinds``), from now on, or after ``since`` (0: everything this driver
-    still holds).  Returns a :class:`Subscription`; ``.close()`` it."""
+    still holds), reading the cluster every ``period`` seconds or sooner (another
+    subscription may ask for sooner; a slower pace costs the driver less while events
+    pour in).  Returns a :class:`Subscription`; ``.close()`` it.  When the cluster
+    shuts down, callbacks simply stop: the subscriber is not told."""
+    if not period > 0:
+        raise ValueError(f"period must be a positive number of seconds, not {period!r}")
     c = collector()
     if since is None:
         c.poll()
         since = c.seq
-    sub = Subscription(c, callback, _kinds(kinds), since)
+    sub = Subscription(c, callback, _kinds(kinds), since, period)
     c.add(sub)
     return sub
 
