@@ -72,7 +72,7 @@ class _FakeCore:
     def describe(self, what):
         return self.query(self.me, what)
 
-    def query_many(self, asks, timeout=None):
+    def query_many(self, asks, timeout=None, poll=True):
         return [self.query(a, w) for a, w in asks]
 
     def query(self, addr, what, timeout=None):

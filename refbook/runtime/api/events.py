@@ -77,7 +77,7 @@ class Collector:
         core = self.core
         try:
             return core.query_many([(s, ("events", self.cursors.get(s, 0))) for s in srcs],
-                                   PROCESS_TIMEOUT)
+                                   PROCESS_TIMEOUT, poll=False)
         except exc.RefbookError:
             self.nodes_at = 0.0
             return [None] * len(srcs)

@@ -30,7 +30,7 @@ class Introspection:
         """Ask process or node ``addr`` about ``what`` (its STATE_QUERY answer)."""
         return self.call(addr, lambda req: (P.STATE_QUERY, self.me, req, what), timeout)
 
-    def query_many(self, asks, timeout: float = 5.0) -> list:
+    def query_many(self, asks, timeout: float = 5.0, poll: bool = True) -> list:
         """Ask several processes or nodes at once: ``asks`` is ``[(addr, what)]``;
         returns their answers in order (None for one that did not answer in time).
         This process answers itself directly."""
@@ -51,7 +51,7 @@ class Introspection:
             if req is None:
                 out.append(self.describe(slot))
                 continue
-            ok = self._wait_event(slot[0], max(0.0, deadline - time.monotonic()))
+            ok = self._wait_event(slot[0], max(0.0, deadline - time.monotonic()), poll)
             self._replies.pop(req, None)
             out.append(slot[1] if ok else None)
         return out

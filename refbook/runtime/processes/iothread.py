@@ -24,9 +24,12 @@ log = logging.getLogger("refbook.core")
 class IOThread:
     """Mixed into CoreWorker; dispatches to its ``_handlers`` under its ``lock``."""
 
-    def _wait_event(self, ev: threading.Event, timeout: float | None) -> bool:
-        """Wait for ``ev``, polling the inbox in this thread if nobody else does."""
-        if threading.current_thread() is self._io or not self.take_poller():
+    def _wait_event(self, ev: threading.Event, timeout: float | None,
+                    poll: bool = True) -> bool:
+        """Wait for ``ev``, polling the inbox in this thread if nobody else does
+        (``poll`` False: never; a background reader leaves the inbox to the threads
+        on the task path, which would otherwise queue behind it for the interpreter)."""
+        if not poll or threading.current_thread() is self._io or not self.take_poller():
             return ev.wait(timeout)
         try:
             deadline = None if timeout is None else time.monotonic() + timeout

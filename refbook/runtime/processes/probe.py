@@ -52,7 +52,7 @@ class Probe:
         except TimeoutError as e:
             raise RefbookError(str(e)) from None
 
-    def query_many(self, asks, timeout: float = 5.0) -> list:
+    def query_many(self, asks, timeout: float = 5.0, poll: bool = True) -> list:
         """Ask several at once: ``asks`` is ``[(target, what)]``; their answers in
         order, None for one that did not answer within ``timeout``."""
         slots = {}
