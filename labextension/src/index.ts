@@ -31,9 +31,13 @@ const ICON = new LabIcon({
     '<path d="M7.5 8.2l3.2 7.4 1.6-.7-3.2-7.4zM16.5 8.2l-3.2 7.4-1.6-.7 3.2-7.4z"/></g></svg>'
 });
 
+/** A notebook's session (a console, e.g. the dashboard's, does not take the sidebar). */
 function sessionOf(w: Widget | null): ISessionLike | null {
+  const isNotebook = !!(w as any)?.content?.model?.cells;
   const ctx = (w as any)?.sessionContext;
-  return ctx && ctx.kernelChanged && ctx.statusChanged ? (ctx as ISessionLike) : null;
+  return isNotebook && ctx && ctx.kernelChanged && ctx.statusChanged
+    ? (ctx as ISessionLike)
+    : null;
 }
 
 async function fetchClusters(): Promise<any[]> {
@@ -59,15 +63,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null
   ) => {
     const conn = new Connection();
-    const sidebar = new RefbookSidebar(conn, fetchClusters);
+    const sidebar = new RefbookSidebar(conn, fetchClusters, () => {
+      void app.commands.execute(OPEN_DASHBOARD);
+    });
     sidebar.title.icon = ICON;
     shell.add(sidebar, 'left', { rank: 800 });
 
     // follow the notebook (or console) the person works in; keep the last one while
     // the focus is on something without a kernel (a file, the launcher)
+    let lastNotebook: Widget | null = null;
     const follow = () => {
       const ctx = sessionOf(shell.currentWidget);
       if (ctx) {
+        lastNotebook = shell.currentWidget;
         conn.follow(ctx);
       } else if (!conn.label) {
         conn.follow(null);
@@ -80,7 +88,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'refbook: open dashboard',
       caption: "The dashboard of this notebook's cluster, in a panel beside it",
       execute: async () => {
-        const w = shell.currentWidget as any;
+        const w = (sessionOf(shell.currentWidget) ? shell.currentWidget : lastNotebook) as any;
         const path = w?.sessionContext?.path;
         if (!path) {
           return;

@@ -47,7 +47,8 @@ export class RefbookSidebar extends Widget {
 
   constructor(
     readonly conn: Connection,
-    private fetchClusters: () => Promise<any[]>
+    private fetchClusters: () => Promise<any[]>,
+    private openDashboard: () => void
   ) {
     super();
     this.id = 'refbook-sidebar';
@@ -55,9 +56,14 @@ export class RefbookSidebar extends Widget {
     this.title.caption = 'refbook: refs, nodes and actors of this notebook';
     this.scroller.appendChild(this.spacer);
     this.spacer.appendChild(this.rows);
+    const dash = el('button', 'jp-Button refbook-dashboard', 'Dashboard');
+    dash.title = "Open this notebook's dashboard (graph, memory, spilling, recovery) in a panel";
+    dash.addEventListener('click', () => this.openDashboard());
+    const top = el('div', 'refbook-top');
+    top.append(this.head, dash);
     const n = this.node;
     n.append(
-      this.head,
+      top,
       this.hint,
       this.refsTitle,
       this.scroller,

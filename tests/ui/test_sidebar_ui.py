@@ -105,6 +105,16 @@ def test_the_sidebar_lists_refs_live_and_frees_one(lab, page):
     page.click(f"{SIDEBAR} .refbook-ref[data-refbook-name='big']")
     page.wait_for_selector(f"{SIDEBAR} .refbook-detail-box", timeout=10_000)
     page.screenshot(path=os.path.join(_shots_dir(), "sidebar-dark.png"))
+    # the dashboard opens in a panel beside the notebook, on the same kernel
+    page.click(f"{SIDEBAR} .refbook-dashboard")
+    page.wait_for_selector(".jp-ConsolePanel .jp-OutputArea-output .widget-tab, "
+                           ".jp-ConsolePanel .jp-OutputArea-output .jupyter-widget-tab",
+                           timeout=60_000)
+    time.sleep(1.0)
+    # the sidebar stays with the notebook (the console is the dashboard's, not a notebook)
+    assert "refs.ipynb" in page.inner_text(f"{SIDEBAR} .refbook-head")
+    assert "big" in _rows(page)
+    page.screenshot(path=os.path.join(_shots_dir(), "sidebar-dashboard-dark.png"))
     assert not outside, outside
 
 
