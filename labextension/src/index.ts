@@ -63,8 +63,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     palette: ICommandPalette | null
   ) => {
     const conn = new Connection();
-    const sidebar = new RefbookSidebar(conn, fetchClusters, () => {
-      void app.commands.execute(OPEN_DASHBOARD);
+    const sidebar = new RefbookSidebar(conn, fetchClusters, (code?: string) => {
+      void app.commands.execute(OPEN_DASHBOARD, code ? { code } : {});
     });
     sidebar.title.icon = ICON;
     shell.add(sidebar, 'left', { rank: 800 });
@@ -87,7 +87,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     app.commands.addCommand(OPEN_DASHBOARD, {
       label: 'refbook: open dashboard',
       caption: "The dashboard of this notebook's cluster, in a panel beside it",
-      execute: async () => {
+      execute: async args => {
         const w = (sessionOf(shell.currentWidget) ? shell.currentWidget : lastNotebook) as any;
         const path = w?.sessionContext?.path;
         if (!path) {
@@ -101,7 +101,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           activate: true
         });
         await panel?.sessionContext?.ready;
-        panel?.console?.inject('%refbook dashboard');
+        panel?.console?.inject((args?.code as string) || '%refbook dashboard');
       }
     });
     palette?.addItem({ command: OPEN_DASHBOARD, category: 'refbook' });

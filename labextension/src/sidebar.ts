@@ -48,7 +48,7 @@ export class RefbookSidebar extends Widget {
   constructor(
     readonly conn: Connection,
     private fetchClusters: () => Promise<any[]>,
-    private openDashboard: () => void
+    private openDashboard: (code?: string) => void
   ) {
     super();
     this.id = 'refbook-sidebar';
@@ -240,6 +240,14 @@ export class RefbookSidebar extends Widget {
             : 'a put: no task made it'
         )
       );
+    }
+    if (r.names.length) {
+      const graph = el('button', 'jp-Button refbook-graph', 'Graph');
+      graph.title = 'Open the object graph of this ref and its lineage in a panel';
+      graph.addEventListener('click', () =>
+        this.openDashboard(`%refbook graph ${r.names[0]}`)
+      );
+      box.append(graph);
     }
     const free = el('button', 'jp-Button refbook-free', 'Free');
     free.title = 'Delete the notebook variables that hold this ref';

@@ -80,6 +80,7 @@ def test_the_sidebar_lists_refs_live_and_frees_one(lab, page):
     page.wait_for_selector(f"{SIDEBAR} .refbook-detail-box", timeout=10_000)
     details = page.inner_text(f"{SIDEBAR} .refbook-details")
     assert "variable y" in details and "made by twice" in details, details
+
     page.screenshot(path=os.path.join(_shots_dir(), "sidebar.png"))
     # Free asks first, then deletes the variable: its row goes
     page.click(f"{SIDEBAR} .refbook-free")
@@ -115,6 +116,11 @@ def test_the_sidebar_lists_refs_live_and_frees_one(lab, page):
     assert "refs.ipynb" in page.inner_text(f"{SIDEBAR} .refbook-head")
     assert "big" in _rows(page)
     page.screenshot(path=os.path.join(_shots_dir(), "sidebar-dashboard-dark.png"))
+    # a ref's graph opens in such a panel too
+    page.click(f"{SIDEBAR} .refbook-ref[data-refbook-name='big']")
+    page.click(f"{SIDEBAR} .refbook-graph")
+    _wait(lambda: page.locator(".jp-ConsolePanel").count() >= 2, 60, "the graph's panel",
+          page)
     assert not outside, outside
 
 
