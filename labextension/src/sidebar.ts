@@ -56,7 +56,7 @@ export class RefbookSidebar extends Widget {
     this.title.caption = 'refbook: refs, nodes and actors of this notebook';
     this.scroller.appendChild(this.spacer);
     this.spacer.appendChild(this.rows);
-    const dash = el('button', 'jp-Button refbook-dashboard', 'Dashboard');
+    const dash = el('button', 'jp-Button refbook-open-dashboard', 'Dashboard');
     dash.title = "Open this notebook's dashboard (graph, memory, spilling, recovery) in a panel";
     dash.addEventListener('click', () => this.openDashboard());
     const top = el('div', 'refbook-top');

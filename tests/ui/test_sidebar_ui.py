@@ -107,7 +107,7 @@ def test_the_sidebar_lists_refs_live_and_frees_one(lab, page):
     page.wait_for_selector(f"{SIDEBAR} .refbook-detail-box", timeout=10_000)
     page.screenshot(path=os.path.join(_shots_dir(), "sidebar-dark.png"))
     # the dashboard opens in a panel beside the notebook, on the same kernel
-    page.click(f"{SIDEBAR} .refbook-dashboard")
+    page.click(f"{SIDEBAR} .refbook-open-dashboard")
     page.wait_for_selector(".jp-ConsolePanel .jp-OutputArea-output .widget-tab, "
                            ".jp-ConsolePanel .jp-OutputArea-output .jupyter-widget-tab",
                            timeout=60_000)
