@@ -10,6 +10,7 @@ import { Connection, Status } from './connection';
 import { fmtBytes, NodeRow, RefRow, SidebarModel } from './model';
 
 const ROW = 24; // px: every ref row has this height (virtualised list)
+const FREE_ANSWER_S = 5; // seconds before the sidebar says the kernel has not answered
 const HINTS: { [s in Status]: string } = {
   'no-notebook': 'Open a notebook to see its refs.',
   'no-kernel': 'This notebook has no running kernel.',
@@ -265,9 +266,26 @@ export class RefbookSidebar extends Widget {
         'once nothing else holds it.',
       buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Free' })]
     });
-    if (res.button.accept) {
-      this.conn.send({ type: 'free', id: r.id });
+    if (!res.button.accept) {
+      return;
     }
+    if (!this.conn.send({ type: 'free', id: r.id })) {
+      this.details.replaceChildren(
+        el('div', 'refbook-error', 'Not connected to the kernel: nothing was freed.')
+      );
+      return;
+    }
+    this.details.replaceChildren(el('div', 'refbook-muted', `freeing ${names}...`));
+    // the kernel answers "freed"; say so if it does not, rather than look stuck
+    window.setTimeout(() => {
+      if (this.selected === r.id && this.model.refs.has(r.id)) {
+        this.details.replaceChildren(
+          el('div', 'refbook-error',
+            `The kernel has not answered in ${FREE_ANSWER_S} s (is a cell running?). ` +
+            `It frees ${names} when it gets the request.`)
+        );
+      }
+    }, FREE_ANSWER_S * 1000);
   }
 
   private renderNodes(nodes: NodeRow[]): void {

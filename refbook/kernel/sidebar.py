@@ -41,6 +41,28 @@ def register(session) -> None:
     get_comm_manager().register_target(TARGET, lambda comm, msg: Channel(session, comm))
 
 
+def route_to_live_subshell(comm, kernel) -> None:
+    """Have the kernel hand this comm's messages to the subshell they name while it
+    exists, and to the main shell otherwise.
+
+    JupyterLab 4.4+ sends a comm's messages on a subshell it shares among the comms of
+    one target; closing one comm just as another opens (the sidebar does, after a
+    restart or once refbook is loaded) can leave the new comm naming a subshell that
+    has just been deleted.  ipykernel 7 also sends a comm's messages to the subshell
+    its last *reply* came from.  Together, a message (a confirmed Free) could go to a
+    subshell that is gone, and the kernel drops it without a word."""
+    manager = getattr(getattr(kernel, "shell_channel_thread", None), "manager", None)
+    if manager is None or not hasattr(manager, "list_subshell"):
+        return                                            # a kernel without subshells
+
+    def route(data, default):
+        try:
+            return default if default in manager.list_subshell() else None
+        except Exception:  # noqa: BLE001 - the main shell always exists
+            return None
+    comm._reply_subshell_for = route
+
+
 def unregister() -> None:
     from comm import get_comm_manager
     try:
@@ -55,6 +77,7 @@ class Channel:
 
     def __init__(self, session, comm):
         self.session, self.comm = session, comm
+        route_to_live_subshell(comm, getattr(session, "kernel", None))
         self.visible = False
         self.interval = INTERVAL
         self.closed = False

@@ -151,3 +151,49 @@ def test_a_kernel_without_refbook_closes_the_comm(kernel):
     while not sb.closed and time.monotonic() < end:
         sb.pump(0.05)
     assert sb.closed and sb.got == []
+
+
+def _control(kc, msg_type: str, content: dict) -> dict:
+    msg = kc.session.msg(msg_type, content)
+    kc.control_channel.send(msg)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        reply = kc.get_control_msg(timeout=10)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply["content"]
+    raise AssertionError(f"no {msg_type} reply")
+
+
+def test_a_message_naming_a_deleted_subshell_is_still_handled(kernel):
+    """JupyterLab 4.4+ sends a comm's messages on a subshell shared by the comms of
+    one target, and can delete it while a new comm of that target still names it (the
+    sidebar closes and reopens its comm).  ipykernel 7 also routes a comm's messages to
+    the subshell its last answer went to.  A confirmed Free sent that way was dropped:
+    the row stayed, with no error anywhere."""
+    km, kc = kernel
+    sb = Sidebar(kc)
+    sb.run("%load_ext refbook")
+    info = kc.kernel_info(reply=True)["content"]
+    if "kernel subshells" not in info.get("supported_features", []):
+        pytest.skip("this ipykernel has no subshells")
+    sub = _control(kc, "create_subshell_request", {})["subshell_id"]
+    sb.run("x = refbook.put(b'a' * 1000)\nhx = x.hex()")
+    sb.open()
+
+    def send_on(subshell, **data):
+        msg = kc.session.msg("comm_msg", {"comm_id": sb.comm_id, "data": data})
+        msg["header"]["subshell_id"] = subshell
+        kc.shell_channel.send(msg)
+
+    sb.send(type="visible", visible=True)
+    row = sb.wait_for(lambda d: any(r["names"] == ["x"] for r in
+                                    (d.get("refs") or {}).get("upsert", ())))
+    (r,) = [r for r in row["refs"]["upsert"] if r["names"] == ["x"]]
+    send_on(sub, type="inspect", id=r["id"])       # answered from the subshell
+    sb.wait_for(lambda d: d.get("type") == "inspect")
+    sb.send(type="visible", visible=False)         # no pushes from here on
+    sb.pump(0.5)
+    assert _control(kc, "delete_subshell_request", {"subshell_id": sub})["status"] == "ok"
+    send_on(sub, type="free", id=r["id"])          # names the subshell just deleted
+    freed = sb.wait_for(lambda d: d.get("type") == "freed", timeout=10)
+    assert freed["names"] == ["x"]
