@@ -121,6 +121,23 @@ def test_the_collector_merges_in_time_order_numbers_without_gaps_and_reports_dro
     assert [e["seq"] for e in c.after(0, {"task_finished"})] == [3, 5]
 
 
+def test_a_full_log_numbers_its_newest_events_and_says_what_it_lost(monkeypatch):
+    from refbook.runtime.api import events
+    monkeypatch.setattr(events, "LOG_SIZE", 1000)
+    c = events.Collector(_FakeCore())
+    c.log = events.deque(maxlen=events.LOG_SIZE)
+    where = ("n1", "w1")
+    for i in range(1, 2501):             # 2,500 events through a log of 1,000
+        c.log.append(((i, float(i), "worker_started", "w", i), where))
+        c.seq = i
+    got = c.after(2497)
+    assert [(e["seq"], e["pid"]) for e in got] == [(2498, 2498), (2499, 2499), (2500, 2500)]
+    old = c.after(1000)                  # 1,001..1,500 are gone: said once, then the rest
+    assert old[0]["kind"] == "events_dropped" and old[0]["count"] == 500
+    assert [e["seq"] for e in old[1:]] == list(range(1501, 2501))
+    assert c.after(2500) == []
+
+
 def test_actor_events_carry_the_actors_node_and_task_events_its_id():
     from refbook.runtime.protocol.actors import ActorQueue, OwnedActor
     from refbook.runtime.protocol.events import actor_event, ended, retried

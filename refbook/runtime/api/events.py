@@ -152,7 +152,11 @@ class Collector:
                         "node_id": None, "process": None, "count": first - 1 - seq})
         start = max(0, seq + 1 - first)
         n = first + start
-        for raw, (node_id, process) in islice(log_, start, None):
+        # the new events are the log's last ones: walk to them from its end (a deque
+        # walks from the start, and a full log holds LOG_SIZE events)
+        new = list(islice(reversed(log_), len(log_) - start))
+        new.reverse()
+        for raw, (node_id, process) in new:
             if kinds is None or raw[2] in kinds or raw[2] == "events_dropped":
                 d = to_dict(raw, node_id, process)
                 d["seq"] = n
