@@ -5,12 +5,16 @@ runtime).  Prints medians and the ratio of each to the floor.
 
     python benchmarks/sort.py [--gb 1] [--blocks 16] [--repeat 3] [--data uint64,records]
                               [--only floor,refbook,ray,dask] [--store-mb 0]
+    python benchmarks/sort.py --kill-node [--gb 0.5]
 
 Ray and Dask run when importable.  On Ray the library itself runs unchanged: the module
 ``refbook.shuffle`` is loaded a second time with ``refbook`` bound to ``ray`` (it uses
 only the public API, which the two share).  ``--store-mb`` limits refbook's store (the
 "more than the store holds" case) and then also times writing and reading the data
-once through this disk, the disk-bound time.
+once through this disk, the disk-bound time.  ``--kill-node`` sorts on a testing
+cluster of 3 nodes (1 CPU each), once as it is and once with a node (not the head)
+killed when the first map task there has started, checks both results exactly and
+prints the time lost.
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ def run_dask(kind, gb, nblocks, repeat, sort_values=False):
         for _ in range(repeat):
             if sort_values:
                 import dask.dataframe as dd
+                dask.config.set({"dataframe.convert-string": False})
                 df = dd.from_delayed([dask.delayed(_frame)(kind, rows, 1, i)
                                       for i in range(nblocks)],
                                      meta=_frame(kind, 0, 1, 0)).persist()
@@ -159,7 +164,10 @@ def _frame(kind, rows, seed, index):
     import pandas as pd
     block = make_block(kind, rows, seed, index)
     if kind == "records":
-        return pd.DataFrame({"k": block["key"], "v": block["value"]})
+        # the 10-byte keys as Python bytes (Dask would make text of them), the 90-byte
+        # values as one fixed-width column
+        return pd.DataFrame({"k": pd.Series(block["key"].tolist(), dtype=object),
+                             "v": pd.Series(list(block["value"]), dtype=object)})
     return pd.DataFrame({"k": block})
 
 
@@ -183,6 +191,51 @@ def disk_bound(gb: float, directory: str) -> float:
     return dt
 
 
+def kill_node_run(kind: str, gb: float, nblocks: int, strategy: str) -> tuple:
+    """``(seconds without, seconds with a node killed mid-sort)`` on 3 nodes."""
+    import threading
+
+    import refbook
+    from refbook import shuffle, state
+    ctx = refbook.init(num_nodes=3, num_cpus=1, log_to_stderr=False)
+    try:
+        rows = rows_for(kind, gb, nblocks)
+        make = refbook.remote(make_block)
+
+        def once(kill_after: float | None) -> float:
+            data = [make.remote(kind, rows, 1, i) for i in range(nblocks)]
+            refbook.wait(data, num_returns=len(data))
+            killer = None
+            if kill_after is not None:
+                # the node (not the head) holding the most input blocks, a third of the
+                # way into the sort: its blocks, and what it made of them, are lost
+                where = [n for o in state.objects(ids=data) for n in o["nodes"]
+                         if n != ctx.node_id]
+                victim = max(set(where), key=where.count) if where else next(
+                    n["node_id"] for n in refbook.nodes() if n["node_id"] != ctx.node_id)
+                killed: list = []
+                killer = threading.Timer(kill_after, lambda: (
+                    killed.append(time.perf_counter()), state.kill_node(victim)))
+                killer.start()
+            t = time.perf_counter()
+            out = shuffle.sort(data, key=key_of(kind), num_partitions=nblocks,
+                               strategy=strategy)
+            refbook.wait(out, num_returns=len(out))
+            dt = time.perf_counter() - t
+            if killer:
+                killer.join()
+                assert killed and killed[0] < t + dt, "the sort ended before the kill"
+                assert not any(n["node_id"] == victim and n["alive"]
+                               for n in refbook.nodes()), "the node was not killed"
+            got = shuffle.check_sorted(out, key=key_of(kind))
+            assert got["sorted"] and got["records"] == rows * nblocks, got
+            return dt
+        as_is = once(None)
+        return as_is, once(as_is / 3)
+    finally:
+        refbook.shutdown()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gb", type=float, default=1.0)
@@ -191,7 +244,15 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="uint64,records")
     ap.add_argument("--only", default="floor,refbook,ray,dask")
     ap.add_argument("--store-mb", type=int, default=0)
+    ap.add_argument("--kill-node", action="store_true")
     args = ap.parse_args(argv)
+    if args.kill_node:
+        print(f"{'data':<9}{'strategy':<10}{'as is s':>9}{'killed s':>10}{'lost s':>8}")
+        for kind in args.data.split(","):
+            for s in ("simple", "merge", "push"):
+                a, b = kill_node_run(kind, args.gb, args.blocks, s)
+                print(f"{kind:<9}{s:<10}{a:>9.2f}{b:>10.2f}{b - a:>8.2f}", flush=True)
+        return 0
     only = set(args.only.split(","))
     rows = []
     for kind in args.data.split(","):
