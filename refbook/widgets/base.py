@@ -47,6 +47,8 @@ CHECK_S = 0.25              # an idle view checks that its cluster still runs
 EVENTS_S = 0.1              # the subscription's pace: each event read costs the driver
                             # the same, but each read round costs too; 0.1 s keeps an
                             # event within 0.5 s of the browser with 5 updates a second
+HIDDEN_S = 2.0              # a view in a dashboard tab not in front updates this seldom:
+                            # its data stays fresh and its tab current when picked
 RESEND = (1.0, 3.0)         # plots sent whole again this long after being displayed
 NO_CLUSTER = ("no refbook cluster: run <code>%load_ext refbook</code> "
               "(or <code>refbook.init()</code>), then show this view again")
@@ -81,6 +83,7 @@ class LiveView(ipywidgets.VBox):
         self.update_times: deque = deque(maxlen=2000)   # monotonic, for rates
         self.latencies: deque = deque(maxlen=2000)  # event time to model updated (s)
         self.stopped: str | None = None  # why the view stopped updating
+        self.hidden = False              # in a tab not in front (see set_hidden)
         self._data = self.empty()
         self.header = ipywidgets.HTML()
         self.notice = ipywidgets.HTML()
@@ -141,6 +144,20 @@ class LiveView(ipywidgets.VBox):
         self.shown()
         return super()._repr_mimebundle_(**kwargs)
 
+    def set_hidden(self, hidden: bool) -> None:
+        """In a tab not in front (``hidden``): update every ``HIDDEN_S`` only.  Brought
+        to the front: up to date at once, then at the usual pace."""
+        hidden = bool(hidden)
+        if hidden == self.hidden:
+            return
+        self.hidden = hidden
+        if not hidden:
+            self._next_poll = 0.0
+            self._wake.set()
+
+    def _gap(self) -> float:
+        return HIDDEN_S if self.hidden else MIN_GAP
+
     @property
     def data(self) -> dict:
         """What the view shows right now, as plain dicts and lists (API.md §4)."""
@@ -181,12 +198,12 @@ class LiveView(ipywidgets.VBox):
     def _due(self) -> float:
         """When the timer must look next (monotonic): events wait ``MIN_GAP`` after the
         last update; the cluster's liveness is checked at least every ``CHECK_S``."""
-        now = time.monotonic()
+        now, gap = time.monotonic(), self._gap()
         due = now + CHECK_S
         if self._pending:
-            due = min(due, self._last + MIN_GAP)
+            due = min(due, self._last + gap)
         if self.poll_s is not None:
-            due = min(due, max(self._next_poll, self._last + MIN_GAP))
+            due = min(due, max(self._next_poll, self._last + gap))
         if self._resend_at:
             due = min(due, max(self._resend_at[0], self._last + MIN_GAP))
         return due
@@ -206,6 +223,8 @@ class LiveView(ipywidgets.VBox):
             self._last = now
             self.updates += 1
             self.update_times.append(now)
+            return
+        if self.hidden and now - self._last < HIDDEN_S:
             return
         poll = self.poll_s is not None and now >= self._next_poll
         with self._lock:

@@ -49,6 +49,14 @@ class Dashboard(ipywidgets.VBox):
             titles.append("Object graph")
         self.tabs = ipywidgets.Tab(children=pages, titles=titles)
         self.children = [self.tabs]
+        self.tabs.observe(self._on_tab, names="selected_index")
+        self._on_tab()
+
+    def _on_tab(self, _change=None) -> None:
+        """The tabs not in front update seldom (``HIDDEN_S``); the one picked, at once."""
+        front = self.tabs.selected_index or 0
+        for i, v in enumerate(self.views.values()):
+            v.set_hidden(i != front)
 
     def _repr_mimebundle_(self, **kwargs):
         for v in self.views.values():

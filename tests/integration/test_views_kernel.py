@@ -223,3 +223,30 @@ def test_a_cell_run_again_closes_the_view_it_showed(kernel):
     in_cell("%refbook memory", "cell-a")
     assert value(kc, "(first.stopped, magics._shown['cell-a'] is not first, "
                      "magics._shown['cell-a'].stopped)") == ("closed", True, None)
+
+
+def test_the_dashboards_tabs_not_in_front_update_seldom(kernel):
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    run(kc, "import time\nfrom refbook import widgets\nd = widgets.dashboard()\n"
+            "@refbook.remote\ndef tiny(i):\n    return i\n"
+            "def busy(seconds):\n"
+            "    rs, t = [], time.monotonic()\n"
+            "    while time.monotonic() - t < seconds:\n"
+            "        rs += [tiny.remote(i) for i in range(100)]\n"
+            "        refbook.get(rs[-100:])\n"
+            "        del rs[:-200]\n"
+            "def rates(since):\n"
+            "    return {k: sum(1 for u in v.update_times if u >= since)\n"
+            "            for k, v in d.views.items()}")
+    assert value(kc, "[v.hidden for v in d.views.values()]") == [False, True, True, True]
+    r = value(kc, "(t0 := time.monotonic(), busy(4), rates(t0))[2]")
+    assert r["object_graph"] >= 8, r            # in front: several a second
+    for name in ("memory", "spilling", "recovery"):
+        assert r[name] <= 3, r                  # behind: one every HIDDEN_S at most
+    # brought to the front: up to date at once, then at the usual pace
+    r = value(kc, "(t0 := time.monotonic(), setattr(d.tabs, 'selected_index', 1),"
+                  " busy(3), rates(t0))[3]")
+    assert value(kc, "[v.hidden for v in d.views.values()]") == [True, False, True, True]
+    assert r["memory"] >= 6 and r["object_graph"] <= 3, r
+    run(kc, "d.close()")
