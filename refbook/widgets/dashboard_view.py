@@ -51,6 +51,13 @@ class Dashboard(ipywidgets.VBox):
         self.children = [self.tabs]
         self.tabs.observe(self._on_tab, names="selected_index")
         self._on_tab()
+        if graph is not None:           # recovery: "show in the graph" picks the object
+            self.views["recovery"].show_in_graph = self.show_in_graph
+
+    def show_in_graph(self, object_id: str) -> None:
+        """Bring the object graph to the front with ``object_id`` selected."""
+        self.tabs.selected_index = list(self.views).index("object_graph")
+        self.views["object_graph"].select(object_id)
 
     def _on_tab(self, _change=None) -> None:
         """The tabs not in front update seldom (``HIDDEN_S``); the one picked, at once."""

@@ -14,6 +14,7 @@ import time
 import ipywidgets
 
 from .. import state
+from ..units import short_id
 from . import plots, theme
 from .base import LiveView
 
@@ -24,6 +25,7 @@ KINDS = FAILURES + CAUSED
 ROWS = [k.replace("_", " ").replace("object ", "") for k in KINDS][::-1]
 KEEP = 2000                 # events kept in .data
 SHOWN = 8                   # failures listed
+HIT_SHOWN = 20              # objects offered in "show in the graph"
 REMOTE = "refbook start"    # nodes started so are not ours to kill
 
 
@@ -91,6 +93,13 @@ class RecoveryView(LiveView):
         self.node_pick = ipywidgets.Dropdown(options=[], description="node:",
                                              layout=ipywidgets.Layout(width="200px"))
         self.node_pick.style.description_width = "40px"
+        # in a dashboard: an object a failure hit, shown in the object graph
+        self.show_in_graph = None        # set by the dashboard: callable(object id)
+        self.graph_pick = ipywidgets.Dropdown(
+            options=[], value=None, description="show in the graph:",
+            layout=ipywidgets.Layout(width="auto", display="none"))
+        self.graph_pick.style.description_width = "initial"
+        self.graph_pick.observe(self._on_graph_pick, names="value")
         self.kill_worker_b.on_click(lambda _: self._act("kill a worker", state.kill_worker))
         self.kill_node_b.on_click(lambda _: self._act(
             "kill a node", lambda: state.kill_node(self._target())))
@@ -102,7 +111,31 @@ class RecoveryView(LiveView):
                                                          display="none"))
         return [self.controls, self.plot_pane,
                 ipywidgets.HTML(theme.section("failures and what each caused")),
-                self.table_html]
+                self.table_html, self.graph_pick]
+
+    # -- the link to the object graph ---------------------------------------------------
+    def _on_graph_pick(self, change) -> None:
+        oid = change["new"]
+        if oid and self.show_in_graph is not None:
+            self.show_in_graph(oid)
+
+    def _show_hit(self) -> None:
+        """The objects failures hit (lost, rebuilt), newest first, in the dropdown."""
+        if self.show_in_graph is None:
+            return
+        seen: dict = {}
+        for e in reversed(self._events):
+            oid = e.get("object_id")
+            if oid and oid not in seen and e["kind"].startswith("object_"):
+                seen[oid] = f"{short_id(oid)}: {label(e['kind'])} at {theme.clock(e['time'])}"
+            if len(seen) >= HIT_SHOWN:
+                break
+        options = [("pick an object", None)] + [(v, k) for k, v in seen.items()]
+        if list(self.graph_pick.options) != options:
+            keep = self.graph_pick.value
+            self.graph_pick.options = options
+            self.graph_pick.value = keep if keep in seen else None
+        self.graph_pick.layout.display = "flex" if seen else "none"
 
     # -- the buttons ----------------------------------------------------------------------
     def _target(self) -> str:
@@ -163,6 +196,7 @@ class RecoveryView(LiveView):
                 "desc": [f"{theme.clock(e['time'])} {describe(e)}" for e in fresh]},
                 rollover=KEEP)
         self._show(data)
+        self._show_hit()
 
     def _show_controls(self, nodes: list, local: bool) -> None:
         self.controls.layout.display = "flex" if local else "none"
@@ -198,7 +232,8 @@ class RecoveryView(LiveView):
     def close_widgets(self) -> None:
         super().close_widgets()
         for name in ("plot_pane", "table_html", "controls", "action_html",
-                     "kill_worker_b", "kill_node_b", "add_node_b", "node_pick"):
+                     "kill_worker_b", "kill_node_b", "add_node_b", "node_pick",
+                     "graph_pick"):
             w = getattr(self, name, None)
             if w is not None:
                 w.close()

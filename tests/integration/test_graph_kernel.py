@@ -223,3 +223,35 @@ def test_without_a_cluster_the_graph_says_what_to_do(kernel):
     assert err is None, err
     assert out.startswith("no cluster |") and "%load_ext refbook" in out, out
     assert "'nodes': []" in out
+
+
+def test_the_dashboards_recovery_shows_a_hit_object_in_the_graph(kernel):
+    km, kc = kernel
+    run(kc, "import refbook, numpy as np, time\nrefbook.init(num_nodes=2, num_cpus=1)")
+    run(kc, "%load_ext refbook")
+    run(kc, "from refbook import widgets, state\nd = widgets.dashboard()\ndisplay(d)\n"
+            "r, g = d.views['recovery'], d.views['object_graph']\n"
+            "d.tabs.selected_index = list(d.views).index('recovery')")
+    assert value(kc, "r.graph_pick.layout.display") == "none"   # nothing hit yet
+    out, err = run(kc, "@refbook.remote\ndef part(i):\n    time.sleep(0.2)\n"
+                       "    return np.ones(100_000) * i\n"
+                       "parts = [part.remote(i) for i in range(4)]\n"
+                       "refbook.wait(parts, num_returns=4)\n"
+                       "head = [n['node_id'] for n in state.nodes() if n['is_head']][0]\n"
+                       "where = {o['object_id']: o['nodes'] for o in state.objects()}\n"
+                       "victim = [n for n in state.nodes() if not n['is_head']][0]['node_id']\n"
+                       "on_victim = [p.hex() for p in parts if victim in where[p.hex()]]\n"
+                       "state.kill_node(victim)\n"
+                       "total = sum(float(p.sum()) for p in refbook.get(parts))")
+    assert err is None, err
+    lost = value(kc, "on_victim")
+    if not lost:
+        pytest.skip("no part was made on the second node")
+    offered = until(kc, "[v for _, v in r.graph_pick.options if v in on_victim]", 20)
+    assert offered, value(kc, "r.graph_pick.options")
+    assert value(kc, "r.graph_pick.layout.display") == "flex"
+    run(kc, f"r.graph_pick.value = {offered[0]!r}")
+    assert value(kc, "d.tabs.selected_index") == 0
+    assert value(kc, "g.selected") == offered[0]
+    assert until(kc, f"{offered[0][:8]!r} in g.details_html.value", 5)
+    run(kc, "d.close()")
