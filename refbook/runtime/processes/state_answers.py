@@ -60,22 +60,25 @@ class StateAnswers(TargetedAnswers):
         return rows
 
     def _task_row(self, t, q, fmt: Formatter, off: float) -> dict:
-        tid = t.task_id
+        return {"task_id": t.task_id.hex(), "name": t.name,
+                "args": [x.hex() for x, _ in self._arg_refs(t, q)],
+                "returns": [r.hex() for r in t.return_ids], "owner": self.me,
+                "call_site": fmt(t.site), **self._task_now(t, q, off)}
+
+    def _task_now(self, t, q, off: float) -> dict:
+        """A task row's fields that change while it lives: state, where, attempt..."""
         worker = None
         if q is not None:
-            if tid in q.inflight:
+            if t.task_id in q.inflight:
                 worker = q.address
         elif t.lease is not None:
             worker = t.lease.worker
-        next_attempt, why = self.recovery.retried.get(tid, (0, None))
+        next_attempt, why = self.recovery.retried.get(t.task_id, (0, None))
         return {
-            "task_id": tid.hex(), "name": t.name, "state": self._task_state(t, q),
+            "state": self._task_state(t, q),
             "node_id": (node_of(worker) or self.node_id) if worker else None,
             "worker": worker, "pid": None,
             "attempt": max(t.attempts, next_attempt, 1),
-            "args": [x.hex() for x, _ in self._arg_refs(t, q)],
-            "returns": [r.hex() for r in t.return_ids], "owner": self.me,
-            "call_site": fmt(t.site),
             "submitted_at": None if t.submitted_at is None else t.submitted_at + off,
             "started_at": None if t.started_at is None else t.started_at + off,
             "finished_at": None if t.finished_at is None else t.finished_at + off,

@@ -15,7 +15,7 @@ import time
 
 from ...exceptions import TaskCancelledError
 from ..data.serialization import filename_display
-from ..protocol.entries import ERROR, INLINE, STORED, node_of
+from ..protocol.entries import ERROR, INLINE, STORED
 from ..protocol.ids import is_put, object_id
 from ..protocol.refcount import Effects
 from .callsite import Formatter, names
@@ -176,24 +176,7 @@ class TargetedAnswers:
             return row
         row = static.copy()
         row["args"], row["returns"] = list(row["args"]), list(row["returns"])
-        worker = None
-        if q is not None:
-            if tid in q.inflight:
-                worker = q.address
-        elif t.lease is not None:
-            worker = t.lease.worker
-        next_attempt, why = self.recovery.retried.get(tid, (0, None))
-        row["state"] = self._task_state(t, q)
-        row["node_id"] = (node_of(worker) or self.node_id) if worker else None
-        row["worker"] = worker
-        row["pid"] = None
-        row["attempt"] = max(t.attempts, next_attempt, 1)
-        row["submitted_at"] = None if t.submitted_at is None else t.submitted_at + off
-        row["started_at"] = None if t.started_at is None else t.started_at + off
-        row["finished_at"] = None if t.finished_at is None else t.finished_at + off
-        row["rebuilds"] = t._rebuilds
-        row["retried_because"] = why
-        row["error"] = None
+        row.update(self._task_now(t, q, off))
         return row
 
     def _ended(self, row: dict, err) -> None:
