@@ -27,7 +27,7 @@ from ..protocol.events import to_dict
 
 log = logging.getLogger("refbook.events")
 
-POLL_S = 0.025           # a subscription's poll period
+POLL_S = 0.05            # a subscription's poll period
 LOG_SIZE = 100_000       # events this driver keeps for events(since=) and late readers
 NODES_S = 1.0            # how often the list of nodes is asked again
 QUERY_TIMEOUT = 2.0      # a node manager's answer
