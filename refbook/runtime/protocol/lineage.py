@@ -63,7 +63,7 @@ class Lineage:
         # put() values cannot be rebuilt, so the lineage keeps their values, not only
         # their entries (released with the lineage; bounded by max_bytes)
         pinned = [(oid, me) for oid in owned if is_put(oid)]
-        self.owner.rt.add_submitted(pinned)
+        self.owner.rt.add_kept(pinned)
         self.tasks[task.task_id] = task
         self.args[task.task_id] = (owned, pinned)
         self.bytes += _task_bytes(task)
@@ -112,7 +112,7 @@ class Lineage:
         task = self.tasks.pop(tid)
         self.bytes -= _task_bytes(task)
         owned, pinned = self.args.pop(tid, ([], []))
-        self.owner.rt.remove_submitted(pinned, fx)
+        self.owner.rt.remove_kept(pinned, fx)
         self.owner.rt.remove_lineage(owned, fx)
 
     # -- losing and rebuilding -----------------------------------------------------------------
