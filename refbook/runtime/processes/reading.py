@@ -16,6 +16,9 @@ from .object_ref import ObjectRef
 from .waiting import _Countdown, _fresh, _tls
 
 
+BLOCK_AFTER = 0.05   # s: a worker waiting longer in get()/wait() lends its CPU back
+
+
 class ObjectReading:
     """Mixed into CoreWorker; uses its ``lock``, ``values``, ``pins``, ``rt`` and
     ``transport``."""
@@ -77,11 +80,22 @@ class ObjectReading:
                 self.waiters.setdefault(oid, []).append(hits[oid])
                 if owner != self.me:
                     self._fetch(oid, owner)
-        blocked = self.kind == "worker"
-        if blocked:
-            self._block()
+        blocked = False
         try:
-            self._wait_event(countdown.ev, timeout)
+            if self.kind == "worker":
+                # Values that exist arrive within a round trip: only a wait longer than
+                # BLOCK_AFTER gives the task's CPU back (a worker that gives it back for
+                # every get makes the node start more workers than it has CPUs, as
+                # Ray's does not for objects already available)
+                first = BLOCK_AFTER if timeout is None else min(timeout, BLOCK_AFTER)
+                if not self._wait_event(countdown.ev, first) and \
+                        (timeout is None or timeout > first):
+                    blocked = True
+                    self._block()
+                    self._wait_event(countdown.ev, None if timeout is None
+                                     else timeout - first)
+            else:
+                self._wait_event(countdown.ev, timeout)
         finally:
             self._countdowns.discard(countdown)
             with self.lock:            # a timed-out wait leaves no callbacks behind
