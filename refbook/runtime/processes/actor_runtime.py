@@ -289,6 +289,22 @@ class ActorRuntime:
             self._do(q.submit(task))
         return refs
 
+    def resubmit(self, task: Task, unresolved: set) -> None:
+        """Run an actor call again, to rebuild its lost outputs (its lineage): on the
+        actor as it is now (restarted, if its process died)."""
+        actor_id = task.actor_id
+        task.deps = set(unresolved)
+        for oid in unresolved:
+            self.waiting.setdefault(oid, set()).add(("call", actor_id))
+        q = self.queues.get(actor_id)
+        if q is None:
+            owner = self.core.rt.get(actor_id).owner
+            q = self.queues[actor_id] = ActorQueue(actor_id, task.name.split(".")[0],
+                                                   task.max_retries)
+            self._locate(q, owner)
+        self.calls[task.task_id] = actor_id
+        self._do(q.submit(task))
+
     def _locate(self, q: ActorQueue, owner: str) -> None:
         core = self.core
         entry = core.values.get(q.actor_id)

@@ -220,8 +220,10 @@ class NodeManager:
                                     and bool(self.sched.queue), self.head_address)
         if where == "here":
             self._do(self.sched.request(owner, req_id, resources, dedicated))
-        elif where == "reject" and self.head is not None and not self.sched.total.get("CPU"):
-            # a driver-only head (init(num_cpus=0)): wait for a node that can run it
+        elif where == "reject" and self.head is not None and \
+                not any(n["alive"] and n["resources"].get("CPU") for n in view):
+            # no CPU in the whole cluster (a driver-only init(num_cpus=0), before other
+            # nodes join): wait for a node that can run it, as Ray does
             self.parked.append(m)
         elif where == "reject":
             self._do([("reject", owner, req_id, detail)])
