@@ -15,7 +15,7 @@ from ..protocol.refcount import Effects
 from .object_ref import ObjectRef
 from .waiting import _Countdown, _fresh, _tls
 
-BLOCK_AFTER = 0.05   # s: a worker waiting longer in get()/wait() lends its CPU back
+BLOCK_AFTER = 0.1    # s: a worker waiting longer in get()/wait() lends its CPU back
 
 
 class ObjectReading:
