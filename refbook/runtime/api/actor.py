@@ -157,20 +157,38 @@ def _param_spec(cls, name: str, member) -> list | None:
     return [(p.name, p.kind.name, p.default is not p.empty) for p in params]
 
 
-_SIGNATURES: dict[int, tuple] = {}     # id(spec) -> (spec, its Signature): calls are hot
+_SIGNATURES: dict[int, tuple] = {}     # id(spec) -> (spec, Signature, fast check)
+_POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
 
 
-def _signature(spec: list) -> inspect.Signature:
+def _compiled(spec: list) -> tuple:
     hit = _SIGNATURES.get(id(spec))
     if hit is not None and hit[0] is spec:
-        return hit[1]
+        return hit
     sig = inspect.Signature([inspect.Parameter(
         n, getattr(inspect.Parameter, k), default=None if d else inspect.Parameter.empty)
         for n, k, d in spec])
+    # positional arguments only: how many fit (max None: any number), if nothing else
+    # is required (a required keyword-only parameter needs the full check)
+    fast = None
+    if not any(k == "KEYWORD_ONLY" and not d for _, k, d in spec):
+        pos = [d for _, k, d in spec if k in _POSITIONAL]
+        more = any(k == "VAR_POSITIONAL" for _, k, _d in spec)
+        fast = (sum(1 for d in pos if not d), None if more else len(pos))
     if len(_SIGNATURES) > 4096:
         _SIGNATURES.clear()
-    _SIGNATURES[id(spec)] = (spec, sig)
-    return sig
+    hit = _SIGNATURES[id(spec)] = (spec, sig, fast)
+    return hit
+
+
+def _check_args(spec: list, args: tuple, kwargs: dict) -> None:
+    """Raise TypeError if ``args, kwargs`` do not fit ``spec`` (an actor call is hot:
+    plain positional calls are checked without binding)."""
+    _, sig, fast = _compiled(spec)
+    if fast is not None and not kwargs and len(args) >= fast[0] and \
+            (fast[1] is None or len(args) <= fast[1]):
+        return
+    sig.bind(*args, **kwargs)
 
 
 def _rebuild_handle(actor_id: bytes, owner: str, meta: dict) -> ActorHandle:
@@ -206,7 +224,7 @@ class ActorMethod:
         spec = h._meta.get("params", {}).get(self._name)
         if spec is not None:               # checked here, in the caller, as Ray does
             try:
-                _signature(spec).bind(*args, **kwargs)
+                _check_args(spec, args, kwargs)
             except TypeError as e:
                 raise TypeError(f"{h._meta['class_name']}.{self._name}.remote(): {e}") \
                     from None
