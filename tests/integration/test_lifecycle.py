@@ -175,7 +175,7 @@ def test_node_manager_death_fails_pending_work_instead_of_hanging(fresh_cluster)
 def test_init_rejects_bad_arguments():
     refbook.shutdown()
     with pytest.raises(ValueError, match="num_cpus"):
-        refbook.init(num_cpus=0)
+        refbook.init(num_cpus=-1)        # (0 is a driver-only node, as in Ray)
     with pytest.raises(ValueError, match="object_store_memory"):
         refbook.init(object_store_memory=10)
     with pytest.raises(TypeError, match="bogus"):

@@ -50,12 +50,28 @@ class ActorClass(Definition):
 
     def __init__(self, cls, options: dict, _shared=None):
         super().__init__(cls, options, _shared)
-        methods = {}
+        methods, params = {}, {}
         for name, member in inspect.getmembers(cls):
             if name.startswith("__") or not callable(member):
                 continue
             methods[name] = getattr(member, "__refbook_num_returns__", 1)
+            spec = _param_spec(cls, name, member)
+            if spec is not None:
+                params[name] = spec
         self._methods = methods
+        self._params = params
+
+    def __getattr__(self, name: str):
+        """The class's own attributes (``Counter.LIMIT``, ``Counter.helper()``), as in
+        Ray: inside its methods, the class's name is this wrapper."""
+        target = self.__dict__.get("_target")
+        if target is None or (name.startswith("__") and name.endswith("__")):
+            raise AttributeError(name)
+        try:
+            return getattr(target, name)
+        except AttributeError:
+            raise AttributeError(f"actor class {self.__name__} has no attribute "
+                                 f"{name!r}") from None
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use "
@@ -74,7 +90,7 @@ class ActorClass(Definition):
                                      self._signature)
         actor_id = core.ids.put_id()
         meta = {"class_name": self.__name__, "name": name, "methods": self._methods,
-                "max_task_retries": o["max_task_retries"]}
+                "max_task_retries": o["max_task_retries"], "params": self._params}
         o["_meta"] = meta
         core.actors.create(actor_id, self.__name__, class_id, blob, prepared, o)
         return ActorHandle(actor_id, core.me, meta, core)
@@ -123,6 +139,58 @@ class ActorHandle:
             core.release_soon(self._id)
 
 
+def _param_spec(cls, name: str, member) -> list | None:
+    """The parameters of method ``name`` as plain data (they travel with every handle):
+    ``[(name, kind, has_default)]``, without ``self`` or ``cls``; None if unknown."""
+    try:
+        sig = inspect.signature(member)       # bound for a classmethod: no ``cls``
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    if not isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod)):
+        first = params[0].kind if params else None
+        if first in (inspect.Parameter.POSITIONAL_ONLY,
+                     inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            params = params[1:]               # self
+        elif first is not inspect.Parameter.VAR_POSITIONAL:
+            return None
+    return [(p.name, p.kind.name, p.default is not p.empty) for p in params]
+
+
+_SIGNATURES: dict[int, tuple] = {}     # id(spec) -> (spec, Signature, fast check)
+_POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
+
+
+def _compiled(spec: list) -> tuple:
+    hit = _SIGNATURES.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit
+    sig = inspect.Signature([inspect.Parameter(
+        n, getattr(inspect.Parameter, k), default=None if d else inspect.Parameter.empty)
+        for n, k, d in spec])
+    # positional arguments only: how many fit (max None: any number), if nothing else
+    # is required (a required keyword-only parameter needs the full check)
+    fast = None
+    if not any(k == "KEYWORD_ONLY" and not d for _, k, d in spec):
+        pos = [d for _, k, d in spec if k in _POSITIONAL]
+        more = any(k == "VAR_POSITIONAL" for _, k, _d in spec)
+        fast = (sum(1 for d in pos if not d), None if more else len(pos))
+    if len(_SIGNATURES) > 4096:
+        _SIGNATURES.clear()
+    hit = _SIGNATURES[id(spec)] = (spec, sig, fast)
+    return hit
+
+
+def _check_args(spec: list, args: tuple, kwargs: dict) -> None:
+    """Raise TypeError if ``args, kwargs`` do not fit ``spec`` (an actor call is hot:
+    plain positional calls are checked without binding)."""
+    _, sig, fast = _compiled(spec)
+    if fast is not None and not kwargs and len(args) >= fast[0] and \
+            (fast[1] is None or len(args) <= fast[1]):
+        return
+    sig.bind(*args, **kwargs)
+
+
 def _rebuild_handle(actor_id: bytes, owner: str, meta: dict) -> ActorHandle:
     core = context.current()
     if core is None:
@@ -153,6 +221,13 @@ class ActorMethod:
         if core is None or not core.alive:
             core = context.core()
         label = h._meta["name"] or h._meta["class_name"]
+        spec = h._meta.get("params", {}).get(self._name)
+        if spec is not None:               # checked here, in the caller, as Ray does
+            try:
+                _check_args(spec, args, kwargs)
+            except TypeError as e:
+                raise TypeError(f"{h._meta['class_name']}.{self._name}.remote(): {e}") \
+                    from None
         prepared = core.prepare_args(f"{label}.{self._name}", args, kwargs)
         refs = core.actors.submit_call(h._id, h._owner, label, h._meta["class_name"],
                                        h._meta["max_task_retries"], self._name, prepared,

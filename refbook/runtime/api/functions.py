@@ -309,8 +309,10 @@ def init(num_cpus: int | None = None, object_store_memory: int | None = None,
             raise ValueError(f"num_nodes must be a positive integer, not {num_nodes!r}")
         if num_cpus is None:
             num_cpus = max(1, (os.cpu_count() or 1) // num_nodes)
-        if not isinstance(num_cpus, int) or num_cpus < 1:
-            raise ValueError(f"num_cpus must be a positive integer, not {num_cpus!r}")
+        if not isinstance(num_cpus, int) or isinstance(num_cpus, bool) or num_cpus < 0:
+            raise ValueError(f"num_cpus must be a non-negative integer (0: a node that runs "
+                             f"no tasks, whose tasks wait for a node that can), not "
+                             f"{num_cpus!r}")
         if object_store_memory is None:
             object_store_memory = _default_store_memory() // num_nodes
         if not isinstance(object_store_memory, int) or object_store_memory < (1 << 20):
@@ -405,7 +407,9 @@ def get(refs, timeout: float | None = None):
     if len(lst) >= PROGRESS_MIN:
         start = time.monotonic()
         ids = {r._id for r in lst}
-        ready = _wait_with_progress(core, lst, len(ids), timeout, "get")
+        ready = _wait_with_progress(core, lst, len(ids), timeout, "get", fail_fast=True)
+        if len(ready) < len(ids) and core.first_error(lst, ready) is not None:
+            core.get(lst, 0)        # one failed: this raises its error at once, as Ray's
         if len(ready) < len(ids):
             raise exc.GetTimeoutError(f"get() timed out after {timeout} s; "
                                       f"{len(ids) - len(ready)} of {len(ids)} ref(s) not ready")
@@ -421,9 +425,10 @@ PROGRESS_MIN = 8
 progress_factory = None
 
 
-def _wait_with_progress(core, refs: list, num: int, timeout, what: str) -> set:
+def _wait_with_progress(core, refs: list, num: int, timeout, what: str,
+                        fail_fast: bool = False) -> set:
     from .progress import wait_with_progress
-    return wait_with_progress(core, refs, num, timeout, what, progress_factory)
+    return wait_with_progress(core, refs, num, timeout, what, progress_factory, fail_fast)
 
 
 def wait(refs, num_returns: int = 1, timeout: float | None = None,

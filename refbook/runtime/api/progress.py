@@ -36,17 +36,20 @@ def default_factory():
     return TextProgress if tty else None
 
 
-def wait_with_progress(core, refs: list, num: int, timeout, what: str, factory=None) -> set:
+def wait_with_progress(core, refs: list, num: int, timeout, what: str, factory=None,
+                       fail_fast: bool = False) -> set:
     """``core.wait_ready``, showing progress (made by ``factory``, or on a terminal by
-    default) once it has blocked for PROGRESS_AFTER seconds."""
+    default) once it has blocked for PROGRESS_AFTER seconds.  ``fail_fast``: return as
+    soon as one of ``refs`` holds an error."""
     if factory is None:
         factory = default_factory()
     if factory is None:
-        return core.wait_ready(refs, num, timeout)
+        return core.wait_ready(refs, num, timeout, fail_fast)
     deadline = None if timeout is None else time.monotonic() + timeout
     first = PROGRESS_AFTER if timeout is None else min(timeout, PROGRESS_AFTER)
-    ready = core.wait_ready(refs, num, first)
-    if len(ready) >= num or (deadline is not None and time.monotonic() >= deadline):
+    ready = core.wait_ready(refs, num, first, fail_fast)
+    if len(ready) >= num or (deadline is not None and time.monotonic() >= deadline) or \
+            (fail_fast and core.first_error(refs, ready) is not None):
         return ready
     bar = factory(num, what)
     step = max(1, num // 100)
@@ -56,8 +59,10 @@ def wait_with_progress(core, refs: list, num: int, timeout, what: str, factory=N
             if left is not None and left <= 0:
                 break
             ready = core.wait_ready(refs, min(num, len(ready) + step),
-                                    0.25 if left is None else min(0.25, left))
+                                    0.25 if left is None else min(0.25, left), fail_fast)
             bar.update(min(len(ready), num))
+            if fail_fast and core.first_error(refs, ready) is not None:
+                break
     finally:
         bar.close(min(len(ready), num))
     return ready

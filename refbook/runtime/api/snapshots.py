@@ -302,7 +302,8 @@ def tasks_by_id(ids) -> list[dict]:
 
 _NO_OBJECT = {"object_id": None, "owner": None, "size": None, "state": "unknown",
               "nodes": [], "spilled": False, "task": None, "local_refs": 0,
-              "submitted_refs": 0, "lineage": [], "borrowers": [], "inline": False,
+              "submitted_refs": 0, "lineage_refs": 0, "lineage": [], "borrowers": [],
+              "inline": False,
               "made_by": None, "call_site": None, "names": [], "contained_in": [],
               "error": None}
 _NO_TASK = {"task_id": None, "name": None, "state": "unknown", "node_id": None,

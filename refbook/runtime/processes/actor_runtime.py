@@ -123,6 +123,7 @@ class ActorRuntime:
         core = self.core
         if ok:
             rec.created(True)
+            self._constructed(rec)
             rec.pid = payload if type(payload) is int else None    # (the worker's pid)
             if rec.incarnation == 1:
                 self._event(rec, "actor_created", owner=core.me)
@@ -166,11 +167,35 @@ class ActorRuntime:
         core = self.core
         if rec.actor_id in core.rt:
             core._set_value(rec.actor_id, (ERROR, rec.error))
-        fx = Effects()
-        core.rt.remove_submitted(rec.create_payload[4], fx)
-        rec.create_payload = rec.create_payload[:4] + ([], set())
-        core._apply(fx)
+        self._drop_args(rec)
         self._update_directory(rec)
+
+    def _constructed(self, rec: OwnedActor) -> None:
+        """The constructor ran: its arguments are submitted no more.  An actor that may
+        restart keeps them (as lineage, Ray's ``lineage_ref_count``) to run it again."""
+        if rec.args_held != "submitted":
+            return
+        core = self.core
+        args = rec.create_payload[4]
+        if rec.max_restarts != 0:
+            core.rt.add_kept(args)
+            rec.args_held = "kept"
+            fx = Effects()
+            core.rt.remove_submitted(args, fx)
+            core._apply(fx)
+        else:
+            self._drop_args(rec)
+
+    def _drop_args(self, rec: OwnedActor) -> None:
+        """Let go of the constructor's arguments (the actor will not be created again)."""
+        fx = Effects()
+        if rec.args_held == "submitted":
+            self.core.rt.remove_submitted(rec.create_payload[4], fx)
+        elif rec.args_held == "kept":
+            self.core.rt.remove_kept(rec.create_payload[4], fx)
+        rec.args_held = None
+        rec.create_payload = rec.create_payload[:4] + ([], set())
+        self.core._apply(fx)
 
     def _died_event(self, rec: OwnedActor, reason: str, where: tuple | None,
                     detail: str | None = None) -> None:
@@ -193,10 +218,7 @@ class ActorRuntime:
         if rec.state != ALIVE or rec.address is None:
             rec.state = DEAD
         self._update_directory(rec, state=DEAD)
-        fx = Effects()
-        self.core.rt.remove_submitted(rec.create_payload[4], fx)
-        rec.create_payload = rec.create_payload[:4] + ([], set())
-        self.core._apply(fx)
+        self._drop_args(rec)
         del self.owned[actor_id]
 
     def _update_directory(self, rec: OwnedActor, state: str | None = None) -> None:
@@ -266,6 +288,22 @@ class ActorRuntime:
             self.calls[task_id] = actor_id
             self._do(q.submit(task))
         return refs
+
+    def resubmit(self, task: Task, unresolved: set) -> None:
+        """Run an actor call again, to rebuild its lost outputs (its lineage): on the
+        actor as it is now (restarted, if its process died)."""
+        actor_id = task.actor_id
+        task.deps = set(unresolved)
+        for oid in unresolved:
+            self.waiting.setdefault(oid, set()).add(("call", actor_id))
+        q = self.queues.get(actor_id)
+        if q is None:
+            owner = self.core.rt.get(actor_id).owner
+            q = self.queues[actor_id] = ActorQueue(actor_id, task.name.split(".")[0],
+                                                   task.max_retries)
+            self._locate(q, owner)
+        self.calls[task.task_id] = actor_id
+        self._do(q.submit(task))
 
     def _locate(self, q: ActorQueue, owner: str) -> None:
         core = self.core

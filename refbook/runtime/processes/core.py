@@ -147,6 +147,7 @@ class CoreWorker(ObjectReading, ObjectWriting, IOThread, Introspection, StateAns
         self.actors = ActorRuntime(self)
         owner.actor_done = self.actors.done
         owner.actor_created = self.actors.created_reply
+        owner.actor_resubmit = self.actors.resubmit
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

@@ -147,19 +147,18 @@ class Introspection:
                     call_site = sites[site] = format_site(site[1], site[2])
             if r.nested:
                 contains[h] = [x.hex() for x, _ in r.nested]
-            submitted = r.submitted
             if oid in kept:
                 # kept (a put value) so that these finished tasks can run again
                 lineage = [{"task_id": t.task_id.hex(), "name": t.name,
                             "returns": [x.hex() for x in t.return_ids]} for t in kept[oid]]
-                submitted -= len(lineage)
             else:
                 lineage = []
             b = r.borrowers
             append({
                 "object_id": h, "owner": me, "size": size, "state": state,
                 "nodes": nodes, "spilled": False, "task": task,
-                "local_refs": r.local, "submitted_refs": submitted, "lineage": lineage,
+                "local_refs": r.local, "submitted_refs": r.submitted,
+                "lineage_refs": r.lineage_refs(task is None), "lineage": lineage,
                 "borrowers": sorted(a for a, n in b.items() if n) if b else [],
                 "inline": inline, "made_by": made_by, "call_site": call_site,
                 "names": list(named[h]) if h in named else [], "contained_in": [],
@@ -176,3 +175,4 @@ class Introspection:
     def _error_name(err) -> str:
         cls = getattr(err, "cause_cls", None)
         return cls.__name__ if cls is not None else type(err).__name__
+

@@ -177,6 +177,8 @@ class IOThread:
         self._io_step(self._poller, timeout_ms)
 
     def _io_step(self, poller, timeout_ms: int) -> None:
+        if self._releases or self._view_releases:
+            timeout_ms = 0     # refs dropped (by the task that just ran): tell owners now
         events = dict(poller.poll(timeout_ms))      # a Ctrl-C may interrupt the wait...
         if self._stop:
             return

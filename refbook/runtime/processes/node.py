@@ -95,6 +95,7 @@ class NodeManager:
                                  self.heartbeat_s, timeout, this_node=self.node_view,
                                  node_died=self._node_died)
         self.pidfds: dict[int, str] = {}
+        self.parked: list = []          # lease requests no node can run yet (see above)
         self.poller = zmq.Poller()
         self.guard = Guard(log)       # an error in one handler is logged and survived
         self.workers_started = 0
@@ -219,6 +220,11 @@ class NodeManager:
                                     and bool(self.sched.queue), self.head_address)
         if where == "here":
             self._do(self.sched.request(owner, req_id, resources, dedicated))
+        elif where == "reject" and self.head is not None and \
+                not any(n["alive"] and n["resources"].get("CPU") for n in view):
+            # no CPU in the whole cluster (a driver-only init(num_cpus=0), before other
+            # nodes join): wait for a node that can run it, as Ray does
+            self.parked.append(m)
         elif where == "reject":
             self._do([("reject", owner, req_id, detail)])
         else:                                       # ("spill" | "spill_away", address)
@@ -266,6 +272,10 @@ class NodeManager:
     def _membership_tick(self, now: float) -> None:
         if self.head is not None:
             self.head.tick(now)
+            parked, self.parked = self.parked, []
+            for m in parked:           # a node that can run them may have joined
+                if m[1] not in self.dead_procs:
+                    self._on_lease_request(m)
             return
         self.link.tick(now)
         if self.link.head_silent(now):

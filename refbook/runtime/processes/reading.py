@@ -15,6 +15,8 @@ from ..protocol.refcount import Effects
 from .object_ref import ObjectRef
 from .waiting import _Countdown, _fresh, _tls
 
+BLOCK_AFTER = 0.1    # s: a worker waiting longer in get()/wait() lends its CPU back
+
 
 class ObjectReading:
     """Mixed into CoreWorker; uses its ``lock``, ``values``, ``pins``, ``rt`` and
@@ -51,16 +53,19 @@ class ObjectReading:
         if ready:
             callback()
 
-    def wait_ready(self, refs: list, num: int, timeout: float | None) -> set:
+    def wait_ready(self, refs: list, num: int, timeout: float | None,
+                   fail_fast: bool = False) -> set:
         """Block until at least ``num`` of ``refs`` have values here (or timeout).
-        Returns the set of ready object ids."""
+        Returns the set of ready object ids.  ``fail_fast``: also return as soon as one
+        of them holds an error (as Ray's ``get`` of a list raises the first error at
+        once, however long the others take)."""
         with self.lock:
             fx = Effects()
             self._drain_releases(fx)
             self._apply(fx)
             values = self.values
             ready = {r._id for r in refs if r._id in values}
-            if len(ready) >= num:
+            if len(ready) >= num or (fail_fast and self._holds_error(ready)):
                 return ready
             missing = {}
             for r in refs:
@@ -68,22 +73,35 @@ class ObjectReading:
                     missing[r._id] = r._owner
             countdown = _Countdown(num - len(ready))
             self._countdowns.add(countdown)
+            hits = {}
             for oid, owner in missing.items():
-                self.waiters.setdefault(oid, []).append(countdown.hit)
+                hits[oid] = self._error_hit(oid, countdown) if fail_fast else countdown.hit
+                self.waiters.setdefault(oid, []).append(hits[oid])
                 if owner != self.me:
                     self._fetch(oid, owner)
-        blocked = self.kind == "worker"
-        if blocked:
-            self._block()
+        blocked = False
         try:
-            self._wait_event(countdown.ev, timeout)
+            if self.kind == "worker":
+                # Values that exist arrive within a round trip: only a wait longer than
+                # BLOCK_AFTER gives the task's CPU back (a worker that gives it back for
+                # every get makes the node start more workers than it has CPUs, as
+                # Ray's does not for objects already available)
+                first = BLOCK_AFTER if timeout is None else min(timeout, BLOCK_AFTER)
+                if not self._wait_event(countdown.ev, first) and \
+                        (timeout is None or timeout > first):
+                    blocked = True
+                    self._block()
+                    self._wait_event(countdown.ev, None if timeout is None
+                                     else timeout - first)
+            else:
+                self._wait_event(countdown.ev, timeout)
         finally:
             self._countdowns.discard(countdown)
             with self.lock:            # a timed-out wait leaves no callbacks behind
                 for oid in missing:
                     ws = self.waiters.get(oid)
-                    if ws and countdown.hit in ws:
-                        ws.remove(countdown.hit)
+                    if ws and hits[oid] in ws:
+                        ws.remove(hits[oid])
                         if not ws:
                             del self.waiters[oid]
             if blocked:
@@ -94,6 +112,30 @@ class ObjectReading:
             values = self.values
             ready.update(oid for oid in missing if oid in values)
         return ready
+
+    def _holds_error(self, oids) -> bool:
+        """Whether any of ``oids`` has a value here that is an error (lock held)."""
+        values = self.values
+        return any(values.get(oid, (None,))[0] == ERROR for oid in oids)
+
+    def _error_hit(self, oid: bytes, countdown: _Countdown):
+        """A waiter for ``oid`` that ends the whole wait if its value is an error."""
+        def hit():
+            if self.values.get(oid, (None,))[0] == ERROR:
+                countdown.ev.set()
+            else:
+                countdown.hit()
+        return hit
+
+    def first_error(self, refs: list, ready) -> BaseException | None:
+        """The error held by the first of ``refs`` in ``ready`` that holds one, or None."""
+        with self.lock:
+            values = self.values
+            for r in refs:
+                e = values.get(r._id) if r._id in ready else None
+                if e is not None and e[0] == ERROR:
+                    return e[1]
+        return None
 
     def _block(self) -> None:
         self.transport.send(self.node_address, (P.BLOCKED, self.me))
@@ -108,8 +150,11 @@ class ObjectReading:
                 if self.check_get is not None:     # a worker: would this wait for ever?
                     self.check_get(ids)
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                ready = self.wait_ready(refs, len(set(ids)), left)
+                ready = self.wait_ready(refs, len(set(ids)), left, fail_fast=True)
                 if len(ready) < len(set(ids)):
+                    err = self.first_error(refs, ready)
+                    if err is not None:      # one failed: raise it, do not wait on
+                        raise _fresh(err)
                     pending = [r.hex() for r in refs if r._id not in ready]
                     raise exc.GetTimeoutError(
                         f"get() timed out after {timeout} s; {len(pending)} of {len(refs)} "

@@ -182,7 +182,7 @@ class StateAnswers(TargetedAnswers):
                 out.append([{"kind": "ref", "process": me}])
         if r.pinned > 0:
             out.append([{"kind": "ref", "process": me, "pinned": True}])
-        if r.submitted > 0:
+        if r.submitted > 0 or r.kept > 0:
             out += self._holding_tasks(oid)
         if r.contained > 0 and depth < MAX_DEPTH:
             for c in self._containers_of(oid, r, index):
@@ -271,7 +271,8 @@ class StateAnswers(TargetedAnswers):
                                  "name": t.name, "process": me}])
         for rec in self.actors.owned.values():
             if any(x == oid for x, _ in rec.create_payload[4]):
-                out.append([{"kind": "task", "task_id": (rec.creating or rec.actor_id).hex(),
+                kind = "lineage" if rec.args_held == "kept" else "task"  # (for restarts)
+                out.append([{"kind": kind, "task_id": (rec.creating or rec.actor_id).hex(),
                              "name": f"{rec.class_name}.__init__", "process": me}])
         lineage = self.recovery
         for tid, (_owned, pinned) in lineage.args.items():

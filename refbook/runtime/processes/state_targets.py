@@ -102,14 +102,12 @@ class TargetedAnswers:
             made_by, call_site = ("put" if put else self._made_by(oid, None)), None
         h = oid.hex()
         lineage = []
-        submitted = r.submitted
-        if put and submitted:        # kept (a put value) so that finished tasks can rerun
+        if put and r.kept:          # kept (a put value) so that finished tasks can rerun
             tasks = self.recovery.tasks
             lineage = [{"task_id": tid.hex(), "name": tasks[tid].name,
                         "returns": [x.hex() for x in tasks[tid].return_ids]}
                        for tid, (_owned, pinned) in self.recovery.args.items()
                        if any(x == oid for x, _ in pinned)]
-            submitted -= len(lineage)
         contained_in = []
         if r.contained > 0:
             contained_in = [c.hex() for c in self._containers_of(oid, r, [])]
@@ -117,7 +115,8 @@ class TargetedAnswers:
         return {
             "object_id": h, "owner": self.me, "size": size, "state": state,
             "nodes": nodes, "spilled": False, "task": None if put else h[:32],
-            "local_refs": r.local, "submitted_refs": submitted, "lineage": lineage,
+            "local_refs": r.local, "submitted_refs": r.submitted,
+            "lineage_refs": r.lineage_refs(put), "lineage": lineage,
             "borrowers": sorted(a for a, n in b.items() if n) if b else [],
             "inline": inline, "made_by": made_by, "call_site": call_site,
             "names": list(named[h]) if h in named else [], "contained_in": contained_in,

@@ -123,6 +123,9 @@ class OwnedActor:
         self.options = options
         self.max_restarts = options.get("max_restarts", 0)
         self.create_payload = create_payload   # what the core needs to (re)create it
+        # how this process holds the constructor's arguments: "submitted" until the
+        # constructor ran, then "kept" (lineage, for restarts) or None (no restarts)
+        self.args_held: str | None = "submitted"
         self.state = PENDING
         self.address: str | None = None
         self.lease_id: int | None = None

@@ -25,7 +25,7 @@ from .tasks import WAITING, Task, _to
 
 
 def _task_bytes(task: Task) -> int:
-    _fn_id, fn_blob, args_entry, _top = task.payload
+    args_entry = task.payload.args_entry
     n = 256 + len(task.arg_refs) * 64
     if args_entry[0] != "ref":
         n += len(args_entry[1]) + sum(len(b) for b in args_entry[2])
@@ -45,6 +45,7 @@ class Lineage:
         self.released_by_user: set[bytes] = set()  # lineage dropped by release_lineage()
         self.announced: set[bytes] = set()         # object_reconstructing emitted
         self.retried: dict[bytes, tuple] = {}     # task id -> (next attempt, why)
+        self.unkept_calls: dict[bytes, str] = {}   # actor call id -> name, kept no lineage
 
     def note_retry(self, task_id: bytes, attempt: int, why: str) -> None:
         """A task runs again (``attempt``) because ``why``: for the notebook's views."""
@@ -55,15 +56,21 @@ class Lineage:
     # -- keeping lineage -----------------------------------------------------------------------
     def keep(self, task: Task) -> None:
         """A task we own finished: keep it while its outputs may need rebuilding."""
+        if task.max_retries == 0 and task.actor_id is not None:
+            self.unkept_calls[task.task_id] = task.name      # to say why, if lost
+            if len(self.unkept_calls) > 10_000:
+                del self.unkept_calls[next(iter(self.unkept_calls))]
         if task.max_retries == 0 or task.task_id in self.tasks:
             return
         me = self.owner.me
-        owned = [oid for oid, owner in task.arg_refs if owner == me]
+        # (an actor call's lineage does not keep its actor alive: as Ray's, a call is
+        # run again only on an actor that still lives, or restarts)
+        owned = [oid for oid, owner in task.arg_refs if owner == me and oid != task.actor_id]
         self.owner.rt.add_lineage(owned)
         # put() values cannot be rebuilt, so the lineage keeps their values, not only
         # their entries (released with the lineage; bounded by max_bytes)
         pinned = [(oid, me) for oid in owned if is_put(oid)]
-        self.owner.rt.add_submitted(pinned)
+        self.owner.rt.add_kept(pinned)
         self.tasks[task.task_id] = task
         self.args[task.task_id] = (owned, pinned)
         self.bytes += _task_bytes(task)
@@ -112,7 +119,7 @@ class Lineage:
         task = self.tasks.pop(tid)
         self.bytes -= _task_bytes(task)
         owned, pinned = self.args.pop(tid, ([], []))
-        self.owner.rt.remove_submitted(pinned, fx)
+        self.owner.rt.remove_kept(pinned, fx)
         self.owner.rt.remove_lineage(owned, fx)
 
     # -- losing and rebuilding -----------------------------------------------------------------
@@ -138,6 +145,10 @@ class Lineage:
                 reason = "its lineage was released with refbook.release_lineage()"
             elif tid in self._evicted_set:
                 reason = "its lineage was dropped to stay under the lineage memory limit"
+            elif tid in self.unkept_calls:
+                reason = (f"it was returned by actor method {self.unkept_calls[tid]}, and "
+                          f"an actor's calls are run again only if it has "
+                          f"max_task_retries != 0 (and it restarts: max_restarts)")
             else:
                 reason = "no lineage is kept for it (its task has max_retries=0)"
             owner.set_value(oid, (ERROR, exc.ObjectReconstructionFailedError(
@@ -164,6 +175,15 @@ class Lineage:
             if retry:
                 ended(owner.events, task, err)
             return
+        if task.actor_id is not None and task.actor_id not in owner.rt:
+            err = exc.ObjectReconstructionFailedError(
+                f"the outputs of actor call {task.name} ({task.task_id.hex()}) {why}, and "
+                f"they cannot be made again: the actor is gone (no handle to it is left)")
+            for rid in task.return_ids:
+                if rid in owner.rt:
+                    owner.values.pop(rid, None)
+                    owner.set_value(rid, (ERROR, err))
+            return
         if retry:
             retried(owner.events, task, why)
         fx = Effects()
@@ -176,7 +196,7 @@ class Lineage:
                 owner.values.pop(rid, None)
                 owner.rt.clear_nested(rid, fx)
                 self.rebuilding.add(rid)
-        _fn_id, _blob, args_entry, top_refs = task.payload
+        top_refs = task.payload.top_refs
         unresolved = set()
         for oid, arg_owner in top_refs:
             if oid in owner.values:
@@ -201,7 +221,10 @@ class Lineage:
                 if rid in self.rebuilding:
                     self.announced.add(rid)
                     ev.add("object_reconstructing", rid, None, task.task_id, task.name, why)
-        owner.do(owner.tm.submit(task, unresolved))
+        if task.actor_id is not None:      # an actor call: on the (restarted) actor
+            owner.actor_resubmit(task, unresolved)
+        else:
+            owner.do(owner.tm.submit(task, unresolved))
         owner.apply(fx)
 
     def rebuilt(self, oid: bytes, entry: tuple) -> None:

@@ -84,6 +84,7 @@ class Owner:
         # Hooks for the actor part of the process (processes/actor_runtime.py).
         self.actor_done = None                    # task id -> Task | None: a call finished
         self.actor_created = None                 # (task id, ok, payload, worker, borrowed)
+        self.actor_resubmit = None                # (Task, unresolved): run a call again
 
     # ------------------------------------------------------------------ the clock
     @property
@@ -380,7 +381,7 @@ class Owner:
                         self.lineage.lost(oid, f"was stored on node {data[0]}, which died")
             ended(self.events, task, None if ok else payload)   # a task or an actor call
             self.rt.task_borrowed(borrowed, worker, task.arg_refs, fx)
-            if ok and task.resources:       # a task (not an actor call): keep its lineage
+            if ok:             # keep its lineage (an actor call: with max_task_retries)
                 self.lineage.keep(task)
             self.rt.remove_submitted(task.arg_refs, fx)
             for oid in task.return_ids:

@@ -8,7 +8,11 @@ A process *holds* a ref while it has any of:
   ``local``      ObjectRef handles and zero-copy views of the value in this process;
   ``submitted``  tasks this process owns, not yet finished, whose arguments contain it;
   ``contained``  objects this process owns, still alive, whose value contains it;
-  ``pinned``     temporary holds that cover a registration in flight (see below).
+  ``pinned``     temporary holds that cover a registration in flight (see below);
+  ``kept``       holds for lineage: a ``put()`` value read by a finished task kept to
+                 be run again, the constructor arguments of an actor that may restart
+                 (Ray's ``lineage_ref_count``; apart from ``submitted``, which counts
+                 pending and running tasks only).
 
 The owner also keeps ``borrowers``: per process, the number of registrations made for
 it.  An owned object is freed when it is not held and ``borrowers`` is empty.
@@ -38,7 +42,7 @@ from .messages import DEC_REF, INC_ACK, INC_REF
 
 
 class Ref:
-    __slots__ = ("owner", "local", "submitted", "contained", "pinned",
+    __slots__ = ("owner", "local", "submitted", "contained", "pinned", "kept",
                  "borrowers", "registered", "nested", "owner_dead", "lineage", "freed",
                  "site")
 
@@ -48,6 +52,7 @@ class Ref:
         self.submitted = 0              # our pending tasks that carry it
         self.contained = 0              # our live objects whose value contains it
         self.pinned = 0                 # holds covering registrations in flight
+        self.kept = 0                   # holds for lineage (finished tasks, actor restarts)
         self.borrowers: dict[str, int] | None = None   # owner only
         self.registered = 0             # borrower only: registrations to repay
         self.nested: tuple = ()         # owner only: (oid, owner) pairs inside the value
@@ -57,8 +62,14 @@ class Ref:
         self.site = None                # owner only: (made_by, filename, line) where user
                                         # code put it or submitted its task (state API)
 
+    def lineage_refs(self, put: bool) -> int:
+        """Ray's ``lineage_ref_count`` of an object: the finished tasks kept to be run
+        again, and the actors that may restart, that take it as an argument."""
+        return self.kept + (0 if put else max(self.lineage, 0))
+
     def held(self) -> bool:
-        return bool(self.local or self.submitted or self.contained or self.pinned)
+        return bool(self.local or self.submitted or self.contained or self.pinned or
+                    self.kept)
 
 
 @dataclass
@@ -138,6 +149,17 @@ class ReferenceTable:
             r = self.refs.get(oid)
             if r is not None:
                 r.submitted -= 1
+                self._release_if_unheld(oid, r, fx)
+
+    def add_kept(self, refs) -> None:
+        for oid, owner in refs:
+            self._entry(oid, owner).kept += 1
+
+    def remove_kept(self, refs, fx: Effects) -> None:
+        for oid, _owner in refs:
+            r = self.refs.get(oid)
+            if r is not None:
+                r.kept -= 1
                 self._release_if_unheld(oid, r, fx)
 
     def pin(self, refs) -> None:
