@@ -12,4 +12,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e ".[test]"
   touch "$stamp"
+elif [ -n "$(find labextension/src labextension/style labextension/package.json \
+             -newer "$stamp" -print -quit 2>/dev/null)" ] \
+     || [ ! -f refbook/labextension/package.json ]; then
+  # the sidebar's sources changed since the install: build it again (no reinstall)
+  (cd labextension && PATH="$root/.venv/bin:$PATH" "$root/.venv/bin/jlpm" install --silent \
+     && PATH="$root/.venv/bin:$PATH" "$root/.venv/bin/jlpm" build)
+  touch "$stamp"
 fi

@@ -18,10 +18,13 @@ they read on JupyterLab's light and dark themes alike (canvas cannot read ``--jp
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 
 import ipywidgets
+
+log = logging.getLogger("refbook.widgets")
 
 _loader: ipywidgets.Output | None = None
 TEXT = "#8a8a8a"            # axis labels and ticks, on light and dark alike
@@ -146,6 +149,24 @@ def pane(model) -> ipywidgets.DOMWidget:
                         pass
                 return super().get_state(key=key, drop_defaults=drop_defaults)
 
+            def _document_patched(self, event) -> None:
+                held = getattr(self._document, "_refbook_batch", None)
+                if held is not None and event.setter is not self:
+                    held.append((self, event))       # sent by batch(), in one patch
+                    return
+                super()._document_patched(event)
+
+            def send_patch(self, events: list) -> None:
+                """Send ``events`` as one PATCH-DOC: the browser applies them together,
+                so it never draws a state half changed."""
+                from bokeh.protocol import Protocol
+                msg = Protocol().create("PATCH-DOC", events)
+                for part in (msg.header_json, msg.metadata_json, msg.content_json):
+                    self.send({"msg": "patch", "payload": part})
+                for buffer in msg.buffers:
+                    self.send({"msg": "patch", "payload": json.dumps(buffer.ref)})
+                    self.send({"msg": "patch"}, [buffer.to_bytes()])
+
             def resend(self) -> None:
                 """Send the whole document again: a view made in the browser after
                 changes were sent (which only views that exist receive) starts from
@@ -159,16 +180,35 @@ def pane(model) -> ipywidgets.DOMWidget:
 
 @contextmanager
 def batch(model):
-    """Send the changes made inside as one patch of the model's document."""
+    """Send the changes made inside as one patch of the model's document.
+
+    Bokeh's own hold still triggers its held events one by one, and jupyter_bokeh sends
+    each as a patch of its own, so the browser could draw between them (edges to
+    nodes not placed yet); here the plot widgets collect them and send them at once."""
     doc = model.document
     if doc is None:
         yield
         return
+    if getattr(doc, "_refbook_batch", None) is not None:     # nested: the outer sends
+        yield
+        return
+    doc._refbook_batch = []
     doc.hold("combine")
     try:
         yield
     finally:
-        doc.unhold()
+        try:
+            doc.unhold()
+        finally:
+            held, doc._refbook_batch = doc._refbook_batch, None
+            by_pane: dict = {}
+            for w, event in held:
+                by_pane.setdefault(id(w), (w, []))[1].append(event)
+            for w, events in by_pane.values():
+                try:
+                    w.send_patch(events)
+                except Exception:  # noqa: BLE001 - a closed widget: nothing to show
+                    log.debug("a plot's patch was not sent", exc_info=True)
 
 
 def set_source(source, data: dict) -> None:

@@ -3,6 +3,7 @@ kernel on real clusters: what their ``.data`` says, that they stop when closed a
 when the cluster shuts down, their pace under many events, and the empty state."""
 
 import ast
+import json
 import time
 
 import pytest
@@ -250,3 +251,32 @@ def test_the_dashboards_tabs_not_in_front_update_seldom(kernel):
     assert value(kc, "[v.hidden for v in d.views.values()]") == [True, False, True, True]
     assert r["memory"] >= 6 and r["object_graph"] <= 3, r
     run(kc, "d.close()")
+
+
+def test_a_batch_of_plot_changes_reaches_the_browser_as_one_patch(kernel):
+    """Bokeh triggers held changes one by one, and jupyter_bokeh sends each as a patch
+    of its own: the browser could draw between them (the graph's edges to nodes not yet
+    placed).  plots.batch sends them as one."""
+    km, kc = kernel
+    m = Messages(kc)
+    mid = m.run("import json\nfrom bokeh.models import ColumnDataSource\n"
+                "from bokeh.plotting import figure\nfrom refbook.widgets import plots\n"
+                "a = ColumnDataSource({'x': [0], 'y': [0]})\n"
+                "b = ColumnDataSource({'x': [0], 'y': [1]})\n"
+                "p = figure(height=200)\np.scatter('x', 'y', source=a)\n"
+                "p.line('x', 'y', source=b)\nw = plots.pane(p)\ndisplay(w)\n"
+                "print(w.comm.comm_id)")
+    comm_id = [x for x in m.all if x["parent_header"].get("msg_id") == mid and
+               x["msg_type"] == "stream"][0]["content"]["text"].split()[-1]
+    mid = m.run("with plots.batch(p):\n"
+                "    a.data = {'x': [1, 2], 'y': [3, 4]}\n"
+                "    b.data = {'x': [1, 2], 'y': [4, 3]}\n"
+                "    p.height = 300")
+    sent = [x["content"]["data"].get("content") or {} for x in m.all
+            if x["parent_header"].get("msg_id") == mid and x["msg_type"] == "comm_msg"
+            and x["content"]["comm_id"] == comm_id]
+    patches = [json.loads(d["payload"]) for d in sent
+               if d.get("msg") == "patch" and '"events"' in d.get("payload", "")]
+    assert len(patches) == 1, [p.get("events") for p in patches]
+    kinds = [e["kind"] for e in patches[0]["events"]]
+    assert kinds.count("ColumnDataChanged") + kinds.count("ModelChanged") >= 3, kinds
