@@ -96,7 +96,8 @@ class RecoveryView(LiveView):
         # in a dashboard: an object a failure hit, shown in the object graph
         self.show_in_graph = None        # set by the dashboard: callable(object id)
         self.graph_pick = ipywidgets.Dropdown(
-            options=[], value=None, description="show in the graph:",
+            options=[("pick an object that a failure hit", "")], value="",
+            description="show in the graph:",
             layout=ipywidgets.Layout(width="auto", display="none"))
         self.graph_pick.style.description_width = "initial"
         self.graph_pick.observe(self._on_graph_pick, names="value")
@@ -130,11 +131,12 @@ class RecoveryView(LiveView):
                 seen[oid] = f"{short_id(oid)}: {label(e['kind'])} at {theme.clock(e['time'])}"
             if len(seen) >= HIT_SHOWN:
                 break
-        options = [("pick an object", None)] + [(v, k) for k, v in seen.items()]
+        options = [("pick an object that a failure hit", "")] + \
+            [(v, k) for k, v in seen.items()]
         if list(self.graph_pick.options) != options:
             keep = self.graph_pick.value
             self.graph_pick.options = options
-            self.graph_pick.value = keep if keep in seen else None
+            self.graph_pick.value = keep if keep in seen else ""
         self.graph_pick.layout.display = "flex" if seen else "none"
 
     # -- the buttons ----------------------------------------------------------------------
