@@ -119,6 +119,7 @@ def test_notebooks_are_committed_without_outputs_and_teach_the_same_way():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), name
         assert "You will learn" in nb.cells[0].source, name
+        assert all(c.source.strip() for c in nb.cells), f"{name}: an empty cell"
         params = [i for i, c in enumerate(nb.cells)
                   if "parameters" in c.metadata.get("tags", [])]
         assert params and params[0] <= 3, f"{name}: a parameters cell near the top"
