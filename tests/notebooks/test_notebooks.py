@@ -86,7 +86,6 @@ def run_notebook(name: str, tmp_path, **params) -> tuple[dict, float]:
         client.execute(env=env)          # shuts its kernel down, also when a cell fails
     finally:
         took = time.monotonic() - t
-        print(f"{name}: {took:.1f} s")
         deadline = time.monotonic() + 15
         while _marked(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -100,7 +99,6 @@ def run_notebook(name: str, tmp_path, **params) -> tuple[dict, float]:
     left += [f"/dev/shm/{n}" for n in _shm() - shm_before]
     left += [str(p) for p in tmp.iterdir() if p.name.startswith("refbook")]
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{name}: all gone {time.monotonic() - t - took:.1f} s later")
     assert not left, f"{name} left these behind:\n  " + "\n  ".join(left)
     return outputs(nb), took
 
