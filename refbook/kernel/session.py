@@ -15,6 +15,7 @@ the cell.  With that record:
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -82,6 +83,8 @@ class NotebookSession:
             frontend.set_progress_factory(WidgetProgress)
         self._attach()
         frontend.set_names_provider(self.variable_names)
+        # a %%remote cell's task is made at its cell, not in IPython's magic dispatch
+        frontend.set_call_site_skipped_dirs([os.path.dirname(IPython.__file__)])
         self.sidebar = self.kernel is not None and _sidebar_ok()
         if self.sidebar:                    # the JupyterLab sidebar's comm (sidebar.py)
             from . import sidebar
@@ -122,6 +125,7 @@ class NotebookSession:
         if self.refresher is not None:
             self.refresher.stop()
         frontend.set_names_provider(None)
+        frontend.set_call_site_skipped_dirs(())
         if self.sidebar:
             from . import sidebar
             sidebar.unregister()

@@ -9,7 +9,8 @@ the state API only (``base.py``: subscriptions, at most 5 updates a second, stop
   :func:`recovery` (``recovery_view.py``) and :func:`dashboard` (``dashboard_view.py``).
 
 Plots are Bokeh, through ``jupyter_bokeh`` (``plots.py``); colours follow JupyterLab's
-theme (``theme.py``)."""
+theme (``theme.py``).  :func:`figure` and :func:`plot` show a Bokeh plot of your own the
+same way."""
 
 from __future__ import annotations
 
@@ -50,4 +51,23 @@ def dashboard():
     return Dashboard()
 
 
-__all__ = ["object_graph", "memory", "spilling", "recovery", "dashboard"]
+def figure(height: int = 300, width: int = 640, **kw):
+    """A Bokeh figure styled as the views' plots (transparent, readable on JupyterLab's
+    light and dark themes); ``kw`` go to ``bokeh.plotting.figure``."""
+    from .plots import figure as _figure
+    return _figure(height=height, width=width, **kw)
+
+
+def plot(fig):
+    """A Bokeh figure (or any Bokeh layout) of your own as a widget, shown the way the
+    views show theirs: over the kernel's comm, with BokehJS from the installed package,
+    so nothing is fetched from the internet and no Bokeh server runs."""
+    import ipywidgets
+
+    from .plots import bokehjs, pane
+    box = ipywidgets.VBox([bokehjs(), pane(fig)])
+    box.add_class("refbook-user-plot")
+    return box
+
+
+__all__ = ["object_graph", "memory", "spilling", "recovery", "dashboard", "figure", "plot"]

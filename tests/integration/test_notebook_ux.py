@@ -358,6 +358,8 @@ def test_demo_serves_a_working_copy_of_the_examples(tmp_path):
     examples = sorted(os.listdir(os.path.join(root, "examples", "notebooks")))
     assert sorted(x for x in os.listdir(work) if x.endswith(".ipynb")) == \
         [x for x in examples if x.endswith(".ipynb")]
+    assert sorted(os.listdir(work / "answers")) == \
+        sorted(os.listdir(os.path.join(root, "examples", "notebooks", "answers")))
     for path in ("notebooks/x.ipynb", "examples/notebooks/.ipynb_checkpoints/a.ipynb"):
         ignored = subprocess.run(["git", "-C", root, "check-ignore", "-q", path])
         assert ignored.returncode == 0, path

@@ -33,3 +33,16 @@ def test_why_alive_and_objects_name_the_notebook_variable(kernel):
                        "             if s['kind'] == 'variable'))")
     assert err is None, err
     assert out.splitlines() == ["['alias', 'data']", "['alias', 'data']"], out
+
+
+def test_a_remote_cells_task_is_made_at_its_cell(kernel):
+    """Not in IPython's magic dispatch (``interactiveshell.py:2644`` in %refs)."""
+    km, kc = kernel
+    run(kc, "%load_ext refbook")                                        # cell 1
+    run(kc, "%%remote --wait\nx = 1")                                   # cell 2
+    out, err = run(kc, "from refbook import state\n"
+                       "t = [t for t in state.tasks() if t['name'].startswith('cell')]\n"
+                       "o = state.objects(ids=[x])[0]\n"
+                       "print(t[0]['call_site'], '|', o['call_site'])")
+    assert err is None, err
+    assert out.strip() == "<cell 2>, line 1 | <cell 2>, line 1", out

@@ -120,6 +120,13 @@ def set_names_provider(fn: Callable[[], dict] | None) -> None:
     _callsite.set_names_provider(fn)
 
 
+def set_call_site_skipped_dirs(dirs) -> None:
+    """Frames of code in these directories are not where the user made an object or
+    submitted a task (the state API's ``call_site``): the front end's own code, such as
+    IPython's magic dispatch.  ``()``: only refbook's own frames are skipped."""
+    _callsite.set_skipped_dirs(dirs)
+
+
 def set_progress_factory(factory: Callable[[int, str], object] | None) -> None:
     """Show the progress of a ``get`` or ``wait`` that blocks on many refs with
     ``factory(total, what)`` (an object with ``update(n)`` and ``close(n)``), e.g. a bar

@@ -25,6 +25,15 @@ log = logging.getLogger("refbook.state")
 _PKG = os.path.dirname(os.path.dirname(os.path.dirname(__file__))) + os.sep
 # REFBOOK_CALL_SITES=0: record none (call_site is then None everywhere)
 _ENABLED = os.environ.get("REFBOOK_CALL_SITES", "1") != "0"
+# directories whose frames are not the user's either (the notebook's: IPython's, so that
+# a %%remote cell's task is made at its cell, not in IPython's magic dispatch)
+_skip: tuple[str, ...] = (_PKG,)
+
+
+def set_skipped_dirs(dirs) -> None:
+    """Frames of code under ``dirs`` (besides refbook's own) are never a call site."""
+    global _skip
+    _skip = (_PKG, *(os.path.join(d, "") for d in dirs))
 
 
 def here(made_by: str, depth: int = 3) -> tuple | None:
@@ -42,10 +51,10 @@ def here(made_by: str, depth: int = 3) -> tuple | None:
         f = sys._getframe(depth)
     except ValueError:                   # a shallower stack: walk it from the top
         f = sys._getframe(1)
-    pkg = _PKG
+    skip = _skip
     while f is not None:
         code = f.f_code
-        if not code.co_filename.startswith(pkg):
+        if not code.co_filename.startswith(skip):
             return (made_by, code.co_filename, f.f_lineno)
         f = f.f_back
     return None

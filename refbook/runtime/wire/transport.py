@@ -66,7 +66,12 @@ class Transport:
         self._signer = Signer(secret, tag)
         self._verifier = Verifier(secret, tag_for(address), *(tag_for(a) for a in aliases))
         self._secret = secret
-        self._peers: dict[str, tuple] = {}
+        self._peers: dict[str, tuple] = {}  # address -> (its endpoint's socket, its tag)
+        # one PUSH socket per endpoint, not per address: a head's node manager answers to
+        # two addresses (tcp://host:port, and tcp://host:port/n-<id>/nm) on one inbox, and
+        # two connections to it would reorder this process's sequence numbers (frames.py),
+        # so that it dropped one message in a few (seen: transfers that never finished)
+        self._socks: dict[str, zmq.Socket] = {}
         self.send_lock = threading.Lock()
         self.rejected = 0
         self._local = threading.local()     # per-thread request sockets
@@ -91,12 +96,19 @@ class Transport:
                 return False
 
     def _connect(self, addr: str) -> tuple:
+        ep = endpoint(addr)
+        s = self._socks.get(ep)
+        if s is None:
+            s = self._socks[ep] = self._open(ep)
+        peer = self._peers[addr] = (s, tag_for(addr))
+        return peer
+
+    def _open(self, ep: str):
         s = self.ctx.socket(zmq.PUSH)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 0)
         s.setsockopt(zmq.RECONNECT_IVL, 10)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
-        ep = endpoint(addr)
         try:
             if ep.startswith("tcp://"):
                 connect_securely(s, self._secret)
@@ -104,13 +116,13 @@ class Transport:
         except zmq.ZMQError:
             s.close(linger=0)     # an open socket would block Context.term() for ever
             raise
-        peer = self._peers[addr] = (s, tag_for(addr))
-        return peer
+        return s
 
     def disconnect(self, addr: str) -> None:
         with self.send_lock:
             peer = self._peers.pop(addr, None)
-            if peer is not None:
+            if peer is not None and not any(p[0] is peer[0] for p in self._peers.values()):
+                self._socks.pop(endpoint(addr), None)
                 peer[0].close(linger=0)
 
     def recv(self, flags: int = 0):
@@ -241,8 +253,9 @@ class Transport:
             for sock in self._rpc_socks:
                 sock.close(linger=0)
             self._rpc_socks.clear()
-            for s, _ in self._peers.values():
+            for s in self._socks.values():
                 s.close(linger=0)
+            self._socks.clear()
             self._peers.clear()
             self.inbox.close(linger=0)
             if self._handshake is not None:
