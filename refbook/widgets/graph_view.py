@@ -50,6 +50,8 @@ STRUCTURAL = ("task_submitted", "object_created", "object_freed", "task_finished
               "task_failed", "task_cancelled", "node_added", "node_died", "worker_died")
 COLOURS = graph_model.COLOURS
 Y_PX = 54                    # pixels per row, before the plot is capped
+MAX_HEIGHT = 640             # the plot's height at most (px)
+LABEL_SQUEEZE = 1.6          # rows squeezed more than this: no labels
 
 
 class ObjectGraphView(LiveView):
@@ -419,10 +421,13 @@ class ObjectGraphView(LiveView):
         self.band_source.data = bd
         rows = max((t + h for t, h in bands.values()), default=1)
         p = self.plot
-        p.height = int(max(220, min(640, Y_PX * rows + 50)))
+        p.height = int(max(220, min(MAX_HEIGHT, Y_PX * rows + 50)))
         p.x_range.update(start=lo - 0.6, end=hi + 0.6)
         p.y_range.update(start=-(rows - 1) - 0.6, end=0.8)
-        self.labels.visible = len(ids) <= LABELS_MAX
+        # labels only while the rows have room for them (squeezed, they overlap: a
+        # shuffle's pieces); the names are still on hover and in the details
+        self.labels.visible = len(ids) <= LABELS_MAX and \
+            Y_PX * rows + 50 <= MAX_HEIGHT * LABEL_SQUEEZE
         if self.selected in self._ids:
             self.nodes_source.selected.indices = [self._ids.index(self.selected)]
         elif self.nodes_source.selected.indices:

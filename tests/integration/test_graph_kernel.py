@@ -176,6 +176,23 @@ def test_a_killed_node_shows_lost_then_reconstructing_then_ready(kernel):
     run(kc, "g.close()")
 
 
+def test_labels_go_when_the_rows_have_no_room_for_them(kernel):
+    """A shuffle's pieces make columns of many rows in a plot of capped height: their
+    labels overlapped; then only hover and the details name them."""
+    km, kc = kernel
+    run(kc, "%load_ext refbook")
+    run(kc, "from refbook import widgets\ng = widgets.object_graph()\ndisplay(g)\n"
+            "few = [refbook.put(i) for i in range(3)]")
+    assert until(kc, "len(g.data['nodes']) == 3 and g.labels.visible", 10)
+    # a map's 60 pieces: one column of 60 rows
+    run(kc, "@refbook.remote(num_returns=60)\ndef split():\n    return list(range(60))\n"
+            "many = split.remote()\nrefbook.get(many)")
+    assert until(kc, "len(g.data['nodes']) == 64 and not g.labels.visible", 10)
+    run(kc, "del many")
+    assert until(kc, "len(g.data['nodes']) == 3 and g.labels.visible", 15)
+    run(kc, "g.close()")
+
+
 def test_thousands_of_objects_are_grouped_by_function_and_call_site(kernel):
     km, kc = kernel
     run(kc, "%load_ext refbook")
