@@ -280,8 +280,9 @@ def main(argv=None) -> int:
             else:
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
                 try:
-                    res["ray simple"] = run_library(ray, kind, args.gb, args.blocks,
-                                                    "simple", args.repeat)
+                    for s in ("simple", "merge", "push"):
+                        res[f"ray {s}"] = run_library(ray, kind, args.gb, args.blocks,
+                                                      s, args.repeat)
                 finally:
                     ray.shutdown()
         if "dask" in only:
