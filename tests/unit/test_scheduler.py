@@ -120,3 +120,34 @@ def test_a_task_runs_where_its_data_is_unless_that_node_is_busy_and_another_idle
     assert place_lease(view, {"CPU": 4}, "b", None, False, False, "head") == ("spill", "head")
     where, why = place_lease(view, {"CPU": 4}, "a", None, False, False, None)
     assert where == "reject" and "no node can ever satisfy" in why
+
+
+def test_requests_queued_beside_an_idle_node_move_there_each_getting_its_own_cpu():
+    """Three actors on three 1-CPU nodes: two requests had queued on one node whose
+    view of the others was a heartbeat old, and the second waited there for ever."""
+    from refbook.runtime.protocol.membership import respill
+
+    def node(nid, free, cpus=1):
+        return {"node_id": nid, "address": f"nm-{nid}", "alive": True,
+                "resources": {"CPU": cpus}, "available": {"CPU": free}}
+    cpu = {"CPU": 1}
+    queue = [("d", 1, cpu, True), ("d", 2, cpu, True), ("d", 3, cpu, True)]
+    # a has no CPU free; b and c have one each: two move, one to each; one stays
+    moves = respill(queue, {"CPU": 0}, [node("a", 0), node("b", 1), node("c", 1)], "a")
+    assert sorted(addr for _, addr in moves) == ["nm-b", "nm-c"]
+    assert sorted(i for i, _ in moves) == [0, 1]
+    # what fits here now stays here (it is about to be granted)
+    assert respill(queue[:1], {"CPU": 1}, [node("a", 1), node("b", 1)], "a") == []
+    # the second of two requests moves when only one CPU is free here
+    assert respill(queue[:2], {"CPU": 1}, [node("a", 1), node("b", 1)], "a") == [(1, "nm-b")]
+    # nobody idle (or only a dead node): everything waits here
+    dead = dict(node("b", 1), alive=False)
+    assert respill(queue, {"CPU": 0}, [node("a", 0), dead, node("c", 0)], "a") == []
+    # a custom resource only c has: it goes to c, never to b
+    gpu = {"CPU": 1, "GPU": 1}
+    c = dict(node("c", 1), available={"CPU": 1, "GPU": 1})
+    assert respill([("d", 4, gpu, True)], {"CPU": 0}, [node("b", 1), c], "a") == \
+        [(0, "nm-c")]
+    # a task's request waits by its data: its lease comes back soon
+    assert respill([("d", 5, cpu, False)], {"CPU": 0}, [node("a", 0), node("b", 1)],
+                   "a") == []

@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import deque
 
 import zmq
 
@@ -32,7 +33,7 @@ from ..data.arena import Arena
 from ..data.storeserver import StoreServer
 from ..protocol import messages as P
 from ..protocol.leases import LeaseScheduler, fits
-from ..protocol.membership import place_lease
+from ..protocol.membership import place_lease, respill
 from ..wire.transport import MAX_DRAIN, Transport
 from .guard import Guard
 from .head import Head, HeadLink
@@ -82,6 +83,7 @@ class NodeManager:
         # membership: this node is the head (``head``), or linked to it (``link``)
         self.head_address = cfg.get("head_address")     # None: this node is the head
         self.heartbeat_s = cfg.get("heartbeat_s", 0.5)
+        self._respill_at = 0.0             # when queued requests were last looked at
         timeout = cfg.get("heartbeat_timeout_s", 3.0)
         self.dead_nodes: set[str] = set()               # whose death this node handled
         self.dead_procs: dict[str, None] = {}           # recent deaths, told to new processes
@@ -231,6 +233,17 @@ class NodeManager:
             self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, detail,
                                         where == "spill"))
 
+    def _respill(self) -> None:
+        """Requests waiting here that another node, idle now, can run go there."""
+        queued = list(self.sched.queue)
+        moves = respill(queued, self.sched.available, self.cluster_view(), self.node_id)
+        if not moves:
+            return
+        gone = {i for i, _ in moves}
+        self.sched.queue = deque(q for i, q in enumerate(queued) if i not in gone)
+        for i, addr in moves:
+            self.transport.send(queued[i][0], (P.LEASE_SPILLBACK, queued[i][1], addr, False))
+
     # -- the other nodes (membership itself: head.py) -----------------------------------------
     def cluster_view(self) -> list[dict]:
         if self.head is not None:
@@ -270,6 +283,9 @@ class NodeManager:
             self.head.announce_death(node_id, reason)
 
     def _membership_tick(self, now: float) -> None:
+        if self.sched.queue and now - self._respill_at >= self.heartbeat_s:
+            self._respill_at = now
+            self._respill()
         if self.head is not None:
             self.head.tick(now)
             parked, self.parked = self.parked, []

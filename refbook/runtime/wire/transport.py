@@ -287,11 +287,24 @@ def rpc_address(addr: str) -> str:
 
 
 def free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now (for a process about to bind it)."""
+    """A TCP port free on ``host`` right now, with the next one free too (a process
+    binds its inbox there and its RPC socket on the next: ``rpc_address``).  Checking
+    only the first, the RPC bind failed now and then with "Address already in use" on
+    a busy machine, where outgoing connections take ephemeral ports too."""
     import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port >= 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s2:
+                s2.bind((host, port + 1))
+        except OSError:
+            continue
+        return port
+    raise OSError(f"no two free TCP ports in a row on {host}")
 
 
 __all__ = ["Transport", "rpc_address", "endpoint", "free_port"]
