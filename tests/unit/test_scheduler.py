@@ -125,7 +125,7 @@ def test_a_task_runs_where_its_data_is_unless_that_node_is_busy_and_another_idle
 def test_requests_queued_beside_an_idle_node_move_there_each_getting_its_own_cpu():
     """Three actors on three 1-CPU nodes: two requests had queued on one node whose
     view of the others was a heartbeat old, and the second waited there for ever."""
-    from refbook.runtime.protocol.membership import respill
+    from refbook.runtime.protocol.leases import respill
 
     def node(nid, free, cpus=1):
         return {"node_id": nid, "address": f"nm-{nid}", "alive": True,

@@ -25,7 +25,6 @@ import shutil
 import signal
 import sys
 import time
-from collections import deque
 
 import zmq
 
@@ -33,7 +32,7 @@ from ..data.arena import Arena
 from ..data.storeserver import StoreServer
 from ..protocol import messages as P
 from ..protocol.leases import LeaseScheduler, fits
-from ..protocol.membership import place_lease, respill
+from ..protocol.membership import place_lease
 from ..wire.transport import MAX_DRAIN, Transport
 from .guard import Guard
 from .head import Head, HeadLink
@@ -233,17 +232,6 @@ class NodeManager:
             self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, detail,
                                         where == "spill"))
 
-    def _respill(self) -> None:
-        """Requests waiting here that another node, idle now, can run go there."""
-        queued = list(self.sched.queue)
-        moves = respill(queued, self.sched.available, self.cluster_view(), self.node_id)
-        if not moves:
-            return
-        gone = {i for i, _ in moves}
-        self.sched.queue = deque(q for i, q in enumerate(queued) if i not in gone)
-        for i, addr in moves:
-            self.transport.send(queued[i][0], (P.LEASE_SPILLBACK, queued[i][1], addr, False))
-
     # -- the other nodes (membership itself: head.py) -----------------------------------------
     def cluster_view(self) -> list[dict]:
         if self.head is not None:
@@ -284,8 +272,9 @@ class NodeManager:
 
     def _membership_tick(self, now: float) -> None:
         if self.sched.queue and now - self._respill_at >= self.heartbeat_s:
-            self._respill_at = now
-            self._respill()
+            self._respill_at = now      # actors queued beside an idle node go there
+            for owner, req_id, addr in self.sched.respill(self.cluster_view(), self.node_id):
+                self.transport.send(owner, (P.LEASE_SPILLBACK, req_id, addr, False))
         if self.head is not None:
             self.head.tick(now)
             parked, self.parked = self.parked, []

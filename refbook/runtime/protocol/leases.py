@@ -152,6 +152,16 @@ class LeaseScheduler:
             actions.extend(self.release(lease_id))
         return actions
 
+    def respill(self, view: list[dict], me: str) -> list[tuple[str, int, str]]:
+        """Take out of the queue the actor requests that a node idle now can run (see
+        :func:`respill`): ``[(owner, req_id, address)]``, to be sent there."""
+        queued = list(self.queue)
+        moves = respill(queued, self.available, view, me)
+        if moves:
+            gone = {i for i, _ in moves}
+            self.queue = deque(q for i, q in enumerate(queued) if i not in gone)
+        return [(queued[i][0], queued[i][1], addr) for i, addr in moves]
+
     def _give_back(self, res: dict) -> None:
         for k, v in res.items():
             self.available[k] = self.available.get(k, 0) + v
@@ -216,3 +226,36 @@ class LeaseScheduler:
         return {"total": dict(self.total), "available": dict(self.available),
                 "workers": len(self.workers), "idle": len(self.idle),
                 "leases": len(self.leases), "queued": len(self.queue)}
+
+
+def respill(queue, available: dict, view: list[dict], me: str) -> list[tuple[int, str]]:
+    """Actor requests (``dedicated``) queued on node ``me`` (``(owner, req_id,
+    resources, dedicated)``, in order) that cannot run here now but can on another live
+    node idle now: ``[(index, address)]``.  A node's free resources are given once
+    (two requests never go to its one free CPU), and what fits here now stays, to be
+    granted here.
+
+    A request queues here when it arrives and this node looked best; but an actor holds
+    its CPU for as long as it lives, and this node's view of the others is a heartbeat
+    old, so an actor could wait here for ever beside an idle node.  Asked again every
+    heartbeat, it moves (Ray's spillback of queued leases).  A task's request waits:
+    leases come back within a task, and its arguments are here."""
+    local = dict(available)
+    free = {n["address"]: dict(n["available"]) for n in view
+            if n["alive"] and n["node_id"] != me}
+    out = []
+    for i, (_owner, _req, res, dedicated) in enumerate(queue):
+        if fits(res, local):
+            for k, v in res.items():
+                local[k] = local.get(k, 0) - v
+            continue
+        if not dedicated:      # a task's lease comes back soon: it waits by its data
+            continue
+        able = [a for a, av in free.items() if fits(res, av)]
+        if not able:
+            continue
+        addr = max(able, key=lambda a: free[a].get("CPU", 0))
+        for k, v in res.items():
+            free[addr][k] = free[addr].get(k, 0) - v
+        out.append((i, addr))
+    return out

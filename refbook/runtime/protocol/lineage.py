@@ -156,6 +156,14 @@ class Lineage:
             return
         self.rebuild(task, why)
 
+    def _fail_outputs(self, task, err) -> None:
+        """``task``'s outputs that someone still holds become ``err``."""
+        owner = self.owner
+        for rid in task.return_ids:
+            if rid in owner.rt:
+                owner.values.pop(rid, None)
+                owner.set_value(rid, (ERROR, err))
+
     def rebuild(self, task: Task, why: str, retry: bool = False) -> None:
         """Run ``task`` again to make its lost outputs (``retry``: it had not finished,
         and runs again because an argument was lost while it ran)."""
@@ -168,10 +176,7 @@ class Lineage:
             err = exc.ObjectReconstructionFailedError(
                 f"the outputs of task {task.name} ({task.task_id.hex()}) {why}, and it was "
                 f"already run again {rebuilds - 1} time(s) (max_retries={task.max_retries})")
-            for rid in task.return_ids:
-                if rid in owner.rt:
-                    owner.values.pop(rid, None)
-                    owner.set_value(rid, (ERROR, err))
+            self._fail_outputs(task, err)
             if retry:
                 ended(owner.events, task, err)
             return
@@ -179,10 +184,7 @@ class Lineage:
             err = exc.ObjectReconstructionFailedError(
                 f"the outputs of actor call {task.name} ({task.task_id.hex()}) {why}, and "
                 f"they cannot be made again: the actor is gone (no handle to it is left)")
-            for rid in task.return_ids:
-                if rid in owner.rt:
-                    owner.values.pop(rid, None)
-                    owner.set_value(rid, (ERROR, err))
+            self._fail_outputs(task, err)
             return
         if retry:
             retried(owner.events, task, why)
