@@ -30,6 +30,7 @@ COLOURS = {"pending": "#a5acaf", "running": "#edc948", "ready": "#59a14f",
            "cancelled": "#8c8c8c", "freed": "#8c8c8c"}
 GRID_WIDTH = 6              # nodes with no edge: at most this many a row
 COLLAPSE_AT = 1500          # more nodes than this: groups by function and call site
+INLINE = "small values, in their owner's memory"   # the box of ready objects in no store
 
 
 def band_of(node_ids, owner: str | None, group_by: str) -> str:
@@ -56,7 +57,10 @@ def _object_node(o: dict, group_by: str, _empty=()) -> dict:
     where = o.get("nodes") or _empty
     owner = o.get("owner")
     if group_by == "node":
-        band = f"node {where[0][:8]}" if where else "not placed yet"
+        if where:
+            band = f"node {where[0][:8]}"
+        else:       # a small value lives in its owner's memory, in no node's store
+            band = INLINE if (o.get("state") or "ready") == "ready" else "not placed yet"
     else:
         band = band_of(where, owner, group_by)
     return {"id": h, "kind": "object", "state": o.get("state") or "ready",

@@ -117,3 +117,14 @@ def test_nodes_with_no_edge_go_in_a_grid_under_the_others():
     assert len(rows) == 2 and max(rows) < min(pos[h][1] for h in ("a", "T1", "b"))
     assert len(set(pos.values())) == len(pos)
     assert g["columns"] == (0, gm.GRID_WIDTH - 1)
+
+
+def test_a_ready_small_value_is_in_its_owners_box_and_a_pending_one_not_placed_yet():
+    """Small values live in their owner's memory, in no store: they are not 'not placed
+    yet' (a shuffle's merged pieces were shown so)."""
+    small = gm._object_node(obj("s", nodes=()), "node")
+    waiting = gm._object_node(obj("p", nodes=(), state="pending"), "node")
+    stored = gm._object_node(obj("x"), "node")
+    assert small["band"] == gm.INLINE == "small values, in their owner's memory"
+    assert waiting["band"] == "not placed yet"
+    assert stored["band"] == "node aaaa1111"
