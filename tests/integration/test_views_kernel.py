@@ -109,9 +109,13 @@ def test_a_killed_node_shows_in_recovery_with_the_loss_and_rebuild_it_caused(ker
     caused = died[0]["caused"]
     assert caused["object_lost"] >= 1 and caused["object_reconstructed"] >= 1, caused
     # the buttons: a control that is refused says why, in the widget
-    run(kc, "r.kill_worker_b.click()")          # nothing runs: no busy worker
-    msg = until(kc, "'no busy worker' in r.action_html.value and r.action_html.value", 10)
-    assert msg and "kill a worker" in msg
+    # nothing runs: no busy worker, once the owner handed back its idle leases (it keeps
+    # them 0.2 s for the next task) and the nodes' views say so
+    assert until(kc, "all(n['available'].get('CPU') == n['resources'].get('CPU') "
+                     "for n in state.nodes() if n['alive'])", 20)
+    run(kc, "r.kill_worker_b.click()")
+    msg = until(kc, "'...' not in r.action_html.value and r.action_html.value", 10)
+    assert "no busy worker" in msg and "kill a worker" in msg, msg
     run(kc, "r.add_node_b.click()")
     assert until(kc, "'added' in r.action_html.value", 30)
     run(kc, "r.close()")
