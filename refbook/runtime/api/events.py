@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from itertools import islice, repeat
+from operator import itemgetter
 
 from ... import exceptions as exc
 from ..processes import context
@@ -93,7 +94,8 @@ class Collector:
         if rep["dropped"]:
             t = max(prev, evs[0][1] if evs else t0)
             fresh.append(((0, t, "events_dropped", {"count": rep["dropped"]}), where))
-        if evs and evs[0][1] >= prev and all(map(_le, evs, islice(evs, 1, None))):
+        times = list(map(_time, evs))
+        if evs and times[0] >= prev and times == sorted(times):
             fresh += zip(evs, repeat(where))        # in order, as a ring nearly always is
             prev = evs[-1][1]
         else:
@@ -156,11 +158,10 @@ class Collector:
         # walks from the start, and a full log holds LOG_SIZE events)
         new = list(islice(reversed(log_), len(log_) - start))
         new.reverse()
+        add = out.append
         for raw, (node_id, process) in new:
             if kinds is None or raw[2] in kinds or raw[2] == "events_dropped":
-                d = to_dict(raw, node_id, process)
-                d["seq"] = n
-                out.append(d)
+                add(to_dict(raw, node_id, process, n))
             n += 1
         return out
 
@@ -200,12 +201,11 @@ class Collector:
         self.thread = None
 
 
+_time = itemgetter(1)      # a raw event's time
+
+
 def _entry_time(e: tuple) -> float:
     return e[0][1]
-
-
-def _le(a: tuple, b: tuple) -> bool:
-    return a[1] <= b[1]
 
 
 def _kinds(kinds):

@@ -109,24 +109,41 @@ def _plain(v):
     return v.hex() if type(v) is bytes else v
 
 
-_HEAD = ("seq", "time", "kind", "node_id", "process")
-_KEYS = {kind: _HEAD + names for kind, names in FIELDS.items()}
+def _maker(kind: str, names: tuple):
+    """``make(raw, node_id, process, seq)``: the dict of one ``kind`` of event, compiled
+    from a dict display (a reader may turn tens of thousands of events a second into
+    dicts: a display builds one about four times faster than ``dict(zip(...))``).
+    Every bytes value (an id) becomes hex; the ring pads with None past the fields."""
+    items = ['"seq": seq', '"time": raw[1]', f'"kind": {kind!r}', '"node_id": node_id',
+             '"process": process']
+    items += [f"{name!r}: (v.hex() if (v := raw[{3 + i}]).__class__ is bytes else v)"
+              if name.endswith("_id") or name in _MAYBE_BYTES else f"{name!r}: raw[{3 + i}]"
+              for i, name in enumerate(names)]
+    src = f"def make(raw, node_id, process, seq):\n    return {{{', '.join(items)}}}\n"
+    scope: dict = {}
+    exec(compile(src, f"<refbook event {kind}>", "exec"), scope)    # noqa: S102 - our text
+    return scope["make"]
 
 
-def to_dict(raw: tuple, node_id, process) -> dict:
-    """A raw ring event as the state API shows it (ids in hex), ``seq`` the local one."""
+# fields (not named *_id) that may hold bytes
+_MAYBE_BYTES = {"owner", "worker", "node", "source"}
+_MAKERS = {kind: _maker(kind, names) for kind, names in FIELDS.items()}
+
+
+def to_dict(raw: tuple, node_id, process, seq=None) -> dict:
+    """A raw ring event as the state API shows it (ids in hex), numbered ``seq`` (the
+    ring's own number if None)."""
+    if seq is None:
+        seq = raw[0]
     kind = raw[2]
-    if type(raw[3]) is dict:      # its own node_id (an actor's node) wins
-        d = {"seq": raw[0], "time": raw[1], "kind": kind, "node_id": node_id,
+    if type(raw[3]) is dict:      # free-form; its own node_id (an actor's node) wins
+        d = {"seq": seq, "time": raw[1], "kind": kind, "node_id": node_id,
              "process": process}
         for k, v in raw[3].items():
             if k not in ("seq", "time", "kind", "process"):
                 d[k] = _plain(v)
         return d
-    # the ring pads with None past a kind's fields: zip stops at the kind's names
-    return dict(zip(_KEYS[kind], (raw[0], raw[1], kind, node_id, process,
-                                  *[v.hex() if type(v) is bytes else v for v in raw[3:]]),
-                    strict=False))
+    return _MAKERS[kind](raw, node_id, process, seq)
 
 
 def entry_size(entry) -> int | None:
