@@ -10,8 +10,11 @@ kernel (jupyter_client) with ``%refbook dashboard`` open, as a notebook sees the
   about 2,000 tasks a second ran (at most 5);
 - ``cell_ratio_dashboard``: the round trip of an empty cell through jupyter_client with
   the dashboard open and those tasks running, over the same without the dashboard.
-The tasks run from a thread of the kernel, in both cases alike; blocks of cells with
-and without the dashboard alternate in one kernel."""
+The tasks run from another driver joined to the kernel's cluster (``address=``), at
+2,000 a second: the dashboard reads all their events.  ``..._kernel_load``: the same
+with the tasks run from a thread of the kernel itself, as fast as it can beside the
+cells (the harder case: the kernel also submits them).  Blocks of cells with and
+without the dashboard alternate in one kernel."""
 
 from __future__ import annotations
 
@@ -42,6 +45,28 @@ def _loader(rate=2000, batch=250):
     _load["secs"] = _t.monotonic() - t0
 _load_thread = threading.Thread(target=_loader, daemon=True)
 _load_thread.start()
+"""
+
+
+# another driver of the kernel's cluster: tasks at ``rate`` a second until its stdin
+# closes; then it prints how many it ran and over how long
+EXTERNAL_LOAD = """
+import sys, threading, time, refbook
+refbook.init(address=sys.argv[1], log_to_stderr=False)
+@refbook.remote
+def tiny(i):
+    return i
+run = [True]
+threading.Thread(target=lambda: (sys.stdin.read(), run.clear()), daemon=True).start()
+rate, batch, done, t0 = float(sys.argv[2]), 100, 0, time.monotonic()
+while run:
+    refbook.get([tiny.remote(i) for i in range(batch)])
+    done += batch
+    ahead = done / rate - (time.monotonic() - t0)
+    if ahead > 0:
+        time.sleep(ahead)
+print(done, time.monotonic() - t0, flush=True)
+refbook.shutdown()
 """
 
 
@@ -84,18 +109,28 @@ def _kernel():
     return km, kc
 
 
-def _round_trips(quick: bool) -> tuple[list, list, dict]:
-    """Empty cells while tasks run, in blocks with and without a dashboard open, one
-    after the other in the same kernel (so that the noise of this machine hits both
-    alike): ``(without, with, extra)``."""
+def _round_trips(quick: bool, external: bool) -> tuple[list, list, dict]:
+    """Empty cells while tasks run (from another driver if ``external``, else from a
+    thread of the kernel), in blocks with and without a dashboard open, one after the
+    other in the same kernel (so that the noise of this machine hits both alike):
+    ``(without, with, extra)``."""
+    import subprocess
+    import sys
     km, kc = _kernel()
     plain: list = []
     with_d: list = []
     busiest: list = []
     lat: list = []
+    loader = None
     try:
         _execute(kc, "%load_ext refbook\nfrom refbook import widgets")
-        _execute(kc, LOAD)
+        if external:
+            address = _value(kc, "refbook.init().address")
+            loader = subprocess.Popen([sys.executable, "-c", EXTERNAL_LOAD, address, "2000"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+        else:
+            _execute(kc, LOAD.replace("rate=2000", "rate=100_000"))
         time.sleep(1.0)
         for _ in range(2 if quick else 4):
             plain += _cells(kc, 20 if quick else 50)
@@ -108,12 +143,19 @@ def _round_trips(quick: bool) -> tuple[list, list, dict]:
             lat += _value(kc, "[x for v in d.views.values() if not v.hidden "
                               "for x in v.latencies]")
             _execute(kc, "d.close()")
-        _execute(kc, "_load['run'] = False\n_load_thread.join()")
-        load = _value(kc, "_load")
-        extra = {"tasks_per_s": load["done"] / max(load["secs"], 1e-9),
-                 "busiest": max(busiest), "lat": lat}
+        if external:
+            out, _ = loader.communicate("", timeout=60)
+            done, secs = map(float, out.split())
+        else:
+            _execute(kc, "_load['run'] = False\n_load_thread.join()")
+            load = _value(kc, "_load")
+            done, secs = load["done"], load["secs"]
+        extra = {"tasks_per_s": done / max(secs, 1e-9), "busiest": max(busiest), "lat": lat}
         return plain, with_d, extra
     finally:
+        if loader is not None and loader.poll() is None:
+            loader.kill()
+            loader.wait()
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
@@ -152,7 +194,8 @@ def _p99(xs: list) -> float:
 
 def run_widget_workloads(quick: bool = False) -> dict:
     lat = _latency(quick)
-    plain, with_d, extra = _round_trips(quick)
+    k_plain, k_with, k_extra = _round_trips(quick, external=False)
+    plain, with_d, extra = _round_trips(quick, external=True)
     return {
         "event_to_view_median": (statistics.median(lat), "s"),
         "event_to_view_p99": (_p99(lat), "s"),
@@ -164,4 +207,8 @@ def run_widget_workloads(quick: bool = False) -> dict:
         "cell_plain": (statistics.median(plain) * 1e3, "ms"),
         "cell_with_dashboard": (statistics.median(with_d) * 1e3, "ms"),
         "cell_ratio_dashboard": (statistics.median(with_d) / statistics.median(plain), "x"),
+        "kernel_load_tasks_per_s": (k_extra["tasks_per_s"], "/s"),
+        "cell_ratio_dashboard_kernel_load": (statistics.median(k_with) /
+                                             statistics.median(k_plain), "x"),
+        "view_updates_per_s_kernel_load": (float(k_extra["busiest"]), "/s"),
     }

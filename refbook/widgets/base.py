@@ -50,6 +50,10 @@ EVENTS_S = 0.1              # the subscription's pace: each event read costs the
 HIDDEN_S = 2.0              # a view in a dashboard tab not in front updates this seldom:
                             # its data stays fresh and its tab current when picked
 RESEND = (1.0, 3.0)         # plots sent whole again this long after being displayed
+CPU_SHARE = 0.15            # a view's updates take at most this share of a core on
+CPU_BURST = 0.3             # average, beyond a burst of this many CPU seconds: under a
+                            # flood of events, where each update costs more, they come
+                            # less often, and the kernel stays the user's
 NO_CLUSTER = ("no refbook cluster: run <code>%load_ext refbook</code> "
               "(or <code>refbook.init()</code>), then show this view again")
 
@@ -72,6 +76,9 @@ class LiveView(ipywidgets.VBox):
         self._pending: list = []
         self._last = 0.0                 # monotonic time of the last model update
         self._next_poll = 0.0
+        self._debt = 0.0                 # update CPU seconds not yet paid off at
+        self._debt_at = 0.0              # CPU_SHARE a second, as of this time
+        self.update_cpu = 0.0            # CPU seconds all updates took
         self._sub = None
         self._timer: threading.Thread | None = None
         self._wake = threading.Event()   # wakes the timer: events came, or stop
@@ -98,6 +105,7 @@ class LiveView(ipywidgets.VBox):
         parts = self.build()
         self.children = [theme.style(), bokehjs(), self.header, *parts, self.notice]
         self._refresh([], poll=True)
+        self._debt = 0.0                 # the first drawing is paid for
         from .. import state
         if self.kinds != ():
             self._sub = state.subscribe(self._on_events, kinds=self.kinds, since=self.since,
@@ -156,7 +164,20 @@ class LiveView(ipywidgets.VBox):
             self._wake.set()
 
     def _gap(self) -> float:
-        return HIDDEN_S if self.hidden else MIN_GAP
+        """The least time between two updates: ``MIN_GAP`` (``HIDDEN_S`` behind a tab),
+        longer while the updates have taken more than ``CPU_SHARE`` of a core (a leaky
+        bucket: a burst of ``CPU_BURST`` CPU seconds first)."""
+        base = HIDDEN_S if self.hidden else MIN_GAP
+        now = time.monotonic()
+        over = self._debt - (now - self._debt_at) * CPU_SHARE - CPU_BURST
+        return max(base, now - self._last + over / CPU_SHARE) if over > 0 else base
+
+    def _paid(self, cost: float) -> None:
+        """An update took ``cost`` CPU seconds."""
+        now = time.monotonic()
+        self._debt = max(0.0, self._debt - (now - self._debt_at) * CPU_SHARE) + cost
+        self._debt_at = now
+        self.update_cpu += cost
 
     @property
     def data(self) -> dict:
@@ -224,7 +245,7 @@ class LiveView(ipywidgets.VBox):
             self.updates += 1
             self.update_times.append(now)
             return
-        if self.hidden and now - self._last < HIDDEN_S:
+        if now - self._last < self._gap():     # behind a tab, or updates cost much
             return
         poll = self.poll_s is not None and now >= self._next_poll
         with self._lock:
@@ -237,6 +258,7 @@ class LiveView(ipywidgets.VBox):
         now = time.monotonic()
         if poll:
             self._next_poll = now + (self.poll_s or 0)
+        cpu = time.thread_time()
         try:
             with self._ui:
                 self.update(events, poll)
@@ -251,6 +273,7 @@ class LiveView(ipywidgets.VBox):
             return None
         if "rb-error" in self.notice.value:     # it works again
             self.notice.value = ""
+        self._paid(time.thread_time() - cpu)
         done = time.monotonic()
         self._last = done
         self.updates += 1

@@ -18,9 +18,11 @@ once, and a click (the selection) comes back over the same comm."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
+from itertools import islice
 
 import ipywidgets
 
@@ -36,6 +38,10 @@ DWELL = 0.6                 # s: every state a node passes through shows this lo
 DWELLS = {"lost": 1.2}      # and these longer: a class sees the red
 MIN_SNAP_GAP = 0.2          # s between snapshots, at least
 LINEAGE_ROOTS = 20          # refs asked for: state.lineage() for each, up to this many
+MAX_PROVISIONAL = 300       # nodes drawn from events before a snapshot has them, at
+                            # most (beyond, a flood: the next snapshot shows them)
+MAX_FADING = 200            # freed nodes fading out at once, at most (a flood of tasks
+                            # frees thousands a second: the oldest go without fading)
 KINDS = ("task_submitted", "task_started", "task_finished", "task_failed",
          "task_retried", "task_cancelled", "object_created", "object_freed",
          "object_spilled", "object_restored", "object_lost", "object_reconstructing",
@@ -48,6 +54,7 @@ EVENT_STATE = {"task_started": "running", "task_finished": "done",
                "object_reconstructed": "ready"}
 STRUCTURAL = ("task_submitted", "object_created", "object_freed", "task_finished",
               "task_failed", "task_cancelled", "node_added", "node_died", "worker_died")
+CLUSTER_CHANGES = ("node_added", "node_died", "worker_died")   # may move anything
 COLOURS = graph_model.COLOURS
 Y_PX = 54                    # pixels per row, before the plot is capped
 MAX_HEIGHT = 640             # the plot's height at most (px)
@@ -84,6 +91,7 @@ class ObjectGraphView(LiveView):
         self._freed: dict = {}                   # id -> (node, edges, time freed)
         self._queue: dict = {}                   # id -> deque of states to show
         self._cur: dict = {}                     # id -> (state, since) shown by event
+        self._queued_at: dict = {}               # id -> when its first queued state came
         self._shown: dict = {}                   # id -> state shown last
         self._snap_at = 0.0
         self._snap_gap = MIN_SNAP_GAP
@@ -92,6 +100,7 @@ class ObjectGraphView(LiveView):
         self._new: dict = {}                     # id -> when an event made it
         self._dirty = True
         self._order: dict = {}                   # first-seen order, for stable layouts
+        self._seen = itertools.count()           # of what is in the graph, or fading
         self._structure = None
         self._ids: list = []
         self._band_names: dict = {}
@@ -210,16 +219,21 @@ class ObjectGraphView(LiveView):
     # -- updating ----------------------------------------------------------------------
     def update(self, events: list, poll: bool) -> None:
         now = time.monotonic()
+        nodes = self._graph["nodes"]
+        mine = self.roots is None          # this notebook's refs: what it owns, and more
         for e in events:
             k = e["kind"]
-            if k in STRUCTURAL:
-                self._dirty = True
-                if k in ("object_created", "task_submitted") and self.roots is None \
-                        and e.get("process") == self._me:
-                    self._provisional(e)
-            st = EVENT_STATE.get(k)
             h = e.get("object_id") or e.get("task_id")
-            if st and h:
+            known = h in nodes or h in self._freed            # what the graph shows
+            if k in STRUCTURAL:
+                ours = mine and e.get("process") == self._me
+                # another driver's flood of tasks changes nothing here: no snapshot
+                if ours or known or k in CLUSTER_CHANGES:
+                    self._dirty = True
+                if ours and k in ("object_created", "task_submitted"):
+                    self._provisional(e)      # (not a kind that changes a state)
+            st = EVENT_STATE.get(k)
+            if st and h and known:
                 self._push(h, st, now)
         if poll and now - self._snap_at >= self.poll_s:
             self._dirty = True
@@ -236,15 +250,23 @@ class ObjectGraphView(LiveView):
         next snapshot says what made it and adds its edges."""
         nodes = self._graph["nodes"]
         h = e.get("object_id") or e.get("task_id")
-        if h in nodes or h in self._freed:
+        if h in nodes or h in self._freed or len(self._new) >= MAX_PROVISIONAL:
             return
         nodes[h] = graph_model.event_node(e, self._me, self.group_by)
-        self._order.setdefault(h, len(self._order))
+        self._place(h)
         self._new[h] = time.monotonic()
+
+    def _place(self, h: str) -> None:
+        """Give ``h`` its place in the order nodes are laid out in (first seen first)."""
+        if h not in self._order:
+            self._order[h] = next(self._seen)
 
     def _push(self, h: str, st: str, now: float) -> None:
         """An event says ``h`` is now ``st``: show it next, for at least DWELL."""
-        q = self._queue.setdefault(h, deque())
+        q = self._queue.get(h)
+        if q is None:
+            q = self._queue[h] = deque()
+            self._queued_at[h] = now
         last = q[-1] if q else self._cur.get(h, (None, 0))[0]
         if st != last:
             q.append(st)
@@ -302,6 +324,7 @@ class ObjectGraphView(LiveView):
             if touching is None:
                 touching = graph_model.edges_by_node(self._graph["edges"])
             self._freed[h] = (n, touching.get(h, []), done)
+        self._trim_fading()
         for h in list(self._freed):
             if h in graph["nodes"] and self._shown.get(h) != "freed":
                 del self._freed[h]            # back (a rebuilt object, a late answer)
@@ -310,9 +333,32 @@ class ObjectGraphView(LiveView):
             if before is not None and not n.get("where") and n["kind"] == "object":
                 n["band"] = before["band"]
         self._new = {h: t for h, t in self._new.items() if t >= began}
+        # states queued for what this snapshot does not show (gone before it began,
+        # or never this notebook's): nothing will show them
+        for h in [h for h, t in self._queued_at.items() if t < began and
+                  h not in graph["nodes"] and h not in self._freed]:
+            self._queue.pop(h, None)
+            self._cur.pop(h, None)
+            del self._queued_at[h]
         for h in graph["nodes"]:
-            self._order.setdefault(h, len(self._order))
+            self._place(h)
+        self._order = {h: i for h, i in self._order.items()
+                       if h in graph["nodes"] or h in self._freed}
         self._graph = graph
+
+    def _trim_fading(self) -> None:
+        """At most ``MAX_FADING`` freed nodes fade at once: the oldest go now."""
+        extra = len(self._freed) - MAX_FADING
+        if extra > 0:
+            for h in list(islice(self._freed, extra)):     # oldest first (insertion)
+                del self._freed[h]
+                self._forget(h)
+
+    def _forget(self, h: str) -> None:
+        self._queue.pop(h, None)
+        self._cur.pop(h, None)
+        self._shown.pop(h, None)
+        self._queued_at.pop(h, None)
 
     def _state_of(self, h: str, snap_state: str, now: float) -> str:
         """What to show for ``h``: the states events gave it, each for DWELL, then the
@@ -336,9 +382,7 @@ class ObjectGraphView(LiveView):
         for h, (n, edges, t) in list(self._freed.items()):
             if time.monotonic() - t > FADE:
                 del self._freed[h]
-                self._queue.pop(h, None)
-                self._cur.pop(h, None)
-                self._shown.pop(h, None)
+                self._forget(h)
                 continue
             graph["nodes"][h] = {**n, "state": "freed", "_freed_at": t}
             graph["edges"].extend(edges)
@@ -364,6 +408,7 @@ class ObjectGraphView(LiveView):
             if shown_before.get(h) != st:
                 shown_before[h] = st
                 self.state_log.append((wall, h, st))
+        self._trim_fading()
         n_obj = sum(1 for n in keep.values() if n["kind"] == "object")
         collapsed = len(keep) > self.collapse_at
         shown = graph_model.collapse(graph, self.collapse_at) if collapsed else graph

@@ -245,10 +245,23 @@ def test_the_dashboards_tabs_not_in_front_update_seldom(kernel):
             "    return {k: sum(1 for u in v.update_times if u >= since)\n"
             "            for k, v in d.views.items()}")
     assert value(kc, "[v.hidden for v in d.views.values()]") == [False, True, True, True]
+    run(kc, "g = d.views['object_graph']\ncpu0, t0 = g.update_cpu, time.monotonic()")
     r = value(kc, "(t0 := time.monotonic(), busy(4), rates(t0))[2]")
-    assert r["object_graph"] >= 8, r            # in front: several a second
+    # in front: up to 5 a second, fewer when the updates take more than CPU_SHARE of a
+    # core (this flood), but still about once a second
+    assert r["object_graph"] >= 4, r
+    spent = value(kc, "(g.update_cpu - cpu0, time.monotonic() - t0)")
+    assert spent[0] <= 0.15 * spent[1] + 0.3 + 0.3, spent   # the burst, and one more
     for name in ("memory", "spilling", "recovery"):
         assert r[name] <= 3, r                  # behind: one every HIDDEN_S at most
+    # a flood of tasks does not pile up in the graph: it keeps what a snapshot shows,
+    # up to MAX_PROVISIONAL new ones from events and MAX_FADING freed ones, and forgets
+    # the rest (before, 2,000 tasks a second left 10,000 nodes and 20,000 ids in it)
+    sizes = value(kc, "(lambda g: {'graph': len(g._graph['nodes']), 'order': len(g._order), "
+                      "'queued': len(g._queue), 'fading': len(g._freed)})"
+                      "(d.views['object_graph'])")
+    assert sizes["fading"] <= 200 and sizes["order"] <= sizes["graph"] + 200, sizes
+    assert sizes["queued"] <= sizes["graph"] + 200, sizes
     # brought to the front: up to date at once, then at the usual pace
     r = value(kc, "(t0 := time.monotonic(), setattr(d.tabs, 'selected_index', 1),"
                   " busy(3), rates(t0))[3]")
