@@ -4,7 +4,7 @@ views of API.md §4, each an ``ipywidgets`` box with ``.data`` and ``.close()``,
 the state API only (``base.py``: subscriptions, at most 5 updates a second, stopping):
 
 - :func:`object_graph` (``graph_view.py``; its model and layout in ``graph_model.py``,
-  its details panel in ``graph_details.py``);
+  its details panel in ``graph_details.py``, its drawing in ``graph_draw.py``);
 - :func:`memory` (``memory_view.py``), :func:`spilling` (``spilling_view.py``),
   :func:`recovery` (``recovery_view.py``) and :func:`dashboard` (``dashboard_view.py``).
 

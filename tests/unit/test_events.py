@@ -175,3 +175,41 @@ def test_actor_events_carry_the_actors_node_and_task_events_its_id():
     assert b.died("x") == "dead" and b.death() == "process_died"
     b.kill(True)
     assert b.death() == "killed"
+
+
+def test_a_reader_beside_a_writer_thread_misses_nothing_and_counts_what_it_lost():
+    """The state API reads a process's ring without its lock, while the task path
+    appends.  Every event is then either read once, in order, or counted as dropped
+    (the ring overflowed): never skipped in silence.  (Reporting the ring's latest seq
+    as the cursor skipped whatever was appended after the copy was taken.)"""
+    import sys
+    import threading
+    for maxlen in (100_000, 64):
+        r = EventRing(maxlen=maxlen)
+        n = 200_000
+        done = threading.Event()
+
+        def write(r=r, done=done, n=n):
+            for i in range(n):
+                r.add("object_freed", b"x", i)
+            done.set()
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)          # switch threads as often as possible
+        try:
+            t = threading.Thread(target=write)
+            t.start()
+            seen, lost, cursor = [], 0, 0
+            while True:
+                finished = done.is_set()
+                evs, dropped, cursor = r.since(cursor)
+                seen += [e[0] for e in evs]
+                lost += dropped
+                if finished and not evs:
+                    break
+            t.join()
+        finally:
+            sys.setswitchinterval(old)
+        assert seen == sorted(set(seen)), "out of order or read twice"
+        assert len(seen) + lost == n and seen[-1] == n, (maxlen, len(seen), lost)
+        if maxlen == 100_000:
+            assert lost == 0 and seen == list(range(1, n + 1))

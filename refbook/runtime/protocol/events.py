@@ -71,17 +71,27 @@ class EventRing:
 
     def since(self, seq: int) -> tuple[list, int, int]:
         """``(events, dropped, last)``: the raw events after local ``seq``, how many
-        after it are gone already (the ring overflowed), and the latest seq."""
+        after it are gone already (the ring overflowed), and the seq to ask after next
+        time (that of the last event returned)."""
         buf = self.buf
         if not buf:
             return [], max(0, self.seq - seq), self.seq
-        for _ in range(10):       # a writer in another thread: read again
+        # No lock: the writer may append (and drop the oldest) in another thread between
+        # any two steps here.  The copy itself is taken in one step, and its own numbers
+        # are the truth: ``last`` is the last event returned, never a later one (that
+        # one would be skipped for good), and a copy that begins after ``seq + 1`` though
+        # the ring still held it (it moved under us) is taken again.
+        for _ in range(10):
             try:
-                first = buf[0][0]
-                start = max(0, seq + 1 - first)
-                return list(islice(buf, start, None)), max(0, first - seq - 1), self.seq
+                start = max(0, seq + 1 - buf[0][0])
+                got = list(islice(buf, start, None))
             except (RuntimeError, IndexError):
                 continue
+            if not got:
+                return [], 0, seq
+            if start > 0 and got[0][0] != seq + 1:
+                continue
+            return got, max(0, got[0][0] - seq - 1), got[-1][0]
         return [], 0, seq
 
     def __len__(self) -> int:
@@ -117,7 +127,6 @@ def _maker(kind: str, names: tuple):
     items = ['"seq": seq', '"time": raw[1]', f'"kind": {kind!r}', '"node_id": node_id',
              '"process": process']
     items += [f"{name!r}: (v.hex() if (v := raw[{3 + i}]).__class__ is bytes else v)"
-              if name.endswith("_id") or name in _MAYBE_BYTES else f"{name!r}: raw[{3 + i}]"
               for i, name in enumerate(names)]
     src = f"def make(raw, node_id, process, seq):\n    return {{{', '.join(items)}}}\n"
     scope: dict = {}
@@ -125,8 +134,6 @@ def _maker(kind: str, names: tuple):
     return scope["make"]
 
 
-# fields (not named *_id) that may hold bytes
-_MAYBE_BYTES = {"owner", "worker", "node", "source"}
 _MAKERS = {kind: _maker(kind, names) for kind, names in FIELDS.items()}
 
 
