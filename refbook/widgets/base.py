@@ -50,10 +50,11 @@ EVENTS_S = 0.1              # the subscription's pace: each event read costs the
 HIDDEN_S = 2.0              # a view in a dashboard tab not in front updates this seldom:
                             # its data stays fresh and its tab current when picked
 RESEND = (1.0, 3.0)         # plots sent whole again this long after being displayed
-CPU_SHARE = 0.15            # a view's updates take at most this share of a core on
-CPU_BURST = 0.3             # average, beyond a burst of this many CPU seconds: under a
-                            # flood of events, where each update costs more, they come
-                            # less often, and the kernel stays the user's
+CPU_SHARE = 0.25            # a view's updates take at most this share of a core on
+CPU_BURST = 0.5             # average, beyond a burst of this many CPU seconds: under a
+FLOOD = 50                  # flood of events (an update with this many or more), where
+                            # each update costs more, they come less often, and the kernel
+                            # stays the user's; a few events (the user's own put) show at once
 NO_CLUSTER = ("no refbook cluster: run <code>%load_ext refbook</code> "
               "(or <code>refbook.init()</code>), then show this view again")
 
@@ -78,7 +79,7 @@ class LiveView(ipywidgets.VBox):
         self._next_poll = 0.0
         self._debt = 0.0                 # update CPU seconds not yet paid off at
         self._debt_at = 0.0              # CPU_SHARE a second, as of this time
-        self.update_cpu = 0.0            # CPU seconds all updates took
+        self.update_cpu = 0.0            # CPU seconds the updates of floods took
         self._sub = None
         self._timer: threading.Thread | None = None
         self._wake = threading.Event()   # wakes the timer: events came, or stop
@@ -273,7 +274,8 @@ class LiveView(ipywidgets.VBox):
             return None
         if "rb-error" in self.notice.value:     # it works again
             self.notice.value = ""
-        self._paid(time.thread_time() - cpu)
+        if len(events) >= FLOOD:
+            self._paid(time.thread_time() - cpu)
         done = time.monotonic()
         self._last = done
         self.updates += 1

@@ -251,7 +251,7 @@ def test_the_dashboards_tabs_not_in_front_update_seldom(kernel):
     # core (this flood), but still about once a second
     assert r["object_graph"] >= 4, r
     spent = value(kc, "(g.update_cpu - cpu0, time.monotonic() - t0)")
-    assert spent[0] <= 0.15 * spent[1] + 0.3 + 0.3, spent   # the burst, and one more
+    assert spent[0] <= 0.25 * spent[1] + 0.5 + 0.3, spent   # the burst, and one more
     for name in ("memory", "spilling", "recovery"):
         assert r[name] <= 3, r                  # behind: one every HIDDEN_S at most
     # a flood of tasks does not pile up in the graph: it keeps what a snapshot shows,
