@@ -54,7 +54,7 @@ def test_failed_retried_and_interrupted_cells(lab, page):
         "total = sum(rows) / (len(rows) - 3)",
         # its worker is killed while it runs: retried, each attempt's output labelled
         f"%%remote\nimport os, time\nprint('loading part 1', flush=True)\n"
-        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(2.5)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(4)\n"
         f"print('loaded')\ndata = list(range(10))",
         # interrupted while it waits
         "import time\n@refbook.remote\ndef slow():\n    time.sleep(100)\n\n"
@@ -66,6 +66,15 @@ def test_failed_retried_and_interrupted_cells(lab, page):
     _run_all(page, url, "failures.ipynb")
     pid = int(_wait(lambda: pidfile.exists() and pidfile.read_text(), 60, "the worker's pid",
                      page))
+    # kill it once its first line has reached the notebook: a line still in the dying
+    # worker's socket queue (a loaded machine) is lost with it, and that is no test of
+    # how each attempt's output is labelled
+    deadline = time.monotonic() + 3.5
+    while time.monotonic() < deadline:
+        outs = _outputs(page)
+        if len(outs) > 2 and "loading part 1" in outs[2]:
+            break
+        time.sleep(0.1)
     os.kill(pid, 9)
     time.sleep(2.0)                             # the last cell waits in refbook.get
     page.evaluate("window.jupyterapp.commands.execute('notebook:interrupt-kernel')")
