@@ -1,12 +1,16 @@
 """What the state API's events cost (``refbook bench --only events``), side by side in
-one run: the per-task workloads of ``--only core`` with event recording off
-(``REFBOOK_EVENTS=0``), on with nobody listening, on with one subscriber to every
-kind, and on with the subscriptions the widgets make (failures, spilling, nodes).
-The modes take turns, round after round, so that a busy machine slows them alike;
-each time is the median over rounds.  A ratio is paired: in each round, the geometric
-mean over the workloads of (time in the mode / time off, measured next to each other),
-then the median of those over the rounds, so that the load of a shared machine, which
-drifts from one minute to the next, cancels out rather than adds to the ratio.
+one run: the per-task workloads of ``--only core`` with event recording off, on with
+nobody listening, on with one subscriber to every kind, and on with the subscriptions
+the widgets make (failures, spilling, nodes); and "off" once more (``off_again``), whose
+ratio to "off" is the bench's own noise in this run.  All run in one cluster, which
+switches recording on and off in every process (``set_recording``) and subscribes or
+not between blocks, so that nothing else differs.  The workloads run in short blocks
+(a fraction of a second) that take turns among the modes, each mode in each place of
+a turn equally often, after a block that none counts: the blocks compared ran within
+a second of each other, and a shared machine's load, which drifts from one second to
+the next, slows them alike.  A ratio is paired: per workload, the median over the
+turns of (mode / off, of the same turn); then the geometric mean over the workloads.
+``REFBOOK_EVENT_TURNS`` sets the number of turns (50; each adds about 5 s).
 Then the time from an event to a subscriber's callback."""
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import statistics
 import threading
 import time
 
-MODES = ("off", "on", "subscriber", "widgets")
+# "off_again" is "off" once more, counted apart: the bench's own noise, the ratio that
+# two identical modes show in this run
+MODES = ("off", "on", "subscriber", "widgets", "off_again")
 # what the widgets subscribe to: no per-task kinds
 WIDGET_KINDS = ("object_spilled", "object_restored", "object_lost", "object_reconstructing",
                 "object_reconstructed", "worker_died", "node_died", "node_added",
@@ -54,53 +60,50 @@ def _events_thread_cpu() -> tuple[float, float]:
     return sum(me.cpu_times()[:2]), mine
 
 
-def _one_round(mode: str, quick: bool) -> tuple[dict, float, float | None]:
-    """The per-task workloads once, in a fresh cluster, in ``mode``: seconds each, the
-    CPU seconds the cluster spent on them all, and (with a subscriber) the share of the
-    driver's CPU that its events thread took."""
+WORKLOADS = ("task_round_trip", "async_throughput", "chain_200", "put_1KiB")
+
+
+def _workload(name: str, f, quick: bool) -> float:
+    """One block of a workload: seconds per task (per put; the whole chain)."""
     import refbook
-    from refbook import state
-    os.environ["REFBOOK_EVENTS"] = "0" if mode == "off" else "1"
-    refbook.init(num_cpus=2, object_store_memory=1 << 30, log_to_stderr=False)
-    sub = None
-    try:
-        if mode == "subscriber":
-            sub = state.subscribe(lambda evs: None)
-        elif mode == "widgets":
-            sub = state.subscribe(lambda evs: None, kinds=WIDGET_KINDS, period=0.1)
-        f = refbook.remote(_noop)
-        refbook.get(f.remote(0))
-        out = {}
-        cpu, driver = _cpu(), _events_thread_cpu()
-        n = 200 if quick else 500
+    if name == "task_round_trip":
+        n = 150 if quick else 300
         t = time.perf_counter()
         for _ in range(n):
             refbook.get(f.remote(1))
-        out["task_round_trip"] = (time.perf_counter() - t) / n
-        burst = 1000 if quick else 3000
+        return (time.perf_counter() - t) / n
+    if name == "async_throughput":
+        n = 1000 if quick else 2000
         t = time.perf_counter()
-        refbook.get([f.remote(i) for i in range(burst)])
-        out["async_throughput"] = (time.perf_counter() - t) / burst
+        refbook.get([f.remote(i) for i in range(n)])
+        return (time.perf_counter() - t) / n
+    if name == "chain_200":
         t = time.perf_counter()
         x = f.remote(0)
         for _ in range(199):
             x = f.remote(x)
         refbook.get(x)
-        out["chain_200"] = time.perf_counter() - t
-        small = os.urandom(1024)
-        t = time.perf_counter()
-        refs = [refbook.put(small) for _ in range(2000)]
-        out["put_1KiB"] = (time.perf_counter() - t) / len(refs)
-        del refs
-        cpu = _cpu() - cpu
-        ended = _events_thread_cpu()
-        share = (ended[1] - driver[1]) / (ended[0] - driver[0]) if sub is not None else None
-        return out, cpu, share
-    finally:
-        if sub is not None:
-            sub.close()
-        refbook.shutdown()
-        os.environ.pop("REFBOOK_EVENTS", None)
+        return time.perf_counter() - t
+    small = os.urandom(1024)
+    t = time.perf_counter()
+    refs = [refbook.put(small) for _ in range(2000)]
+    dt = (time.perf_counter() - t) / len(refs)
+    del refs
+    return dt
+
+
+def _switch(mode: str, sub):
+    """Put this driver's cluster in ``mode``; returns the subscription it needs."""
+    from refbook import state
+    from refbook.runtime.api.events import set_recording
+    if sub is not None:
+        sub.close()
+    set_recording(mode not in ("off", "off_again"))
+    if mode == "subscriber":
+        return state.subscribe(lambda evs: None)
+    if mode == "widgets":
+        return state.subscribe(lambda evs: None, kinds=WIDGET_KINDS, period=0.1)
+    return None
 
 
 def _latency(quick: bool) -> list[float]:
@@ -131,41 +134,62 @@ def _latency(quick: bool) -> list[float]:
 
 
 def run_event_workloads(quick: bool = False) -> dict:
-    rounds = 3 if quick else 9
-    per: dict = {m: {} for m in MODES}
-    paired: dict = {m: [] for m in MODES[1:]}
-    cpu_paired: dict = {m: [] for m in MODES[1:]}
-    shares: list = []
-    for i in range(rounds):
-        order = MODES if i % 2 == 0 else MODES[::-1]
-        got, cpu = {}, {}
-        for mode in order:
-            got[mode], cpu[mode], share = _one_round(mode, quick)
-            if mode == "subscriber":
-                shares.append(share)
-        for m in MODES[1:]:
-            cpu_paired[m].append(cpu[m] / cpu["off"])
-        for mode, times in got.items():
-            for k, v in times.items():
-                per[mode].setdefault(k, []).append(v)
-        for m in MODES[1:]:
-            paired[m].append(statistics.geometric_mean(
-                [got[m][k] / got["off"][k] for k in got["off"]]))
+    """See the module.  Returns the figures, and the ratios next to the targets."""
+    import refbook
+    turns = 5 if quick else int(os.environ.get("REFBOOK_EVENT_TURNS", 50))
+    times: dict = {m: {w: [] for w in WORKLOADS} for m in MODES}
+    cpus: dict = {m: {w: [] for w in WORKLOADS} for m in MODES}
+    spent = [0.0, 0.0]      # the driver's CPU seconds, and its events thread's
+    refbook.init(num_cpus=2, object_store_memory=1 << 30, log_to_stderr=False)
+    sub = None
+    try:
+        f = refbook.remote(_noop)
+        for w in WORKLOADS:          # warm: workers started, the function sent
+            _workload(w, f, True)
+        for turn in range(turns):
+            for i, w in enumerate(WORKLOADS):
+                # each mode takes each place in the turn equally often, and a block
+                # that no mode counts goes first: what the last workload left behind
+                # (refs being freed, garbage) lands on it
+                k = (turn + i) % len(MODES)
+                order = MODES[k:] + MODES[:k]
+                if (turn // len(MODES)) % 2:
+                    order = order[::-1]
+                _workload(w, f, True)
+                for m in order:
+                    sub = _switch(m, sub)
+                    cpu, driver = _cpu(), _events_thread_cpu()
+                    times[m][w].append(_workload(w, f, quick))
+                    cpus[m][w].append(_cpu() - cpu)
+                    if m == "subscriber":
+                        ended = _events_thread_cpu()
+                        spent[0] += ended[0] - driver[0]
+                        spent[1] += ended[1] - driver[1]
+        sub = _switch("on", sub)
+    finally:
+        if sub is not None:
+            sub.close()
+        refbook.shutdown()
     r: dict = {}
-    med = {m: {k: statistics.median(v) for k, v in per[m].items()} for m in MODES}
-    for k in med["off"]:
-        scale, unit = (1e6, "us") if k != "chain_200" else (1e3, "ms")
+    for w in WORKLOADS:
+        scale, unit = (1e6, "us") if w != "chain_200" else (1e3, "ms")
         for m in MODES:
-            r[f"{k}[{m}]"] = (med[m][k] * scale, unit)
+            r[f"{w}[{m}]"] = (statistics.median(times[m][w]) * scale, unit)
+
+    def paired(table, m):
+        return statistics.geometric_mean([statistics.median(
+            [a / b for a, b in zip(table[m][w], table["off"][w], strict=True)])
+            for w in WORKLOADS])
     for m in MODES[1:]:
-        r[f"events_{m}_vs_off"] = (statistics.median(paired[m]), "x")
+        r[f"events_{m}_vs_off"] = (paired(times, m), "x")
     for m in MODES[1:]:
         # the same work's CPU seconds, all processes: what the events cost the cluster,
         # read where elapsed time swings with a host that runs other guests
-        r[f"events_{m}_vs_off_cpu"] = (statistics.median(cpu_paired[m]), "x")
+        r[f"events_{m}_vs_off_cpu"] = (paired(cpus, m), "x")
     # what one subscriber to every kind costs the driver (the bottleneck of these
     # workloads), read on its own thread: a figure the host's other guests barely move
-    r["events_subscriber_thread_share"] = (statistics.median(shares) * 100, "%")
+    r["events_subscriber_thread_share"] = (spent[1] / spent[0] * 100 if spent[0] else 0.0,
+                                           "%")
     lags = sorted(_latency(quick))
     if lags:
         r["event_to_callback_median"] = (statistics.median(lags) * 1e3, "ms")

@@ -81,7 +81,12 @@ def split(sorted_block, bounds: np.ndarray, key=None) -> list:
 
 def merge(runs: list, key=None):
     """Sorted runs as one sorted block."""
-    return sort_block(concat(list(runs)), key)
+    block = concat(list(runs))
+    if is_table(block) or block.dtype.names or not block.flags.writeable or \
+            any(block is r for r in runs):
+        return sort_block(block, key)
+    block.sort()            # the concatenation is ours: sort it where it is
+    return block
 
 
 def sample(block, n: int, seed: int = 0, key=None) -> np.ndarray:

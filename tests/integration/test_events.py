@@ -35,6 +35,11 @@ def nbytes(a):
     return int(a.nbytes)
 
 
+@refbook.remote
+def pause(s):
+    time.sleep(s)
+
+
 @refbook.remote(max_retries=2)
 def die_once(path):
     """The first attempt writes its pid and waits to be killed; the retry returns."""
@@ -261,3 +266,39 @@ def test_a_subscription_reads_at_the_pace_it_asks_for(cluster):
         assert quick >= 20, quick                 # about 40 in 1 s
     finally:
         c.poll = real
+
+
+def test_recording_switched_off_and_on_in_every_process_keeps_the_numbering(cluster):
+    """The events bench's switch (``set_recording``): while off, no process records,
+    so tasks and objects leave no events; back on, every process records again, and a
+    subscription across the switch still numbers without a gap or a repeat."""
+    from refbook.runtime.api.events import set_recording
+    # both workers started (a process started after the switch records as usual)
+    refbook.get([pause.remote(0.3) for _ in range(2)])
+    got: list = []
+    sub = state.subscribe(got.extend)
+    try:
+        before = last_seq()
+        assert set_recording(False) == 4       # the driver, the node, two workers
+        off = [add.remote(i, 1) for i in range(20)]
+        assert refbook.get(off) == list(range(1, 21))
+        off_ids = {task_id(r) for r in off}
+        del off
+        time.sleep(0.3)
+        assert not [e for e in state.events(since=before)
+                    if e.get("task_id") in off_ids], "recorded while switched off"
+        assert set_recording(True) == 4
+        on = [add.remote(i, 2) for i in range(20)]
+        assert refbook.get(on) == list(range(2, 22))
+        on_ids = {task_id(r) for r in on}
+        evs = seen(before, lambda es: on_ids <= {e.get("task_id") for e in es
+                                                 if e["kind"] == "task_started"})
+        assert on_ids <= {e.get("task_id") for e in evs if e["kind"] == "task_finished"}
+        assert not [e for e in evs if e.get("task_id") in off_ids]
+        assert wait_for(lambda: got and got[-1]["seq"] >= evs[-1]["seq"], timeout=5)
+    finally:
+        sub.close()
+        set_recording(True)
+    seqs = [e["seq"] for e in got]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert not [e for e in got if e["kind"] == "events_dropped"]

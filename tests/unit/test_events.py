@@ -2,7 +2,7 @@
 
 import time
 
-from refbook.runtime.protocol.events import FIELDS, EventRing, to_dict
+from refbook.runtime.protocol.events import FIELDS, EventRing, Unrecorded, to_dict
 
 
 def test_a_ring_numbers_its_events_and_reads_since_a_seq():
@@ -128,7 +128,7 @@ def test_a_full_log_numbers_its_newest_events_and_says_what_it_lost(monkeypatch)
     c.log = events.deque(maxlen=events.LOG_SIZE)
     where = ("n1", "w1")
     for i in range(1, 2501):             # 2,500 events through a log of 1,000
-        c.log.append(((i, float(i), "worker_started", "w", i), where))
+        c.log.append((float(i), (i, float(i), "worker_started", "w", i), where))
         c.seq = i
     got = c.after(2497)
     assert [(e["seq"], e["pid"]) for e in got] == [(2498, 2498), (2499, 2499), (2500, 2500)]
@@ -213,3 +213,28 @@ def test_a_reader_beside_a_writer_thread_misses_nothing_and_counts_what_it_lost(
         assert len(seen) + lost == n and seen[-1] == n, (maxlen, len(seen), lost)
         if maxlen == 100_000:
             assert lost == 0 and seen == list(range(1, n + 1))
+
+
+def test_a_paused_ring_records_nothing_and_reads_on_where_it_stopped():
+    """The events bench switches recording off and on in a running cluster: what the
+    ring held and nobody had read is still read once, nothing is recorded while
+    paused, and the numbering goes on from where it stopped."""
+    from refbook.runtime.protocol.events import recording
+    ring = EventRing()
+    ring.add("object_created", b"a", 1)
+    ring.add("object_created", b"b", 2)
+    evs, _, cursor = ring.since(0)
+    ring.add("object_freed", b"a", 1)              # not read before the pause
+    paused = recording(ring, False)
+    assert recording(paused, False) is paused
+    paused.add("object_created", b"c", 3)
+    paused.note("oom_kill", pid=1)
+    evs, dropped, cursor = paused.since(cursor)
+    assert [e[2:4] for e in evs] == [("object_freed", b"a")] and dropped == 0
+    assert paused.since(cursor) == ([], 0, cursor)
+    back = recording(paused, True)
+    assert back is ring
+    back.add("object_freed", b"b", 2)
+    evs, dropped, cursor = back.since(cursor)
+    assert [(e[0], e[3]) for e in evs] == [(4, b"b")] and dropped == 0
+    assert recording(recording(Unrecorded(), False), True).since(0)[0] == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
 from itertools import islice, repeat
 from operator import itemgetter
@@ -33,14 +34,19 @@ LOG_SIZE = 100_000       # events this driver keeps for events(since=) and late 
 NODES_S = 1.0            # how often the list of nodes is asked again
 QUERY_TIMEOUT = 2.0      # a node manager's answer
 PROCESS_TIMEOUT = 1.0    # a process's (it may have just died)
+# a reader turning thousands of events into dicts lets the driver's other threads (the
+# user's) take the interpreter every so many: its batch is ready a little later, while
+# the user's calls are not held up for the whole batch
+YIELD_EVERY = 200
 
 
 class Collector:
     """This driver's merged, numbered view of every ring (see the module); ``core`` may
     also be the command line's probe (see ``snapshots.py``: a viewer).
 
-    The log keeps each event as it came: ``(raw, source)``, the ring's own tuple and
-    ``(node_id, process)``; an event's number is its place in the log.  Dicts are made
+    The log keeps each event as it came: ``(time, raw, source)``, its time, the ring's
+    own tuple and ``(node_id, process)`` (the time first, so that sorting and splitting
+    by it run in C); an event's number is its place in the log.  Dicts are made
     only for those who read (a subscriber, ``events()``), and only of the kinds they
     want: the log itself is tuples of plain values, which the garbage collector stops
     tracking, so a full log costs the driver's other work nothing."""
@@ -84,7 +90,7 @@ class Collector:
             return [None] * len(srcs)
 
     def _take(self, src: str, rep, fresh: list, t0: float) -> None:
-        """Add ``src``'s answer's events to ``fresh`` as log entries."""
+        """Add ``src``'s answer's events to ``fresh`` as log entries (see the class)."""
         if not rep:
             self.nodes_at = 0.0          # it died or is stuck: list the nodes again
             return
@@ -93,17 +99,17 @@ class Collector:
         where = (rep["node_id"], src)
         if rep["dropped"]:
             t = max(prev, evs[0][1] if evs else t0)
-            fresh.append(((0, t, "events_dropped", {"count": rep["dropped"]}), where))
+            fresh.append((t, (0, t, "events_dropped", {"count": rep["dropped"]}), where))
         times = list(map(_time, evs))
         if evs and times[0] >= prev and times == sorted(times):
-            fresh += zip(evs, repeat(where))        # in order, as a ring nearly always is
+            fresh += zip(times, evs, repeat(where))   # in order, as a ring nearly always is
             prev = evs[-1][1]
         else:
             for raw in evs:
                 if raw[1] < prev:            # a clock stepped back: keep its order
                     raw = (raw[0], prev, *raw[2:])
                 prev = raw[1]
-                fresh.append((raw, where))
+                fresh.append((prev, raw, where))
         self.last_time[src] = prev
         self.cursors[src] = rep["last"]
 
@@ -134,9 +140,11 @@ class Collector:
             for src, rep in zip(new, self._ask(new) if new else (), strict=True):
                 self._take(src, rep, fresh, t0)
             self.procs = [p for p in dict.fromkeys(listed) if p not in dead]
-            ready = self.held + [e for e in fresh if e[0][1] <= t0]
-            self.held = [e for e in fresh if e[0][1] > t0]
-            ready.sort(key=_entry_time)       # stable: each source's order is kept
+            ready = self.held + fresh
+            ready.sort(key=_time0)            # stable: each source's order is kept
+            cut = bisect_right(list(map(_time0, ready)), t0)
+            self.held = ready[cut:]
+            del ready[cut:]
             self.log.extend(ready)
             self.seq += len(ready)
             return len(ready)
@@ -150,7 +158,7 @@ class Collector:
         first = self.seq - len(log_) + 1
         out = []
         if seq + 1 < first:
-            out.append({"seq": first - 1, "time": log_[0][0][1], "kind": "events_dropped",
+            out.append({"seq": first - 1, "time": log_[0][0], "kind": "events_dropped",
                         "node_id": None, "process": None, "count": first - 1 - seq})
         start = max(0, seq + 1 - first)
         n = first + start
@@ -159,10 +167,12 @@ class Collector:
         new = list(islice(reversed(log_), len(log_) - start))
         new.reverse()
         add = out.append
-        for raw, (node_id, process) in new:
+        for i, (_t, raw, (node_id, process)) in enumerate(new, 1):
             if kinds is None or raw[2] in kinds or raw[2] == "events_dropped":
                 add(to_dict(raw, node_id, process, n))
             n += 1
+            if not i % YIELD_EVERY:
+                time.sleep(0)        # let the user's thread run between slices
         return out
 
     # -- subscriptions --------------------------------------------------------------------
@@ -202,10 +212,7 @@ class Collector:
 
 
 _time = itemgetter(1)      # a raw event's time
-
-
-def _entry_time(e: tuple) -> float:
-    return e[0][1]
+_time0 = itemgetter(0)     # a log entry's
 
 
 def _kinds(kinds):
@@ -289,6 +296,20 @@ def subscribe(callback, kinds=None, since: int | None = None,
     sub = Subscription(c, callback, _kinds(kinds), since, period)
     c.add(sub)
     return sub
+
+
+def set_recording(on: bool) -> int:
+    """Switch event recording on or off in every process of the cluster at once (for
+    ``refbook bench --only events``, which compares the two in one cluster, so that
+    nothing but the recording differs).  Returns how many processes switched; one
+    started later records as usual."""
+    c = collector()
+    c.poll()                    # learn every process
+    core = c.core
+    with c.lock:
+        srcs = list(dict.fromkeys([core.me, *c.nodes, *c.procs]))
+    return sum(bool(r) for r in core.query_many([(s, ("record", on)) for s in srcs],
+                                                PROCESS_TIMEOUT, poll=False))
 
 
 # refbook.events(): the pressure and recovery events, under their earlier names

@@ -13,6 +13,7 @@ from ..protocol.entries import (
     INLINE,
     STORED,
 )
+from ..protocol.events import recording
 from ..protocol.ids import object_id
 from ..protocol.refcount import Effects
 from .callsite import format_site, names, no_gc
@@ -63,6 +64,9 @@ class Introspection:
     def describe(self, what):
         if what == "pending":
             return self.pending_calls() if self.pending_calls is not None else 0
+        if type(what) is tuple and what[0] == "record":     # the events bench's switch
+            self.owner.events = recording(self.owner.events, bool(what[1]))
+            return True
         if type(what) is tuple and what[0] == "events":     # the state API's pull
             # without the lock: the ring reads itself safely beside its writer, and a
             # reader in this process would otherwise queue behind the task path

@@ -31,6 +31,7 @@ import zmq
 from ..data.arena import Arena
 from ..data.storeserver import StoreServer
 from ..protocol import messages as P
+from ..protocol.events import recording
 from ..protocol.leases import LeaseScheduler, fits
 from ..protocol.membership import place_lease
 from ..wire.transport import MAX_DRAIN, Transport
@@ -348,6 +349,9 @@ class NodeManager:
                     for w in self.sched.workers.values()]
         elif isinstance(what, tuple) and what[0] == "events":     # ("events", since)
             data = self.store.events_since(what[1], processes=list(self.procs))
+        elif isinstance(what, tuple) and what[0] == "record":     # the events bench's
+            self.store.events = recording(self.store.events, bool(what[1]))
+            data = True
         elif what == "object_states":
             data = self.store.states()
         elif what == "spill_io":

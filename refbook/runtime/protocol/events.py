@@ -81,16 +81,25 @@ class EventRing:
         # are the truth: ``last`` is the last event returned, never a later one (that
         # one would be skipped for good), and a copy that begins after ``seq + 1`` though
         # the ring still held it (it moved under us) is taken again.
+        # The new events are the ring's last ones: walk to them from its end (a deque
+        # walks from where it starts, and a full ring holds RING_SIZE events).
         for _ in range(10):
             try:
-                start = max(0, seq + 1 - buf[0][0])
-                got = list(islice(buf, start, None))
-            except (RuntimeError, IndexError):
+                got = list(islice(reversed(buf), max(0, self.seq - seq)))
+            except RuntimeError:
                 continue
+            got.reverse()
+            # self.seq counts an event before it is appended: the walk may take one
+            # already read
+            k = 0
+            while k < len(got) and got[k][0] <= seq:
+                k += 1
+            if k:
+                del got[:k]
             if not got:
                 return [], 0, seq
-            if start > 0 and got[0][0] != seq + 1:
-                continue
+            if got[0][0] > seq + 1 and buf[0][0] <= seq + 1:
+                continue            # appended to since self.seq was read: again
             return got, max(0, got[0][0] - seq - 1), got[-1][0]
         return [], 0, seq
 
@@ -111,8 +120,33 @@ class Unrecorded(EventRing):
         pass
 
 
+class Paused(Unrecorded):
+    """A ring paused by :func:`recording`: records nothing, keeps the ring to go back
+    to, and reads as that ring (which nothing appends to while paused), so that a
+    reader still gets what it held and its cursor stays right."""
+
+    __slots__ = ("real",)
+
+    def __init__(self, real: EventRing):
+        super().__init__(1, real.clock)
+        self.real = real
+        self.seq = real.seq
+
+    def since(self, seq: int) -> tuple[list, int, int]:
+        return self.real.since(seq)        # what it held when paused, not yet read
+
+
 def make_ring(record: bool = True, **kw) -> EventRing:
     return EventRing(**kw) if record else Unrecorded(**kw)
+
+
+def recording(ring: EventRing, on: bool) -> EventRing:
+    """The ring a process keeps once recording is switched ``on`` or off at run time
+    (``refbook bench --only events`` compares the two in one cluster): ``ring`` itself,
+    a pause of it, or the ring a pause kept.  A ring made unrecorded stays so."""
+    if on:
+        return ring.real if isinstance(ring, Paused) else ring
+    return ring if isinstance(ring, Unrecorded) else Paused(ring)
 
 
 def _plain(v):
