@@ -337,32 +337,7 @@ class NodeManager:
 
     def _on_state_query(self, m):
         _, requester, req, what = m
-        if what == "nodes":
-            data = self.cluster_view()
-        elif what == "processes":
-            data = list(self.procs)
-        elif what == "process_info":   # address -> {"kind", "pid"}
-            data = dict(self.procs)
-        elif what == "workers":        # the teaching controls pick a busy one
-            data = [{"address": w.addr, "pid": self.worker_pids.get(w.addr),
-                     "busy": w.lease is not None, "actor": w.dedicated}
-                    for w in self.sched.workers.values()]
-        elif isinstance(what, tuple) and what[0] == "events":     # ("events", since)
-            data = self.store.events_since(what[1], processes=list(self.procs))
-        elif isinstance(what, tuple) and what[0] == "record":     # the events bench's
-            self.store.events = recording(self.store.events, bool(what[1]))
-            data = True
-        elif what == "object_states":
-            data = self.store.states()
-        elif what == "spill_io":
-            data = self.store.io_stats()
-        elif what == "actors":         # the actor directory is the head's
-            data = self.head.actor_records() if self.head is not None else []
-        elif isinstance(what, tuple) and what[0] == "actor_named":
-            data = self.head.named_actor(what[1]) if self.head is not None else None
-        else:
-            data = None
-        self.transport.send(requester, (P.STATE_REPLY, req, data))
+        self.transport.send(requester, (P.STATE_REPLY, req, state_answer(self, what)))
 
     def _do(self, actions):
         for a in actions:
@@ -476,6 +451,39 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+
+
+
+def state_answer(nm: NodeManager, what):
+    """A node manager's answer to STATE_QUERY ``what`` (the state API, the command line,
+    the teaching controls, the events bench's switch); None for a question it does not
+    know."""
+    if what == "nodes":
+        data = nm.cluster_view()
+    elif what == "processes":
+        data = list(nm.procs)
+    elif what == "process_info":   # address -> {"kind", "pid"}
+        data = dict(nm.procs)
+    elif what == "workers":        # the teaching controls pick a busy one
+        data = [{"address": w.addr, "pid": nm.worker_pids.get(w.addr),
+                 "busy": w.lease is not None, "actor": w.dedicated}
+                for w in nm.sched.workers.values()]
+    elif isinstance(what, tuple) and what[0] == "events":     # ("events", since)
+        data = nm.store.events_since(what[1], processes=list(nm.procs))
+    elif isinstance(what, tuple) and what[0] == "record":     # recording on or off
+        nm.store.events = recording(nm.store.events, bool(what[1]))
+        data = True
+    elif what == "object_states":
+        data = nm.store.states()
+    elif what == "spill_io":
+        data = nm.store.io_stats()
+    elif what == "actors":         # the actor directory is the head's
+        data = nm.head.actor_records() if nm.head is not None else []
+    elif isinstance(what, tuple) and what[0] == "actor_named":
+        data = nm.head.named_actor(what[1]) if nm.head is not None else None
+    else:
+        data = None
+    return data
 
 
 def main() -> None:
