@@ -38,6 +38,8 @@ PROCESS_TIMEOUT = 1.0    # a process's (it may have just died)
 # user's) take the interpreter every so many: its batch is ready a little later, while
 # the user's calls are not held up for the whole batch
 YIELD_EVERY = 200
+FLOOD_EVENTS = 500       # a round this large: the next one comes up to twice as late,
+FLOOD_PAUSE_S = 0.1      # but no later than this
 
 
 class Collector:
@@ -198,7 +200,10 @@ class Collector:
                     return
             pause = min((s.period for s in self.subs), default=POLL_S)
             try:
-                self.poll()
+                if self.poll() >= FLOOD_EVENTS:
+                    # a flood: each round carries a full batch anyway, and fewer
+                    # rounds spend less of the driver asking every process
+                    pause = max(pause, min(2 * pause, FLOOD_PAUSE_S))
             except Exception:  # noqa: BLE001 - keep the subscribers going
                 if not self.core.alive:
                     break
@@ -285,8 +290,10 @@ def subscribe(callback, kinds=None, since: int | None = None,
     events (of ``kinds``), from now on, or after ``since`` (0: everything this driver
     still holds), reading the cluster every ``period`` seconds or sooner (another
     subscription may ask for sooner; a slower pace costs the driver less while events
-    pour in).  Returns a :class:`Subscription`; ``.close()`` it.  When the cluster
-    shuts down, callbacks simply stop: the subscriber is not told."""
+    pour in; during a flood, ``FLOOD_EVENTS`` or more a round, up to twice as late but
+    no later than ``FLOOD_PAUSE_S`` unless ``period`` is longer).  Returns a
+    :class:`Subscription`; ``.close()`` it.  When the cluster shuts down, callbacks
+    simply stop: the subscriber is not told."""
     if not period > 0:
         raise ValueError(f"period must be a positive number of seconds, not {period!r}")
     c = collector()
