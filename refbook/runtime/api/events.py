@@ -142,11 +142,13 @@ class Collector:
             for src, rep in zip(new, self._ask(new) if new else (), strict=True):
                 self._take(src, rep, fresh, t0)
             self.procs = [p for p in dict.fromkeys(listed) if p not in dead]
-            ready = self.held + fresh
-            ready.sort(key=_time0)            # stable: each source's order is kept
-            cut = bisect_right(list(map(_time0, ready)), t0)
-            self.held = ready[cut:]
-            del ready[cut:]
+            fresh.sort(key=_time0)            # stable: each source's order is kept
+            cut = bisect_right(list(map(_time0, fresh)), t0)
+            # what the last round held goes now, whatever its time: a host whose clock
+            # runs ahead is out of order by its skew, but not held back by it
+            ready = self.held + fresh[:cut]
+            self.held = fresh[cut:]
+            ready.sort(key=_time0)
             self.log.extend(ready)
             self.seq += len(ready)
             return len(ready)
