@@ -62,7 +62,10 @@ class SimTransport:
 
 class SimSpillIO:
     """SpillIO's interface; jobs wait in two FIFO queues (the writer and the reader
-    thread) until the schedule runs them.  Files are bytearrays."""
+    thread) until the schedule runs them.  Files are bytearrays, which no reader can map:
+    every spilled object comes back by a restore."""
+
+    mappable = False
 
     def __init__(self, arena_mm: bytearray):
         self.mv = memoryview(arena_mm)

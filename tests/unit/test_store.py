@@ -177,3 +177,51 @@ def test_stats_name_the_pinned_bytes_and_the_spill_threshold():
     assert t.stats()["pinned"] == (50 << 10) + (100 << 10)
     t.unpin("p", [bytes([0]) * 20])
     assert t.stats()["pinned"] == 50 << 10
+
+
+def test_a_spilled_object_with_no_room_to_come_back_is_read_where_it_lies():
+    """A reader that can map spill files gets a spilled object pinned in place when
+    restoring it would take room the arena does not have: nothing waits, and nothing is
+    restored or spilled for it.  With room, it is restored as before."""
+    t = sealed_table(2, 400 << 10, 1 << 20)
+    a, b, c = (bytes([i]) * 20 for i in range(3))
+    entries, _ = t.plan_spill(need=1 << 20)
+    t.spill_done(3, {a: 64, b: 64 + (400 << 10)}, 1, [])
+    assert t.create(c, 600 << 10, "o", "o")[0] == "ok"     # 600 of 800 KiB below high water
+    t.seal(c)
+    assert t.pin_many("old", [a])[0] == "wait"            # without in_place: a restore...
+    t.restore_done(a, False)                              # (which failed: spilled again)
+    used = t.alloc.used
+    status, where = t.pin_many("p", [a, c], in_place=True)
+    assert status == "ok" and where[a] == (("file", 3, 64), 400 << 10)
+    assert where[c] == (t.objects[c].offset, 600 << 10)
+    assert t.state_of(a) == "spilled" and "p" in t.objects[a].pins and t.alloc.used == used
+    assert t.stats()["read_in_place_bytes"] == 400 << 10 == t.stats()["restored_bytes"]
+    assert t.stats()["pinned"] == 600 << 10               # no arena held for a
+    t.delete(c)                                           # room now: b comes back
+    status, restores = t.pin_many("p", [b], in_place=True)
+    assert status == "wait" and [r[0] for r in restores] == [b]
+    assert t.delete(a) == [] and t.delete(b) == [3]       # the file goes with the last
+
+
+def test_spilled_objects_read_in_place_do_not_count_against_the_store_size():
+    """Three 400 KiB objects at once through 1 MiB: restored, they could never all be in
+    the arena together; with in_place, two come back (the room below high water) and
+    the third is read where it lies."""
+    t = sealed_table(2, 400 << 10, 1 << 20)
+    a, b, c = (bytes([i]) * 20 for i in range(3))
+    entries, _ = t.plan_spill(need=1 << 20)
+    t.spill_done(1, {a: 64, b: 64 + (400 << 10)}, 1, [])
+    assert t.create(c, 400 << 10, "o", "o")[0] == "ok"
+    t.seal(c)
+    entries, _ = t.plan_spill(need=1 << 20)
+    t.spill_done(2, {c: 64}, 1, [])
+    assert {t.state_of(o) for o in (a, b, c)} == {"spilled"}
+    assert t.pin_many("p", [a, b, c])[0] == "full"
+    status, restores = t.pin_many("p", [a, b, c], in_place=True)
+    assert status == "wait" and [r[0] for r in restores] == [a, b]
+    t.restore_done(a, True)
+    t.restore_done(b, True)
+    status, where = t.pin_many("p", [a, b, c], in_place=True)
+    assert status == "ok" and where[c] == (("file", 2, 64), 400 << 10)
+    assert type(where[a][0]) is int and type(where[b][0]) is int

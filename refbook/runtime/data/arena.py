@@ -73,12 +73,6 @@ class Arena:
             except OSError:
                 pass
 
-    def _holder_gone(self, on_release) -> None:
-        with self._live_lock:
-            self._live -= 1
-        if on_release is not None:
-            on_release()
-
     def write(self, offset: int, s: Serialized) -> None:
         n = len(s.buffers)
         head = _HEAD.pack(_MAGIC, n, len(s.meta)) + struct.pack(
@@ -96,26 +90,50 @@ class Arena:
     def read(self, offset: int, size: int, on_release=None):
         """Rebuild the value stored at ``offset`` without copying its buffers."""
         holder = np.ndarray((size,), np.uint8, buffer=self.mm, offset=offset)
-        holder.flags.writeable = False
-        magic, n, meta_len = _HEAD.unpack_from(holder, 0)
-        if magic != _MAGIC:
-            raise ValueError(f"no object at arena offset {offset}")
-        lens = struct.unpack_from(f"<{n}Q", holder, _HEAD.size)
-        pos = _HEAD.size + 8 * n
-        meta = holder[pos:pos + meta_len]
-        pos = align_up(pos + meta_len)
-        view = memoryview(holder)
-        bufs = []
-        for ln in lens:
-            bufs.append(view[pos:pos + ln])
-            pos = align_up(pos + ln)
-        if n:
-            with self._live_lock:
-                self._live += 1
-            weakref.finalize(holder, self._holder_gone, on_release)
-            return deserialize(meta, bufs)
-        try:
-            return deserialize(meta, bufs)
-        finally:
-            if on_release is not None:
-                on_release()
+        return decode_object(holder, on_release, self)
+
+
+def read_mapped(mapping, start: int, size: int, on_release=None):
+    """Rebuild the value stored at ``start`` of ``mapping`` (a spill file's range, see
+    ``spill.map_spilled``) without copying its buffers; the mapping goes with the last
+    view of it."""
+    holder = np.ndarray((size,), np.uint8, buffer=mapping, offset=start)
+    return decode_object(holder, on_release)
+
+
+def decode_object(holder, on_release=None, arena: Arena | None = None):
+    """The value laid out in ``holder`` (bytes of the layout above), over read-only
+    views of it.  When the last view goes, ``on_release()`` runs; until then
+    ``arena`` (the one ``holder`` is in, if any) counts the value as live."""
+    holder.flags.writeable = False
+    magic, n, meta_len = _HEAD.unpack_from(holder, 0)
+    if magic != _MAGIC:
+        raise ValueError("no object at this offset")
+    lens = struct.unpack_from(f"<{n}Q", holder, _HEAD.size)
+    pos = _HEAD.size + 8 * n
+    meta = holder[pos:pos + meta_len]
+    pos = align_up(pos + meta_len)
+    view = memoryview(holder)
+    bufs = []
+    for ln in lens:
+        bufs.append(view[pos:pos + ln])
+        pos = align_up(pos + ln)
+    if n:
+        if arena is not None:
+            with arena._live_lock:
+                arena._live += 1
+        weakref.finalize(holder, _holder_gone, arena, on_release)
+        return deserialize(meta, bufs)
+    try:
+        return deserialize(meta, bufs)
+    finally:
+        if on_release is not None:
+            on_release()
+
+
+def _holder_gone(arena, on_release) -> None:
+    if arena is not None:
+        with arena._live_lock:
+            arena._live -= 1
+    if on_release is not None:
+        on_release()

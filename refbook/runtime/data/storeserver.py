@@ -30,7 +30,8 @@ WAIT_LIMIT = 120.0     # seconds a request (or a transfer) may wait before it fa
 
 
 class Waiting:
-    __slots__ = ("kind", "ident", "reply_to", "proc", "args", "size", "since", "after")
+    __slots__ = ("kind", "ident", "reply_to", "proc", "args", "size", "since", "after",
+                 "in_place")
 
     def __init__(self, kind, ident, reply_to, proc, args, size, since: float):
         self.kind = kind          # "alloc", "pin", or "send" (a transfer out)
@@ -41,6 +42,7 @@ class Waiting:
         self.size = size
         self.since = since
         self.after = 0            # pin: serve only once this UNPIN of proc's has come
+        self.in_place = False     # pin: the reader can map spill files (see ObjectTable)
 
 
 class StoreServer:
@@ -88,9 +90,10 @@ class StoreServer:
             w = Waiting("alloc", ident, reply_to, proc, (oid, size, owner), size,
                         self.clock())
         elif m[0] == P.PIN:
-            _, proc, reply_to, oids, where, *after = m
+            _, proc, reply_to, oids, where, *more = m
             w = Waiting("pin", ident, reply_to, proc, oids, 0, self.clock())
-            w.after = after[0] if after else 0
+            w.after = more[0] if more else 0
+            w.in_place = len(more) > 1 and more[1] is True and self.io.mappable
             for oid, node in where.items():       # stored on another node: fetch it
                 if node != self.node_id and oid not in self.table.objects:
                     self.incoming.start(oid, node)
@@ -144,13 +147,19 @@ class StoreServer:
         table has already marked those objects RESTORING and given them their arena
         range, so a restore not started here would leave them RESTORING for ever (and
         every reader waiting).  While it waits, ``w.size`` is what is still on disk with
-        no room to come back: what ``make_room`` must free for it."""
-        status, detail = self.table.pin_many(w.proc, w.args)
+        no room to come back: what ``make_room`` must free for it.  Objects read in
+        place get, for an offset, where the reader maps them (``SpillIO.where``)."""
+        status, detail = self.table.pin_many(w.proc, w.args, w.in_place)
         if status == "wait":
             for r in detail:
                 self.io.restore(*r)
             w.size = sum(self.table.objects[o].size for o in w.args
                          if self.table.state_of(o) == SPILLED)
+        elif status == "ok":
+            for oid, (off, size) in detail.items():
+                if type(off) is tuple:
+                    detail[oid] = (self.io.where(off[1], off[2]), size)
+                    self.events.add("object_restored", oid, size, size, True)
         return status, detail
 
     # -- messages (inbox) -------------------------------------------------------------------
@@ -245,7 +254,7 @@ class StoreServer:
                 o = self.table.objects.get(oid)
                 if err is None:
                     n = o.size if o else 0
-                    self.events.add("object_restored", oid, n, n)
+                    self.events.add("object_restored", oid, n, n, False)
                 else:
                     log.error("restore of %s failed: %s", oid.hex(), err)
             elif r[0] == "spill_failed":

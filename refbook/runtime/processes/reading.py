@@ -8,7 +8,9 @@ import os
 import time
 
 from ... import exceptions as exc
+from ..data.arena import read_mapped
 from ..data.serialization import deserialize
+from ..data.spill import map_spilled
 from ..protocol import messages as P
 from ..protocol.entries import ERROR, INLINE, STORED
 from ..protocol.refcount import Effects
@@ -259,13 +261,7 @@ class ObjectReading:
             if node != self.node_id:
                 where[oid] = node          # the node pulls it over first
         want = list(dict.fromkeys(missing))
-        try:
-            _, status, detail = self.transport.request(
-                self.node_address,
-                lambda reply_to: (P.PIN, self.me, reply_to, want, where, after),
-                300)
-        except TimeoutError:
-            status, detail = "full", "the node did not make the objects resident in 300 s"
+        status, detail = self._pin_request(want, where, after)
         if status != "ok":
             self.unreserve([o for o in stored if o not in missing], self.values)
             if status == "full":
@@ -279,6 +275,40 @@ class ObjectReading:
                     self.pins[oid] = [off, size, 1]
                 else:
                     p[2] += 1
+
+    # whether this process may read spilled objects where they lie (it stops trying
+    # after a spill file it was pointed at could not be mapped: the node then restores)
+    map_spill_files = True
+
+    def _pin_request(self, want: list, where: dict, after: int):
+        """Ask the node to pin ``want``: ``(status, detail)`` of its PIN_REPLY, with
+        every object it lets us read from its spill file already mapped (the offset
+        is then ``(mapping, start)``)."""
+        in_place = self.map_spill_files
+        for _ in range(2):
+            try:
+                _, status, detail = self.transport.request(
+                    self.node_address,
+                    lambda reply_to, in_place=in_place: (P.PIN, self.me, reply_to, want,
+                                                         where, after, in_place), 300)
+            except TimeoutError:
+                return "full", "the node did not make the objects resident in 300 s"
+            if status != "ok":
+                return status, detail
+            try:
+                for oid, (off, size) in detail.items():
+                    if type(off) is tuple:
+                        path, file_offset, header = off
+                        detail[oid] = (map_spilled(path, file_offset, size, header), size)
+                return status, detail
+            except OSError as e:
+                # The object went meanwhile, or (not allowed) the node manager is
+                # another user's: ask again for copies in the arena, and after a
+                # refusal, always (the pins taken stay, as for any pin)
+                in_place = False
+                if isinstance(e, PermissionError):
+                    self.map_spill_files = False
+        return status, detail
 
     def unreserve(self, oids, values) -> None:
         with self.lock:
@@ -338,7 +368,9 @@ class ObjectReading:
                 covered = getattr(_tls, "covered", None)
                 if covered is not None:
                     covered.add(oid)
-            return self.arena.read(offset, size, lambda: self._view_gone(oid))
+            if type(offset) is int:
+                return self.arena.read(offset, size, lambda: self._view_gone(oid))
+            return read_mapped(*offset, size, lambda: self._view_gone(oid))
         finally:
             _tls.cover = prev
 

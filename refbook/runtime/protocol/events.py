@@ -32,7 +32,7 @@ FIELDS = {
     "object_reconstructing": ("object_id", "size", "task_id", "name", "reason"),
     "object_reconstructed": ("object_id", "size", "task_id"),
     "object_spilled": ("object_id", "size", "bytes", "file"),
-    "object_restored": ("object_id", "size", "bytes"),
+    "object_restored": ("object_id", "size", "bytes", "in_place"),   # in place: mapped
     "object_transferred": ("object_id", "size", "bytes", "source", "seconds"),
     "object_evicted": ("object_id", "size"),
     "worker_started": ("worker", "pid"),

@@ -333,6 +333,7 @@ class Pin(NamedTuple):
     oids: list
     where: dict          # {oid: node} of those on other nodes: pulled here first
     after: int           # the seq of this process's last UNPIN: served after it arrived
+    in_place: bool = False   # it can map spill files: a spilled object may stay there
 
 
 PIN_REPLY = 41
@@ -340,6 +341,7 @@ PIN_REPLY = 41
 
 class PinReply(NamedTuple):
     """nm -> proc: the answer to PIN: ("ok", {oid: (offset, size)}) or (status, message)."""
+    # the offset of an object read in place is (path, file offset, file header)
     type: int
     status: str
     detail: Any

@@ -17,7 +17,10 @@ Object states::
         +-------- restore_done <-- RESTORING <------- pin_many -----------+
 
 A spilled object keeps its place in its spill file after a restore, so spilling it
-again costs nothing; a spill file is released when no object in it is alive.
+again costs nothing; a spill file is released when no object in it is alive.  A reader
+that can map spill files (``pin_many(..., in_place=True)``) reads a spilled object
+where it lies when restoring it would take room the arena does not have free: it pins
+the object SPILLED, and nothing waits, is copied or is spilled for it.
 The node manager drives all of this from messages and I/O completions.
 """
 
@@ -136,7 +139,8 @@ class ObjectTable:
         self.spilled_bytes = 0          # now on disk only
         self.spilled_objects = 0
         self.spilled_total = 0          # bytes written, ever
-        self.restored_bytes = 0         # bytes read back, ever
+        self.restored_bytes = 0         # bytes read back, ever (copied or mapped)
+        self.mapped_bytes = 0           # of those, read in place from spill files
         self.spilling_bytes = 0         # being written now
         self._doomed: dict[bytes, int] = {}   # freed while a restore writes its range
         self._closed: list[int] = []    # spill files emptied inside create(): take_closed()
@@ -192,15 +196,16 @@ class ObjectTable:
         return o
 
     # -- pins ---------------------------------------------------------------------------
-    def pin_many(self, proc: str, oids: list):
+    def pin_many(self, proc: str, oids: list, in_place: bool = False):
         """Pin every object in ``oids`` for ``proc``, all or nothing.  Returns
         ``("ok", {oid: (offset, size)})``; ``("wait", restores)`` where ``restores``
         lists ``(oid, file_id, file_offset, arena_offset, size)`` reads to start now
         (retry when they finish, memory frees up, or a missing seal arrives);
         ``("full", message)`` when they can never fit at once; or ``("error",
         message)``.  The caller must start every read it gets: the objects are
-        RESTORING from now on, and nothing else reads them back."""
-        total = 0
+        RESTORING from now on, and nothing else reads them back.  ``in_place``: a
+        spilled object with no free room to come back to is pinned where it lies, its
+        offset ``("file", file_id, file_offset)``."""
         unsealed = False
         for oid in oids:
             o = self.objects.get(oid)
@@ -210,7 +215,8 @@ class ObjectTable:
             # Being written: its creator's SEAL is on its way.  The reader heard of the
             # object from its owner, over another connection, and may be here first.
             unsealed = unsealed or not o.sealed
-            total += o.size
+        mapped = self._read_in_place(oids) if in_place else set()
+        total = sum(self.objects[oid].size for oid in set(oids) - mapped)
         if total > self.capacity:         # nothing is lost: they can never fit at once
             if len(oids) == 1:
                 return ("full", self.full_message(oids[0], total))
@@ -223,7 +229,7 @@ class ObjectTable:
         waiting = False
         for oid in oids:
             o = self.objects[oid]
-            if o.state == SPILLED:
+            if o.state == SPILLED and oid not in mapped:
                 r = self._start_restore(o)
                 if r is None:
                     waiting = True
@@ -241,8 +247,28 @@ class ObjectTable:
             o.wanted = False
             o.pins.add(proc)
             o.last_use = next(self._clock)
-            out[oid] = (o.offset, o.size)
+            if oid in mapped:
+                out[oid] = (("file", *o.spill), o.size)
+                self.restored_bytes += o.size
+                self.mapped_bytes += o.size
+            else:
+                out[oid] = (o.offset, o.size)
         return ("ok", out)
+
+    def _read_in_place(self, oids) -> set:
+        """The spilled objects among ``oids`` that are read in place: those that would
+        not come back under the high-water mark without spilling something."""
+        room = int(self.high_water * self.capacity) - self.alloc.used
+        mapped = set()
+        for oid in dict.fromkeys(oids):
+            o = self.objects[oid]
+            if o.state != SPILLED:
+                continue
+            if o.size <= room and self.alloc.largest_free() >= o.size:
+                room -= o.size
+            else:
+                mapped.add(oid)
+        return mapped
 
     def _start_restore(self, o: StoredObject):
         off = self.alloc.alloc(o.size)
@@ -422,5 +448,6 @@ class ObjectTable:
                 "num_objects": len(self.objects), "spilled_bytes": self.spilled_bytes,
                 "spilled_objects": self.spilled_objects,
                 "restored_bytes": self.restored_bytes,
+                "read_in_place_bytes": self.mapped_bytes,
                 "spilled_total_bytes": self.spilled_total, "spill_files": len(self.files),
                 "pinned": self.pinned_bytes(), "spill_threshold": self.high_water}
