@@ -302,7 +302,12 @@ class StoreServer:
             self._again = True       # serve what fits now; it comes back here if need be
             self.progress()
             return
-        entries, ask = self.table.plan_spill(need)
+        pins = [w for w in self.waiting if w.kind != "alloc"]
+        allocs = [w.size for w in self.waiting if w.kind == "alloc"]
+        if self.incoming.waiting_for_space() or not pins:
+            allocs.append(need)                  # a transfer's allocation, or unknown
+        entries, ask = self.table.plan_spill(need, max(allocs, default=0),
+                                             keep=set(pins[0].args) if pins else ())
         if entries:
             fid = self.table.new_file_id() if any(not e[3] for e in entries) else None
             self.io.spill(fid, entries)

@@ -304,33 +304,37 @@ class ObjectTable:
     def over_high_water(self) -> bool:
         return self.alloc.used - self.spilling_bytes > self.high_water * self.capacity
 
-    def plan_spill(self, need: int = 0):
+    def plan_spill(self, need: int = 0, alloc_need: int | None = None, keep=()):
         """Choose primary copies to write out: unpinned, sealed, resident objects, least
         recently used first.  Over the high-water mark, spill down to the low-water
-        mark; with ``need`` (a waiting allocation), free at least that much.  Returns
+        mark; with ``need`` (a waiting request), free at least that much.  Returns
         ``(entries, ask_unpin)``: ``entries`` are ``(oid, arena_offset, size,
         already_on_disk)``, now SPILLING; ``ask_unpin`` maps processes to oids whose
-        cached pins stand in the way (only when unpinned objects were not enough)."""
+        cached pins stand in the way (only when unpinned objects were not enough).
+
+        Objects a waiting pin request wants (restored for it) go last.  Those in
+        ``keep`` (the oldest waiting pin's) go only for ``alloc_need``, what waiting
+        allocations need (default: all of ``need``): a pin that took them, or the
+        pin itself, would restore them again, and two pins taking each other's
+        restores would never end (1 GB sorted through 128 MB restored 596 GB)."""
         used = self.alloc.used - self.spilling_bytes          # after the writes in flight
         free_soon = self.capacity - used
         want = used - int(self.low_water * self.capacity) if self.over_high_water() else 0
-        want_need = 0
-        if need:
-            want_need = need - free_soon
-            if want_need <= 0 and self.alloc.largest_free() < need and not self.spilling_bytes:
-                want_need = need     # enough in total, but fragmented
-            want = max(want, want_need)
+        want_need = self._short_of(need, free_soon)
+        want_alloc = want_need if alloc_need is None else self._short_of(alloc_need, free_soon)
+        want = max(want, want_need)
         if want <= 0:
             return [], {}
-        # objects that a waiting pin request needs go last, and only for an allocation
         cands = sorted((o for o in self.objects.values()
                         if o.state == RESIDENT and o.sealed),
                        key=lambda o: (o.wanted, o.last_use))
         entries, freed = [], 0
         ask: dict[str, list] = {}
         for o in cands:
-            if freed >= want or (o.wanted and freed >= want_need):
+            if freed >= want:
                 break
+            if o.wanted and freed >= (want_alloc if o.oid in keep else want_need):
+                continue
             if o.pins:
                 for p in o.pins:
                     ask.setdefault(p, []).append(o.oid)
@@ -340,6 +344,15 @@ class ObjectTable:
             entries.append((o.oid, o.offset, o.size, o.spill is not None))
             freed += o.size
         return entries, (ask if freed < want else {})
+
+    def _short_of(self, need: int, free_soon: int) -> int:
+        """How much must be spilled for ``need`` bytes to fit."""
+        if not need:
+            return 0
+        short = need - free_soon
+        if short <= 0 and self.alloc.largest_free() < need and not self.spilling_bytes:
+            short = need         # enough in total, but fragmented
+        return short
 
     def new_file_id(self) -> int:
         return next(self._file_ids)
