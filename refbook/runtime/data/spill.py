@@ -128,9 +128,6 @@ class SpillIO:
             t0 = time.perf_counter()
             try:
                 fd = self._open()
-                # the blocks up front: ext4 then copies pages in, with no allocation
-                # of its own for each (half the CPU time), and a full disk fails here
-                os.posix_fallocate(fd, 0, HEADER + sum(e[2] for e in todo))
                 os.pwrite(fd, _HEAD.pack(_MAGIC, file_id, self.token).ljust(HEADER, b"\0"), 0)
                 pos = HEADER
                 for oid, off, n, _ in todo:
