@@ -170,8 +170,10 @@ def test_memory_pressure(tmp_path):
     assert "first values: [0, 1, 2, 3]" in out["restored"]
     assert "16 tasks finished, results right: True" in out["admission"]
     assert "under 64 MiB: True" in out["admission"]
+    assert "16 blocks, 128 MiB at once, right: True" in out["in-place"]  # twice the store
+    assert number(r"read in place from spill files: (\d+) MiB", out["in-place"]) > 0
     assert out["store-full"].startswith("ObjectStoreFullError: ")
-    assert "more than the whole object store" in out["store-full"]
+    assert "larger than the whole object store" in out["store-full"]
     assert "computed where the blocks live: 125829120" in out["fixed"]
     assert "after del: 0 MiB in memory, 0 MiB on disk" in out["cleanup"]
 
