@@ -293,18 +293,24 @@ def main(argv=None) -> int:
             else:
                 res["dask same algorithm"] = run_dask(kind, args.gb, args.blocks,
                                                       args.repeat)
-                if "dask_sort_values" in only:
+                # records: sort_values would sort 10-byte keys as Python bytes objects
+                # (object columns), which Dask cannot even plan (no min of objects)
+                if "dask_sort_values" in only and kind == "uint64":
                     res["dask sort_values"] = run_dask(kind, args.gb, args.blocks, 1,
                                                        sort_values=True)
         base = statistics.median(res["floor"]) if "floor" in res else None
         for name, ts in res.items():
             med = statistics.median(ts)
             rows.append((kind, name, med, med / base if base else None, len(ts)))
+        _table(rows)            # so far: a later failure loses nothing measured
+    return 0
+
+
+def _table(rows) -> None:
     print(f"{'data':<9}{'system':<22}{'median s':>10}{'/ floor':>9}  runs")
     for kind, name, med, ratio, n in rows:
         r = f"{ratio:.2f}" if ratio is not None else "-"
-        print(f"{kind:<9}{name:<22}{med:>10.2f}{r:>9}  {n}")
-    return 0
+        print(f"{kind:<9}{name:<22}{med:>10.2f}{r:>9}  {n}", flush=True)
 
 
 if __name__ == "__main__":

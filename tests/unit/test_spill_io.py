@@ -75,3 +75,11 @@ def test_a_file_that_is_not_the_one_named_is_refused(spilled):
     wrong = header[:8] + (99).to_bytes(8, "little") + header[16:]
     with pytest.raises(OSError, match="not the spill file"):
         map_spilled(path, foff, size, wrong)
+
+
+def test_nothing_but_a_node_managers_descriptor_is_opened(spilled):
+    _, where, _ = spilled
+    (_path, foff, header), size = where[0]
+    for path in ("/etc/passwd", "/proc/1/fd/0/../../environ", "/proc/self/fd/0"):
+        with pytest.raises(OSError, match="does not name a spill file"):
+            map_spilled(path, foff, size, header)

@@ -22,6 +22,7 @@ import logging
 import mmap
 import os
 import queue
+import re
 import struct
 import threading
 import time
@@ -32,6 +33,7 @@ CHUNK = 64 << 20      # bytes per write or read call
 HEADER = 64           # bytes before a spill file's first object
 _HEAD = struct.Struct("<8sQ16s")     # magic, file id, node token
 _MAGIC = b"RBSPILL1"
+_PROC_FD = re.compile(r"/proc/[0-9]+/fd/[0-9]+")
 
 
 class SpillIO:
@@ -180,7 +182,10 @@ def map_spilled(path: str, file_offset: int, size: int, header: bytes):
     """Map ``size`` bytes at ``file_offset`` of the spill file ``path`` read-only.
     Returns ``(mapping, start)``: the object begins at ``start`` in ``mapping``.  The
     mapping keeps the file alive (not its descriptor, closed here) until it goes.
-    Raises OSError if the file cannot be opened or is not the one ``header`` names."""
+    Raises OSError if the file cannot be opened or is not the one ``header`` names
+    (and, whatever a node says, opens nothing but a node manager's descriptor)."""
+    if not _PROC_FD.fullmatch(path):
+        raise OSError(f"{path!r} does not name a spill file")
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if os.pread(fd, len(header), 0) != header:
