@@ -171,9 +171,12 @@ class MemoryView(LiveView):
             plots.set_source(self.bar_source, cols)
         if point is not None:
             with plots.batch(self.timeline):
-                self.time_source.stream({"t": [point["time"] * 1000], "used": [point["used"]],
-                                         "spilled": [point["spilled_bytes"]]},
-                                        rollover=HISTORY)
+                # the whole history, not a stream of new points: a reloaded page got
+                # the streamed points twice (drawn as a line back through time)
+                tl = self._timeline
+                plots.set_source(self.time_source, {
+                    "t": [q["time"] * 1000 for q in tl], "used": [q["used"] for q in tl],
+                    "spilled": [q["spilled_bytes"] for q in tl]})
                 first = self._timeline[0]["time"]
                 end = point["time"] + 1     # at least the last minute, at most five
                 self.timeline.x_range.update(start=max(first, end - 60 * 5) * 1000

@@ -17,7 +17,7 @@ from .base import LiveView
 KINDS = ("object_spilled", "object_restored", "spill_failed")
 KEEP = 1000                 # events kept in .data
 SHOWN = 10                  # rows of the objects table
-POINTS = 2000               # points of the plot
+POINTS = 1000               # points of the plot (the last ones)
 STEPS = 200                 # events a batch plots one by one
 
 
@@ -44,6 +44,7 @@ class SpillingView(LiveView):
         self._spilled = self._restored = 0
         self._plotted = False
         self._last_t = 0.0                 # the time of the last point (s)
+        self._points: list = []            # (time s, spilled, restored) plotted
         self.source = ColumnDataSource({"t": [], "spilled": [], "restored": []})
         p = plots.figure(height=200, x_axis_type="datetime",
                          y_axis_label="bytes, since the cluster started")
@@ -119,8 +120,12 @@ class SpillingView(LiveView):
             pts.append((max(time.time(), t0), s, r))
         self._plotted = True
         self._last_t = pts[-1][0]
-        self.source.stream({"t": [p[0] * 1000 for p in pts], "spilled": [p[1] for p in pts],
-                            "restored": [p[2] for p in pts]}, rollover=POINTS)
+        # the whole line, not a stream of new points: a reloaded page got the streamed
+        # points twice (drawn as a line back through time)
+        self._points = (self._points + pts)[-POINTS:]
+        plots.set_source(self.source, {"t": [p[0] * 1000 for p in self._points],
+                                       "spilled": [p[1] for p in self._points],
+                                       "restored": [p[2] for p in self._points]})
 
     def _show(self, data: dict) -> None:
         on_disk = data["on_disk_bytes"]

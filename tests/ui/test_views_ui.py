@@ -111,6 +111,8 @@ def test_views_render_offline_in_both_themes(lab, page):
     # spilling: cumulative bytes spilled
     spilled = [s for s in sources if set(s) == {"t", "spilled", "restored"}]
     assert spilled and max(spilled[0]["spilled"]) > 0, spilled
+    t = spilled[0]["t"]          # one line through time: no point drawn twice
+    assert all(a <= b for a, b in zip(t, t[1:], strict=False)), t
     # recovery: the node's death and the rebuilds it caused, as dots
     dots = [s for s in sources if "desc" in s]
     rows = set(dots[0]["row"])
@@ -141,6 +143,9 @@ def test_views_render_offline_in_both_themes(lab, page):
     assert bars and len(bars[0]["node"]) == 2 and max(bars[0]["used"]) > 20_000_000, bars
     timeline = [s for s in again if set(s) == {"t", "used", "spilled"}]
     assert timeline and len(timeline[0]["t"]) >= n_points, (n_points, timeline)
+    for s in again:              # each line through time once: no point drawn twice
+        if set(s) in ({"t", "used", "spilled"}, {"t", "spilled", "restored"}):
+            assert all(a <= b for a, b in zip(s["t"], s["t"][1:], strict=False)), s
     assert not blocked, f"requests to other hosts: {blocked}"
 
     d = _shots_dir()
