@@ -92,8 +92,9 @@ class Cluster:
     def live_nodes(self) -> list[dict]:
         return [n for n in self._query("nodes") if n["alive"]]
 
-    def wait_for_nodes(self, timeout: float = 10.0) -> None:
-        """Wait until the head sees every node added (and not removed) as alive."""
+    def wait_for_nodes(self, timeout: float = 30.0) -> None:
+        """Wait until the head sees every node added (and not removed) as alive (a
+        node manager starting on a busy 2-core machine took over 10 s in CI)."""
         want = {n.node_id for n in self.nodes}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

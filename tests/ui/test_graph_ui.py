@@ -105,6 +105,20 @@ GRAPHS_JS = """() => {
   return out;
 }"""
 
+# Notes, at every animation frame, the states of the pipeline's objects (the graph
+# whose names include "result") in window.__graphStates.
+STATES_JS = """() => {
+  window.__graphStates = new Set();
+  const graphs = """ + GRAPHS_JS + """;
+  const check = () => {
+    for (const gr of graphs()) {
+      if (gr.name.includes("result")) for (const s of gr.state) window.__graphStates.add(s);
+    }
+    requestAnimationFrame(check);
+  };
+  requestAnimationFrame(check);
+}"""
+
 # the pixel on the page of the node named `name` in a graph drawn on the page now (a
 # plot sent whole again leaves its old view behind, detached)
 LOCATE_JS = """(name) => {
@@ -250,14 +264,16 @@ def test_graph_renders_offline_a_click_shows_details_and_5000_objects_render_fas
     _light(page)
 
     # a node dies: what it alone held turns red (lost), then rebuilding, then ready
+    page.evaluate(STATES_JS)
     _run_cells(page, 4, 4)
     victim = _wait(lambda: _printed_text(page, "VICTIM"), 30, "the victim", page)
     seen: list = []
     if victim != "None":
         def saw(state):
-            for gr in page.evaluate(GRAPHS_JS):
-                if "result" in gr["name"]:
-                    seen.extend(s for s in gr["state"] if s not in seen)
+            # the page notes every state it draws (a lost object shows red for 1.2 s:
+            # polling from here missed it under CI load)
+            seen.extend(s for s in page.evaluate("Array.from(window.__graphStates)")
+                        if s not in seen)
             return state in seen
         _wait(lambda: saw("lost"), 30, "a lost object", page)
         shots.append(_shoot(page, view, "graph-node-lost.png"))
